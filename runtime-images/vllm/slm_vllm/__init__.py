@@ -1,0 +1,1 @@
+"""Runtime image code (see the folder README)."""
