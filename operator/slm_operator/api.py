@@ -1,0 +1,416 @@
+"""SLMDeployment v1alpha1: the typed API, one source of truth.
+
+The CRD in crds/ is generated from these models (see crdgen.py); the reconciler parses
+every CR through them. Cross-field rules are CEL expressions attached here (``rules=``)
+so that the API server (at admission) and ``slmctl validate`` (offline, via cel-python)
+enforce the very same rules with the very same messages.
+
+Conventions: camelCase on the wire, no floats in spec (percentages are integers),
+lower-case enum values, lists of named objects rather than maps.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "slm.ai"
+VERSION = "v1alpha1"
+KIND = "SLMDeployment"
+PLURAL = "slmdeployments"
+SINGULAR = "slmdeployment"
+SHORT_NAMES = ["slm"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Child names are "<cr-name>-quantize-<8 hex>" at the longest (a Job, whose name also
+# becomes a label value capped at 63): 40 + 18 = 58 leaves room.
+MAX_NAME_LENGTH = 40
+
+QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+SOURCE_PATTERN = (
+    r"^(hf://[A-Za-z0-9][-_.A-Za-z0-9]*/[-_.A-Za-z0-9]+"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*"
+    r"|s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/[^\s]*)?)$"
+)
+
+
+def rules(*pairs: tuple[str, str]) -> dict[str, Any]:
+    """CEL validation rules (rule, message) for a model's JSON schema."""
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in pairs]}
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", use_enum_values=True
+    )
+
+
+class Engine(StrEnum):
+    VLLM = "vllm"
+    OLLAMA = "ollama"
+    ONNXRUNTIME = "onnxruntime"
+    AUTO = "auto"
+
+
+class QuantFormat(StrEnum):
+    NONE = "none"
+    GGUF = "gguf"
+    ONNX = "onnx"
+    AWQ = "awq"
+    GPTQ = "gptq"
+    FP8 = "fp8"
+
+
+# Which quantization formats each engine can serve (enforced at admission).
+ENGINE_FORMATS: dict[str, tuple[str, ...]] = {
+    "vllm": ("none", "awq", "gptq", "fp8"),
+    "ollama": ("gguf",),
+    "onnxruntime": ("onnx",),
+}
+# Valid types per format; the first one is the default.
+FORMAT_TYPES: dict[str, tuple[str, ...]] = {
+    "none": ("bf16", "fp16"),
+    "gguf": ("Q4_K_M", "Q5_K_M", "Q8_0", "Q6_K", "Q4_0"),
+    "onnx": ("int4", "fp16"),
+    "awq": ("w4a16",),
+    "gptq": ("w4a16",),
+    "fp8": ("fp8",),
+}
+
+
+class SecretKeyRef(Model):
+    """A key of a Secret in the CR's namespace."""
+
+    name: Annotated[str, Field(description="Name of the Secret (same namespace).", pattern=DNS_LABEL_PATTERN,
+                               max_length=253)]
+    key: Annotated[str, Field(description="Key inside the Secret.", pattern=SECRET_KEY_PATTERN,
+                              max_length=253)] = "token"
+
+
+class ModelSource(Model):
+    """Where the model comes from."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("!self.source.startsWith('hf://') || has(self.revision)",
+             "model.revision is required for hf:// sources: pin a commit SHA or tag "
+             "(e.g. revision: main, better a 40-hex commit)"),
+            ("!has(self.tokenSecretRef) || self.source.startsWith('hf://')",
+             "model.tokenSecretRef only applies to hf:// sources"),
+        ),
+    )
+
+    source: Annotated[str, Field(
+        description="Model location: hf://ORG/NAME (Hugging Face hub), pvc://CLAIM/PATH (a "
+                    "PersistentVolumeClaim in this namespace) or s3://BUCKET/PREFIX. Immutable: "
+                    "create a new SLMDeployment to serve another model.",
+        pattern=SOURCE_PATTERN, max_length=512,
+        json_schema_extra=rules(("self == oldSelf",
+                                 "model.source is immutable: create a new SLMDeployment instead")),
+    )]
+    revision: Annotated[str | None, Field(
+        description="Hub revision to pin: a commit SHA (recommended), tag or branch.",
+        pattern=r"^[-_./A-Za-z0-9]{1,128}$")] = None
+    token_secret_ref: Annotated[SecretKeyRef | None, Field(
+        description="Secret holding a hub token for gated models. Mounted as a file into the "
+                    "quantization Job only; never placed in args or env literals.")] = None
+    trust_remote_code: Annotated[bool, Field(
+        description="Run Python code shipped with the model. Off by default: enable only for "
+                    "models whose code you have reviewed.")] = False
+    served_name: Annotated[str | None, Field(
+        description="Model name clients pass in requests (default: the model's repo name, "
+                    "lower-cased).", pattern=r"^[-_.:/A-Za-z0-9]{1,128}$")] = None
+    context_length: Annotated[int | None, Field(
+        description="Maximum context length to serve (tokens). Default: chosen by sizing so the "
+                    "KV cache for engine concurrency fits.", ge=256, le=1048576)] = None
+
+
+class Quantization(Model):
+    """Quantization performed by a Job before serving."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("!has(self.type) || "
+             "(self.format == 'none' && self.type in ['bf16', 'fp16']) || "
+             "(self.format == 'gguf' && self.type in ['Q4_K_M', 'Q5_K_M', 'Q8_0', 'Q6_K', 'Q4_0']) || "
+             "(self.format == 'onnx' && self.type in ['int4', 'fp16']) || "
+             "(self.format in ['awq', 'gptq'] && self.type == 'w4a16') || "
+             "(self.format == 'fp8' && self.type == 'fp8')",
+             "quantization.type does not match quantization.format: none takes bf16|fp16; "
+             "gguf takes Q4_K_M|Q5_K_M|Q8_0|Q6_K|Q4_0; onnx takes int4|fp16; awq and gptq "
+             "take w4a16; fp8 takes fp8"),
+        ),
+    )
+
+    format: Annotated[QuantFormat | None, Field(
+        description="none | gguf | onnx | awq | gptq | fp8. Omit to let sizing choose for "
+                    "the engine and hardware.")] = None
+    type: Annotated[str | None, Field(
+        description="Format-specific type: Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q4_0 (gguf); int4, fp16 "
+                    "(onnx); w4a16 (awq, gptq); fp8; bf16, fp16 (none). Default: the first.",
+        max_length=16)] = None
+    max_perplexity_increase_percent: Annotated[int, Field(
+        description="Quality gate: the quantization Job fails when perplexity on the "
+                    "built-in evaluation text rises by more than this many percent.",
+        ge=0, le=1000)] = 10
+
+
+class VLLMOptions(Model):
+    """Typed vLLM options (mapped to `vllm serve` flags by the vLLM launcher)."""
+
+    max_model_len: Annotated[int | None, Field(
+        description="--max-model-len. Default: from sizing.", ge=256, le=1048576)] = None
+    gpu_memory_utilization_percent: Annotated[int | None, Field(
+        description="--gpu-memory-utilization as a percent (90 means 0.90). Default: from "
+                    "sizing.", ge=10, le=98)] = None
+    max_num_seqs: Annotated[int, Field(
+        description="--max-num-seqs: concurrent sequences per replica.", ge=1, le=4096)] = 64
+    tensor_parallel_size: Annotated[int, Field(
+        description="--tensor-parallel-size: must not exceed the GPU count.", ge=1, le=8)] = 1
+    enable_prefix_caching: Annotated[bool, Field(description="--enable-prefix-caching.")] = True
+    kv_cache_dtype: Annotated[Literal["auto", "fp8"], Field(description="--kv-cache-dtype.")] = "auto"
+    extra_args: Annotated[list[Annotated[str, Field(max_length=256)]], Field(
+        description="Extra `vllm serve` flags. Flags that enable dev endpoints, pass API keys "
+                    "or trust remote code are refused.", max_length=32)] = []
+
+
+class OllamaOptions(Model):
+    """Typed Ollama options (written into the Modelfile by the importer)."""
+
+    num_ctx: Annotated[int | None, Field(description="PARAMETER num_ctx. Default: from sizing.",
+                                         ge=256, le=1048576)] = None
+    num_parallel: Annotated[int, Field(description="OLLAMA_NUM_PARALLEL.", ge=1, le=64)] = 4
+    keep_alive: Annotated[str, Field(description="OLLAMA_KEEP_ALIVE (-1 keeps the model loaded).",
+                                     pattern=r"^(-1|[0-9]+[smh]?)$")] = "-1"
+
+
+class OnnxRuntimeOptions(Model):
+    """Typed options for the project's ONNX Runtime OpenAI server."""
+
+    max_length: Annotated[int | None, Field(
+        description="Maximum sequence length (prompt + generated). Default: from sizing.",
+        ge=256, le=1048576)] = None
+    workers: Annotated[int, Field(description="Concurrent generation slots.", ge=1, le=64)] = 4
+    queue_size: Annotated[int, Field(description="Waiting requests before 429 back-pressure.",
+                                     ge=1, le=10000)] = 64
+    target: Annotated[Literal["cpu", "cuda"] | None, Field(
+        description="Execution provider. Default: cuda when a GPU is requested, else cpu.")] = None
+
+
+class EngineSpec(Model):
+    """The serving engine."""
+
+    name: Annotated[Engine, Field(description="vllm | ollama | onnxruntime | auto (sizing "
+                                              "chooses for the hardware).")] = Engine.AUTO
+    image: Annotated[str | None, Field(description="Override the engine image (pin a tag or "
+                                                   "digest).", max_length=512)] = None
+    vllm: VLLMOptions | None = None
+    ollama: OllamaOptions | None = None
+    onnxruntime: OnnxRuntimeOptions | None = None
+
+
+class GPU(Model):
+    count: Annotated[int, Field(description="GPUs per replica (nvidia.com/gpu).", ge=0, le=8)] = 1
+    product: Annotated[str | None, Field(
+        description="GPU product label value (nvidia.com/gpu.product), e.g. NVIDIA-L4; used for "
+                    "scheduling and sizing.", pattern=r"^[-_.A-Za-z0-9]{1,63}$")] = None
+
+
+class Resources(Model):
+    """Per-replica resources. Omitted values come from the sizing estimate."""
+
+    gpu: GPU | None = None
+    cpu: Annotated[str | None, Field(description="CPU request and limit (e.g. \"4\", \"500m\").",
+                                     pattern=QUANTITY_PATTERN)] = None
+    memory: Annotated[str | None, Field(description="Memory request and limit (e.g. \"16Gi\").",
+                                        pattern=QUANTITY_PATTERN)] = None
+
+
+class MetricType(StrEnum):
+    GPU_UTILIZATION = "GPUUtilization"
+    QUEUE_DEPTH = "QueueDepth"
+    KV_CACHE_USAGE = "KVCacheUsage"
+    CPU = "CPU"
+
+
+class ScalingMetric(Model):
+    """One autoscaling signal."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("self.type != 'QueueDepth' || has(self.targetAverageValue)",
+             "autoscaling.metrics[].targetAverageValue is required for QueueDepth "
+             "(waiting requests per replica, e.g. 4)"),
+            ("self.type == 'QueueDepth' || has(self.targetPercent)",
+             "autoscaling.metrics[].targetPercent is required for GPUUtilization, "
+             "KVCacheUsage and CPU"),
+        ),
+    )
+
+    type: Annotated[MetricType, Field(description="GPUUtilization (dcgm-exporter), QueueDepth "
+                                                  "(waiting requests), KVCacheUsage (vLLM), CPU.")]
+    target_percent: Annotated[int | None, Field(description="Target average percent.", ge=1,
+                                                le=100)] = None
+    target_average_value: Annotated[int | None, Field(description="Target waiting requests per "
+                                                      "replica (QueueDepth).", ge=1,
+                                                      le=10000)] = None
+
+
+class Autoscaling(Model):
+    """A HorizontalPodAutoscaler (autoscaling/v2) for the serving Deployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("self.minReplicas <= self.maxReplicas",
+             "autoscaling.minReplicas must be <= autoscaling.maxReplicas"),
+            ("self.metrics.all(m, self.metrics.exists_one(n, n.type == m.type))",
+             "autoscaling.metrics must not list the same type twice"),
+        ),
+    )
+
+    min_replicas: Annotated[int, Field(description="Lower bound.", ge=1, le=1000)] = 1
+    max_replicas: Annotated[int, Field(description="Upper bound.", ge=1, le=1000)]
+    metrics: Annotated[list[ScalingMetric], Field(
+        description="Signals; default per engine (vLLM: QueueDepth 4; others: CPU 70%).",
+        max_length=4)] = []
+    scale_down_stabilization_seconds: Annotated[int, Field(
+        description="How long load must stay low before removing replicas (model servers "
+                    "start slowly).", ge=0, le=3600)] = 600
+
+
+class PeerSelector(Model):
+    """Who may call the endpoint (a NetworkPolicy peer)."""
+
+    namespace_selector: Annotated[dict[str, str] | None, Field(
+        description="matchLabels for namespaces; omitted means this namespace only.")] = None
+    pod_selector: Annotated[dict[str, str] | None, Field(
+        description="matchLabels for pods; omitted means all pods of the selected namespaces.")] = None
+
+
+class Access(Model):
+    api_key_secret_ref: Annotated[SecretKeyRef | None, Field(
+        description="Secret with the API key clients must send as a Bearer token. Omitted: a "
+                    "Secret <name>-api-key with a random key is generated (and kept).")] = None
+    allowed_from: Annotated[list[PeerSelector], Field(
+        description="NetworkPolicy ingress peers for the API port. Empty: only pods in this "
+                    "namespace.", max_length=16)] = []
+
+
+class RetainPolicy(StrEnum):
+    RETAIN = "Retain"
+    DELETE = "Delete"
+
+
+class Storage(Model):
+    """The model cache PVC (downloaded weights and quantized artifacts)."""
+
+    size: Annotated[str | None, Field(
+        description="PVC size. Default: from sizing (model + artifact, with headroom). Can only "
+                    "grow.", pattern=QUANTITY_PATTERN)] = None
+    storage_class_name: Annotated[str | None, Field(
+        description="StorageClass (immutable). Omitted: the cluster default.", max_length=253,
+        json_schema_extra=rules(("self == oldSelf", "storage.storageClassName is immutable")),
+    )] = None
+    access_mode: Annotated[Literal["ReadWriteOnce", "ReadWriteMany"], Field(
+        description="ReadWriteMany lets replicas on several nodes share one cache.",
+        json_schema_extra=rules(("self == oldSelf", "storage.accessMode is immutable")),
+    )] = "ReadWriteOnce"
+    retain_policy: Annotated[RetainPolicy, Field(
+        description="Retain (default) keeps the model cache PVC when the SLMDeployment is "
+                    "deleted; Delete removes it.")] = RetainPolicy.RETAIN
+
+
+class Monitoring(Model):
+    service_monitor: Annotated[bool, Field(
+        description="Create a ServiceMonitor (when the monitoring.coreos.com CRD exists).")] = True
+
+
+class Toleration(Model):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class SLMDeploymentSpec(Model):
+    """Desired state: a model, how to quantize it, how to serve it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("!has(self.quantization) || !has(self.quantization.format) || self.engine.name == 'auto' || "
+             "(self.engine.name == 'vllm' && self.quantization.format in ['none', 'awq', 'gptq', 'fp8']) || "
+             "(self.engine.name == 'ollama' && self.quantization.format == 'gguf') || "
+             "(self.engine.name == 'onnxruntime' && self.quantization.format == 'onnx')",
+             "quantization.format is not served by engine.name: vllm serves none|awq|gptq|fp8, "
+             "ollama serves gguf, onnxruntime serves onnx"),
+            ("!has(self.replicas) || !has(self.autoscaling)",
+             "set either replicas or autoscaling (the HPA owns the replica count)"),
+            ("self.engine.name != 'vllm' || !has(self.resources) || !has(self.resources.gpu) || "
+             "self.resources.gpu.count >= 1",
+             "engine.name vllm needs resources.gpu.count >= 1"),
+            ("!has(self.engine.vllm) || !has(self.resources) || !has(self.resources.gpu) || "
+             "self.engine.vllm.tensorParallelSize <= self.resources.gpu.count",
+             "engine.vllm.tensorParallelSize must not exceed resources.gpu.count"),
+            ("!has(self.engine.vllm) || self.engine.name in ['vllm', 'auto']",
+             "engine.vllm options need engine.name vllm"),
+            ("!has(self.engine.ollama) || self.engine.name in ['ollama', 'auto']",
+             "engine.ollama options need engine.name ollama"),
+            ("!has(self.engine.onnxruntime) || self.engine.name in ['onnxruntime', 'auto']",
+             "engine.onnxruntime options need engine.name onnxruntime"),
+            ("!has(self.autoscaling) || self.engine.name == 'vllm' || "
+             "self.autoscaling.metrics.all(m, m.type != 'KVCacheUsage')",
+             "autoscaling KVCacheUsage needs engine.name vllm (only vLLM exports KV-cache usage)"),
+            ("!has(self.autoscaling) || self.engine.name in ['vllm', 'onnxruntime'] || "
+             "self.autoscaling.metrics.all(m, m.type != 'QueueDepth')",
+             "autoscaling QueueDepth needs engine.name vllm or onnxruntime"),
+            ("!has(self.autoscaling) || (has(self.resources) && has(self.resources.gpu) && "
+             "self.resources.gpu.count >= 1) || self.autoscaling.metrics.all(m, m.type != 'GPUUtilization')",
+             "autoscaling GPUUtilization needs resources.gpu.count >= 1"),
+        ),
+    )
+
+    model: ModelSource
+    quantization: Quantization | None = None
+    engine: EngineSpec = EngineSpec()
+    resources: Resources | None = None
+    replicas: Annotated[int | None, Field(
+        description="Fixed replica count (default 1). Omit when autoscaling is set.", ge=0,
+        le=1000)] = None
+    autoscaling: Autoscaling | None = None
+    access: Access = Access()
+    storage: Storage = Storage()
+    monitoring: Monitoring = Monitoring()
+    node_selector: Annotated[dict[str, str], Field(
+        description="Extra node labels the serving pods require.")] = {}
+    tolerations: Annotated[list[Toleration], Field(description="Extra tolerations.",
+                                                   max_length=16)] = []
+    pod_annotations: Annotated[dict[str, str], Field(
+        description="Annotations added to serving pods.")] = {}
+
+
+class ObjectMeta(Model):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    namespace: str = "default"
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+
+
+class SLMDeployment(Model):
+    """A Small Language Model, served: the whole custom resource as the operator reads it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["slm.ai/v1alpha1"] = API_VERSION  # type: ignore[assignment]
+    kind: Literal["SLMDeployment"] = KIND  # type: ignore[assignment]
+    metadata: ObjectMeta
+    spec: SLMDeploymentSpec
+    status: dict[str, Any] | None = None
