@@ -1,0 +1,48 @@
+"""Names shared by the renderer, the reconciler, the CLI and the chart."""
+
+from __future__ import annotations
+
+FIELD_MANAGER = "slm-operator"
+OPERATOR_NAME = "slm-operator"
+
+# Labels (app.kubernetes.io/* recommended labels plus our own selector key).
+L_NAME = "app.kubernetes.io/name"
+L_INSTANCE = "app.kubernetes.io/instance"
+L_COMPONENT = "app.kubernetes.io/component"
+L_MANAGED_BY = "app.kubernetes.io/managed-by"
+L_PART_OF = "app.kubernetes.io/part-of"
+L_DEPLOYMENT = "slm.ai/deployment"
+L_ENGINE = "slm.ai/engine"
+
+# Annotations.
+A_SPEC_HASH = "slm.ai/spec-hash"          # pod template: restart pods when engine config changes
+A_ARTIFACT_KEY = "slm.ai/artifact-key"    # Job: which artifact it produces
+A_GENERATED = "slm.ai/generated-secret"   # Secret: value generated once by the operator
+
+# Condition types (status.conditions[].type).
+READY = "Ready"
+MODEL_READY = "ModelReady"
+AVAILABLE = "Available"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+CONDITION_TYPES = (READY, MODEL_READY, AVAILABLE, PROGRESSING, DEGRADED)
+
+# Components.
+C_SERVER = "server"
+C_QUANTIZER = "quantizer"
+C_API_KEY = "api-key"
+C_CACHE = "model-cache"
+
+# In-pod paths and ports.
+API_PORT = 8000
+METRICS_PORT = 9090
+MODELS_MOUNT = "/models"
+SOURCE_MOUNT = "/source"
+API_KEY_DIR = "/var/run/secrets/slm"
+API_KEY_FILE = f"{API_KEY_DIR}/api-key"
+HF_TOKEN_DIR = "/var/run/secrets/hf"
+HF_TOKEN_FILE = f"{HF_TOKEN_DIR}/token"
+RUN_AS = 65532
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"

@@ -1,0 +1,61 @@
+"""Pure render: SLMDeployment (+ facts) -> the desired child objects, in apply order.
+
+No API calls, deterministic output. `slmctl render` prints exactly this; the reconciler
+applies it. Builders live one concern per module (engines, workloads, network, scaling,
+storage, monitoring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slm_operator import api
+from slm_operator.render.common import Images, Obj, RenderContext, Target
+from slm_operator.render.monitoring import service_monitor
+from slm_operator.render.network import quantizer_policy, server_policy, service
+from slm_operator.render.scaling import hpa, pdb
+from slm_operator.render.storage import api_key_secret, cache_pvc
+from slm_operator.render.workloads import quantize_job, serving_deployment
+from slm_operator.resolve import Resolved, artifact_key, needs_job, resolve
+
+__all__ = ["Images", "Plan", "RenderContext", "plan", "render"]
+
+KIND_ORDER = ["Secret", "PersistentVolumeClaim", "NetworkPolicy", "Service", "Job", "Deployment",
+              "HorizontalPodAutoscaler", "PodDisruptionBudget", "ServiceMonitor"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one SLMDeployment needs: the resolution and the objects, split by stage."""
+
+    target: Target
+    prepare: list[Obj]   # safe to apply at once: Secret, PVC, policies, Service, Job
+    serve: list[Obj]     # applied once the model artifact is ready: Deployment, HPA, PDB, ...
+    job: Obj | None
+
+    @property
+    def resolved(self) -> Resolved:
+        return self.target.r
+
+    def all(self) -> list[Obj]:
+        return self.prepare + self.serve
+
+
+def plan(cr: api.SLMDeployment, ctx: RenderContext | None = None) -> Plan:
+    ctx = ctx or RenderContext()
+    r = resolve(cr.spec)
+    t = Target(cr=cr, r=r, key=artifact_key(cr.spec, r))
+    job = quantize_job(t, ctx.images.quantizer) if needs_job(cr.spec, r) else None
+    prepare = [o for o in (api_key_secret(t), cache_pvc(t), server_policy(t, ctx),
+                           quantizer_policy(t) if job else None, service(t), job) if o]
+    image = cr.spec.engine.image or ctx.images.for_engine(r.engine)
+    replicas = None if cr.spec.autoscaling else (1 if cr.spec.replicas is None else cr.spec.replicas)
+    serve = [o for o in (serving_deployment(t, image, replicas), hpa(t), pdb(t),
+                         service_monitor(t, ctx)) if o]
+    return Plan(target=t, prepare=prepare, serve=serve, job=job)
+
+
+def render(cr: api.SLMDeployment, ctx: RenderContext | None = None) -> list[Obj]:
+    """Every child object, in apply order (as if the artifact were ready)."""
+    objs = plan(cr, ctx).all()
+    return sorted(objs, key=lambda o: KIND_ORDER.index(o["kind"]))

@@ -1,0 +1,178 @@
+"""Pieces every builder shares: names, labels, owner references, security contexts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from slm_operator import api
+from slm_operator import constants as c
+from slm_operator.resolve import Resolved
+
+Obj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Images:
+    """Default images per runtime (set by the chart; one registry override for air gaps)."""
+
+    quantizer: str = "ghcr.io/slm-operator/quantizer:0.1.0"
+    vllm: str = "ghcr.io/slm-operator/vllm:0.1.0"
+    ollama: str = "ghcr.io/slm-operator/ollama:0.1.0"
+    onnxruntime: str = "ghcr.io/slm-operator/onnxruntime-server:0.1.0"
+
+    def for_engine(self, engine: str) -> str:
+        return {"vllm": self.vllm, "ollama": self.ollama, "onnxruntime": self.onnxruntime}[engine]
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """Facts read before rendering; render itself makes no API calls."""
+
+    images: Images = field(default_factory=Images)
+    service_monitor_crd: bool = False
+    monitoring_namespace_labels: tuple[tuple[str, str], ...] = (
+        ("kubernetes.io/metadata.name", "monitoring"),
+    )
+
+
+@dataclass(frozen=True)
+class Target:
+    """The CR being rendered plus its resolution."""
+
+    cr: api.SLMDeployment
+    r: Resolved
+    key: str  # artifact key (hash of quantization inputs)
+
+    @property
+    def name(self) -> str:
+        return self.cr.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.cr.metadata.namespace
+
+    @property
+    def spec(self) -> api.SLMDeploymentSpec:
+        return self.cr.spec
+
+
+def labels(t: Target, component: str) -> dict[str, str]:
+    return {
+        c.L_NAME: "slm",
+        c.L_INSTANCE: t.name,
+        c.L_COMPONENT: component,
+        c.L_MANAGED_BY: c.OPERATOR_NAME,
+        c.L_PART_OF: "slm-operator",
+        c.L_DEPLOYMENT: t.name,
+    }
+
+
+def selector(t: Target, component: str) -> dict[str, str]:
+    return {c.L_DEPLOYMENT: t.name, c.L_COMPONENT: component}
+
+
+def owner_reference(t: Target) -> Obj:
+    return {
+        "apiVersion": api.API_VERSION,
+        "kind": api.KIND,
+        "name": t.name,
+        "uid": t.cr.metadata.uid or "00000000-0000-0000-0000-000000000000",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def metadata(t: Target, name: str, component: str, *, owned: bool = True,
+             annotations: dict[str, str] | None = None) -> Obj:
+    meta: Obj = {"name": name, "namespace": t.namespace, "labels": labels(t, component)}
+    if annotations:
+        meta["annotations"] = dict(sorted(annotations.items()))
+    if owned:
+        meta["ownerReferences"] = [owner_reference(t)]
+    return meta
+
+
+def pod_security_context() -> Obj:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": c.RUN_AS,
+        "runAsGroup": c.RUN_AS,
+        "fsGroup": c.RUN_AS,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> Obj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": c.RUN_AS,
+        "runAsGroup": c.RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def child_names(name: str, key: str) -> dict[str, str]:
+    return {
+        "server": name,
+        "api_key": f"{name}-api-key",
+        "cache": f"{name}-model-cache",
+        "job": f"{name}-quantize-{key}",
+        "np_server": f"{name}-server",
+        "np_quantizer": f"{name}-quantizer",
+    }
+
+
+def artifact_path(t: Target) -> str:
+    """Where the served model lives inside the pod."""
+    src = t.spec.model.source
+    if src.startswith("pvc://") and t.r.format == "none":
+        sub = src[len("pvc://"):].split("/", 1)[1] if "/" in src[len("pvc://"):] else ""
+        return f"{c.SOURCE_MOUNT}/{sub}".rstrip("/")
+    return f"{c.MODELS_MOUNT}/artifacts/{t.r.format}-{t.r.qtype.lower()}-{t.key}"
+
+
+def source_claim(t: Target) -> str | None:
+    src = t.spec.model.source
+    if src.startswith("pvc://"):
+        return src[len("pvc://"):].split("/", 1)[0]
+    return None
+
+
+def api_key_ref(t: Target) -> tuple[str, str]:
+    ref = t.spec.access.api_key_secret_ref
+    if ref:
+        return ref.name, ref.key
+    return child_names(t.name, t.key)["api_key"], "api-key"
+
+
+def stable_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def resources(cpu: str, memory: str, gpus: int) -> Obj:
+    """Requests equal limits for memory (OOM predictability); CPU limit equals request."""
+    req: Obj = {"cpu": cpu, "memory": memory}
+    lim: Obj = {"cpu": cpu, "memory": memory}
+    if gpus:
+        req[c.GPU_RESOURCE] = str(gpus)
+        lim[c.GPU_RESOURCE] = str(gpus)
+    return {"requests": req, "limits": lim}
+
+
+def gpu_scheduling(t: Target) -> tuple[dict[str, str], list[Obj]]:
+    """nodeSelector and tolerations for the serving (and AWQ) pods."""
+    node_selector = dict(t.spec.node_selector)
+    tolerations = [tol.model_dump(by_alias=True, exclude_none=True) for tol in t.spec.tolerations]
+    if t.r.gpu_count:
+        if t.r.gpu_product:
+            node_selector[c.GPU_PRODUCT_LABEL] = t.r.gpu_product
+        tolerations.append({"key": c.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    return dict(sorted(node_selector.items())), tolerations

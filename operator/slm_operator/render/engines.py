@@ -1,0 +1,203 @@
+"""One builder per engine: the serving container(s) for vLLM, Ollama and ONNX Runtime.
+
+Each returns the pod's containers and the extra volumes they need. API keys reach the
+engine only by reference: a mounted Secret file, or (vLLM, which reads VLLM_API_KEY) an
+env var with valueFrom.secretKeyRef — never a literal.
+"""
+
+from __future__ import annotations
+
+from slm_operator import constants as c
+from slm_operator.render.common import (
+    Obj,
+    Target,
+    api_key_ref,
+    artifact_path,
+    container_security_context,
+    resources,
+)
+
+
+def _probes(path_ready: str, path_live: str, port: str = "http") -> Obj:
+    return {
+        # Model servers load weights for minutes: a startup probe guards liveness meanwhile.
+        "startupProbe": {"httpGet": {"path": path_live, "port": port}, "periodSeconds": 10,
+                         "failureThreshold": 180, "timeoutSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": path_live, "port": port}, "periodSeconds": 15,
+                          "failureThreshold": 4, "timeoutSeconds": 5},
+        "readinessProbe": {"httpGet": {"path": path_ready, "port": port}, "periodSeconds": 5,
+                           "failureThreshold": 3, "timeoutSeconds": 5},
+    }
+
+
+def _env(pairs: dict[str, str]) -> list[Obj]:
+    return [{"name": k, "value": v} for k, v in sorted(pairs.items())]
+
+
+def _mounts(t: Target, *, cache_read_only: bool) -> list[Obj]:
+    mounts = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True},
+    ]
+    if t.spec.model.source.startswith("pvc://") and t.r.format == "none":
+        mounts.append({"name": "source", "mountPath": c.SOURCE_MOUNT, "readOnly": True})
+    else:
+        mounts.append({"name": "model-cache", "mountPath": c.MODELS_MOUNT,
+                       "readOnly": cache_read_only})
+    return mounts
+
+
+def _ports(metrics_separate: bool) -> list[Obj]:
+    ports = [{"name": "http", "containerPort": c.API_PORT, "protocol": "TCP"}]
+    if metrics_separate:
+        ports.append({"name": "metrics", "containerPort": c.METRICS_PORT, "protocol": "TCP"})
+    return ports
+
+
+def vllm_args(t: Target) -> list[str]:
+    opts = t.spec.engine.vllm
+    r = t.r
+    max_len = opts.max_model_len if opts and opts.max_model_len else r.context_length
+    util = (opts.gpu_memory_utilization_percent if opts and opts.gpu_memory_utilization_percent
+            else r.gpu_memory_utilization_percent or 90)
+    args = [
+        "--model", artifact_path(t),
+        "--served-model-name", r.served_name,
+        "--host", "0.0.0.0",
+        "--port", str(c.API_PORT),
+        "--max-model-len", str(max_len),
+        "--gpu-memory-utilization", f"{util / 100:.2f}",
+        "--max-num-seqs", str(opts.max_num_seqs if opts else 64),
+        "--tensor-parallel-size", str(opts.tensor_parallel_size if opts else 1),
+    ]
+    if opts is None or opts.enable_prefix_caching:
+        args.append("--enable-prefix-caching")
+    if opts and opts.kv_cache_dtype != "auto":
+        args += ["--kv-cache-dtype", opts.kv_cache_dtype]
+    if r.format in ("awq", "gptq", "fp8"):
+        args += ["--quantization", {"awq": "awq_marlin", "gptq": "gptq_marlin", "fp8": "fp8"}[r.format]]
+    elif r.format == "none":
+        args += ["--dtype", "bfloat16" if r.qtype == "bf16" else "float16"]
+    if t.spec.model.trust_remote_code:
+        args.append("--trust-remote-code")
+    if opts:
+        args += list(opts.extra_args)
+    return args
+
+
+def vllm_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
+    key_name, key_key = api_key_ref(t)
+    container = {
+        "name": "vllm",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-m", "slm_vllm"],
+        "args": vllm_args(t),
+        "env": [
+            *_env({"HOME": "/tmp", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+                   "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
+            {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": key_name, "key": key_key}}},
+        ],
+        "ports": _ports(metrics_separate=False),
+        **_probes("/health", "/health"),
+        "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
+        "securityContext": container_security_context(),
+        "volumeMounts": [*_mounts(t, cache_read_only=True), {"name": "dshm", "mountPath": "/dev/shm"}],
+    }
+    # Tensor parallel workers share tensors through /dev/shm.
+    extra_volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    return [container], extra_volumes
+
+
+def onnxruntime_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
+    opts = t.spec.engine.onnxruntime
+    target = (opts.target if opts and opts.target else ("cuda" if t.r.gpu_count else "cpu"))
+    args = [
+        "--model-dir", artifact_path(t),
+        "--served-model-name", t.r.served_name,
+        "--host", "0.0.0.0",
+        "--port", str(c.API_PORT),
+        "--metrics-port", str(c.METRICS_PORT),
+        "--api-key-file", c.API_KEY_FILE,
+        "--max-length", str(opts.max_length if opts and opts.max_length else t.r.context_length),
+        "--workers", str(opts.workers if opts else 4),
+        "--queue-size", str(opts.queue_size if opts else 64),
+        "--execution-provider", target,
+    ]
+    container = {
+        "name": "onnxruntime",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-m", "slm_onnx_server"],
+        "args": args,
+        "env": _env({"HOME": "/tmp"}),
+        "ports": _ports(metrics_separate=True),
+        **_probes("/ready", "/health"),
+        "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
+        "securityContext": container_security_context(),
+        "volumeMounts": _mounts(t, cache_read_only=True),
+    }
+    return [container], []
+
+
+def ollama_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
+    """Ollama has no authentication: it listens on localhost only, behind our proxy."""
+    opts = t.spec.engine.ollama
+    num_ctx = opts.num_ctx if opts and opts.num_ctx else t.r.context_length
+    server = {
+        "name": "ollama",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-m", "slm_ollama", "serve"],
+        "args": [
+            "--gguf-dir", artifact_path(t),
+            "--name", t.r.served_name,
+            "--param", f"num_ctx={num_ctx}",
+        ],
+        "env": _env({
+            "HOME": "/tmp",
+            "OLLAMA_HOST": "127.0.0.1:11434",
+            "OLLAMA_MODELS": "/tmp/ollama-models",
+            "OLLAMA_NUM_PARALLEL": str(opts.num_parallel if opts else 4),
+            "OLLAMA_KEEP_ALIVE": opts.keep_alive if opts else "-1",
+            "OLLAMA_NOPRUNE": "1",
+        }),
+        "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
+        "securityContext": container_security_context(),
+        "volumeMounts": _mounts(t, cache_read_only=True),
+    }
+    proxy = {
+        "name": "auth-proxy",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-m", "slm_ollama", "proxy"],
+        "args": [
+            "--listen", f"0.0.0.0:{c.API_PORT}",
+            "--metrics-listen", f"0.0.0.0:{c.METRICS_PORT}",
+            "--upstream", "http://127.0.0.1:11434",
+            "--api-key-file", c.API_KEY_FILE,
+            "--model", t.r.served_name,
+        ],
+        "env": _env({"HOME": "/tmp"}),
+        "ports": _ports(metrics_separate=True),
+        **_probes("/ready", "/health"),
+        "resources": resources("250m", "256Mi", 0),
+        "securityContext": container_security_context(),
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                         {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True}],
+    }
+    return [server, proxy], []
+
+
+BUILDERS = {
+    "vllm": vllm_containers,
+    "ollama": ollama_containers,
+    "onnxruntime": onnxruntime_containers,
+}
+
+# Where each engine serves Prometheus metrics (port name, path).
+METRICS_ENDPOINT = {
+    "vllm": ("http", "/metrics"),
+    "ollama": ("metrics", "/metrics"),
+    "onnxruntime": ("metrics", "/metrics"),
+}

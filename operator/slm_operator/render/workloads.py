@@ -1,0 +1,161 @@
+"""The quantization Job and the serving Deployment."""
+
+from __future__ import annotations
+
+from slm_operator import constants as c
+from slm_operator.render.common import (
+    Obj,
+    Target,
+    artifact_path,
+    child_names,
+    container_security_context,
+    gpu_scheduling,
+    metadata,
+    pod_security_context,
+    resources,
+    selector,
+    source_claim,
+    stable_hash,
+)
+from slm_operator.render.engines import BUILDERS
+
+
+def _cache_volume(t: Target) -> Obj:
+    return {"name": "model-cache",
+            "persistentVolumeClaim": {"claimName": child_names(t.name, t.key)["cache"]}}
+
+
+def _pod_spec_base() -> Obj:
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(),
+    }
+
+
+def quantizer_source(t: Target) -> str:
+    """hf:// and s3:// go to the quantizer as is; pvc://CLAIM/PATH becomes the mounted path."""
+    src = t.spec.model.source
+    if not src.startswith("pvc://"):
+        return src
+    _, _, sub = src[len("pvc://"):].partition("/")
+    return f"{c.SOURCE_MOUNT}/{sub}".rstrip("/")
+
+
+def quantize_job(t: Target, image: str) -> Obj:
+    names = child_names(t.name, t.key)
+    spec = t.spec
+    q = spec.quantization
+    target = "cuda" if t.r.gpu_count else "cpu"
+    if spec.engine.onnxruntime and spec.engine.onnxruntime.target:
+        target = spec.engine.onnxruntime.target
+    args = [
+        "--source", quantizer_source(t),
+        "--format", t.r.format,
+        "--type", t.r.qtype,
+        "--target", target,
+        "--output", artifact_path(t),
+        "--max-ppl-increase-pct", str(q.max_perplexity_increase_percent if q else 10),
+        "--termination-log", "/dev/termination-log",
+    ]
+    if spec.model.revision:
+        args += ["--revision", spec.model.revision]
+    if spec.model.trust_remote_code:
+        args.append("--trust-remote-code")
+    mounts = [{"name": "model-cache", "mountPath": c.MODELS_MOUNT},
+              {"name": "tmp", "mountPath": "/tmp"}]
+    volumes = [_cache_volume(t), {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}]
+    if spec.model.token_secret_ref:
+        ref = spec.model.token_secret_ref
+        args += ["--token-file", c.HF_TOKEN_FILE]
+        mounts.append({"name": "hub-token", "mountPath": c.HF_TOKEN_DIR, "readOnly": True})
+        volumes.append({"name": "hub-token", "secret": {
+            "secretName": ref.name, "defaultMode": 0o440,
+            "items": [{"key": ref.key, "path": "token"}]}})
+    claim = source_claim(t)
+    if claim:
+        mounts.append({"name": "source", "mountPath": c.SOURCE_MOUNT, "readOnly": True})
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    # Only AWQ/GPTQ/FP8 calibration needs a GPU; GGUF and ONNX quantize on CPU.
+    job_gpus = 1 if t.r.gpu_count and t.r.format in ("awq", "gptq", "fp8") else 0
+    node_selector, tolerations = gpu_scheduling(t) if job_gpus else ({}, [])
+    container = {
+        "name": "quantize",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python3", "-m", "slm_quantizer"],
+        "args": args,
+        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": f"{c.MODELS_MOUNT}/hf"},
+                {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}],
+        "resources": resources("2", "16Gi" if job_gpus else "8Gi", job_gpus),
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "File",
+        "volumeMounts": mounts,
+    }
+    pod_spec: Obj = {**_pod_spec_base(), "restartPolicy": "Never", "containers": [container],
+                     "volumes": volumes}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(t, names["job"], c.C_QUANTIZER, annotations={c.A_ARTIFACT_KEY: t.key}),
+        "spec": {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": 6 * 3600,
+            "template": {
+                "metadata": {"labels": {**metadata(t, "", c.C_QUANTIZER)["labels"]}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def serving_deployment(t: Target, image: str, replicas: int | None) -> Obj:
+    names = child_names(t.name, t.key)
+    containers, extra_volumes = BUILDERS[t.r.engine](t, image)
+    api_key_name = (t.spec.access.api_key_secret_ref.name if t.spec.access.api_key_secret_ref
+                    else names["api_key"])
+    api_key_key = (t.spec.access.api_key_secret_ref.key if t.spec.access.api_key_secret_ref
+                   else "api-key")
+    volumes = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+        {"name": "api-key", "secret": {"secretName": api_key_name, "defaultMode": 0o440,
+                                       "items": [{"key": api_key_key, "path": "api-key"}]}},
+    ]
+    claim = source_claim(t)
+    if claim and t.r.format == "none":
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    else:
+        volumes.append(_cache_volume(t))
+    volumes += extra_volumes
+    node_selector, tolerations = gpu_scheduling(t)
+    pod_labels = {**metadata(t, "", c.C_SERVER)["labels"], c.L_ENGINE: t.r.engine}
+    pod_annotations = {**t.spec.pod_annotations,
+                       c.A_SPEC_HASH: stable_hash([containers, volumes])}
+    pod_spec: Obj = {**_pod_spec_base(), "containers": containers, "volumes": volumes,
+                     "terminationGracePeriodSeconds": 60}
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    # GPUs are scarce: replace in place rather than surge onto a GPU that isn't there.
+    strategy = ({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+                if t.r.gpu_count else
+                {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    spec: Obj = {
+        "selector": {"matchLabels": selector(t, c.C_SERVER)},
+        "strategy": strategy,
+        "revisionHistoryLimit": 3,
+        "template": {
+            "metadata": {"labels": pod_labels, "annotations": dict(sorted(pod_annotations.items()))},
+            "spec": pod_spec,
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    meta = metadata(t, names["server"], c.C_SERVER)
+    meta["labels"][c.L_ENGINE] = t.r.engine
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": spec}

@@ -1,0 +1,78 @@
+"""Resolve a spec into concrete choices: engine, quantization, resources, context.
+
+This is the step between the typed spec and the pure render: it fills what the user left
+out from the sizing estimate (sizing/), and says whether the model fits at all. It is pure
+too (the catalog is data shipped with the package), so `slmctl render` gives the same
+answer as the operator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from slm_operator import api
+
+
+@dataclass(frozen=True)
+class Resolved:
+    engine: str
+    format: str
+    qtype: str
+    gpu_count: int
+    gpu_product: str | None
+    cpu: str
+    memory: str
+    context_length: int
+    gpu_memory_utilization_percent: int | None
+    storage_size: str
+    tier: str | None = None
+    fits: bool = True
+    reason: str = ""
+    weights_bytes: int | None = None
+    total_bytes: int | None = None
+    served_name: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def served_name(spec: api.SLMDeploymentSpec) -> str:
+    if spec.model.served_name:
+        return spec.model.served_name
+    tail = spec.model.source.rstrip("/").rsplit("/", 1)[-1]
+    return tail.lower() or "model"
+
+
+def _gib(n_bytes: int) -> str:
+    """Round a byte count up to whole GiB as a Kubernetes quantity."""
+    gib = -(-n_bytes // (1 << 30))
+    return f"{max(gib, 1)}Gi"
+
+
+def resolve(spec: api.SLMDeploymentSpec) -> Resolved:
+    from slm_operator.sizing_bridge import resolve_with_sizing
+
+    return resolve_with_sizing(spec)
+
+
+def artifact_key(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
+    """Short hash of everything that determines the quantized artifact's bytes."""
+    target = "cuda" if r.gpu_count > 0 else "cpu"
+    if spec.engine.onnxruntime and spec.engine.onnxruntime.target:
+        target = spec.engine.onnxruntime.target
+    gate = spec.quantization.max_perplexity_increase_percent if spec.quantization else 10
+    inputs = {
+        "source": spec.model.source,
+        "revision": spec.model.revision,
+        "format": r.format,
+        "type": r.qtype,
+        "target": target if r.format == "onnx" else "",
+        "trustRemoteCode": spec.model.trust_remote_code,
+        "gate": gate,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def needs_job(spec: api.SLMDeploymentSpec, r: Resolved) -> bool:
+    """A Job fetches (and quantizes) unless the model is already on a PVC and served as is."""
+    return not (spec.model.source.startswith("pvc://") and r.format == "none")
