@@ -1,0 +1,159 @@
+"""kopf wiring (thin): watch SLMDeployments and their children, feed the work queue.
+
+Only event handlers are used: kopf then stores no progress annotations and adds no
+finalizers, so the operator never writes to an SLMDeployment except its status.
+Children are watched (label app.kubernetes.io/managed-by=slm-operator) to keep the cache
+fresh and to undo edits made by someone else.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import kopf
+from lightkube import AsyncClient
+
+from slm_operator import api, metrics
+from slm_operator import constants as c
+from slm_operator.cache import ChildCache
+from slm_operator.kube import Kube
+from slm_operator.reconciler import Reconciler
+from slm_operator.settings import OperatorConfig
+from slm_operator.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+CHILD_KINDS: list[tuple[str, str, str, str]] = [  # group, version, plural, kind
+    ("apps", "v1", "deployments", "Deployment"),
+    ("batch", "v1", "jobs", "Job"),
+    ("", "v1", "services", "Service"),
+    ("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim"),
+    ("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy"),
+    ("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+    ("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+    ("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
+]
+MANAGED = {c.L_MANAGED_BY: c.OPERATOR_NAME}
+
+
+class State:
+    config: OperatorConfig
+    kube: Kube
+    cache: ChildCache
+    queue: WorkQueue
+    reconciler: Reconciler
+    conditions: dict[tuple[str, str], dict[str, str]]
+
+
+STATE = State()
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+async def _reconcile(body: dict[str, Any]) -> float | None:
+    outcome = await STATE.reconciler.reconcile(body)
+    key = (body["metadata"]["namespace"], body["metadata"]["name"])
+    conds = {x["type"]: x["status"] for x in (body.get("status") or {}).get("conditions") or []}
+    STATE.conditions[key] = conds
+    _update_condition_gauge()
+    return outcome.requeue_after
+
+
+def _update_condition_gauge() -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for conds in STATE.conditions.values():
+        for ctype, status in conds.items():
+            counts[(ctype, status)] = counts.get((ctype, status), 0) + 1
+    for ctype in c.CONDITION_TYPES:
+        for status in ("True", "False"):
+            metrics.CONDITIONS.labels(condition=ctype, status=status).set(counts.get((ctype, status), 0))
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    cfg = OperatorConfig.from_env()
+    STATE.config = cfg
+    settings.posting.enabled = False          # our own Events only, on transitions
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    client = AsyncClient(field_manager=c.FIELD_MANAGER)
+    STATE.kube = Kube(client)
+    STATE.cache = ChildCache()
+    STATE.conditions = {}
+    ctx = cfg.render_context(service_monitor_crd=await STATE.kube.crd_exists(
+        "servicemonitors.monitoring.coreos.com"))
+    STATE.reconciler = Reconciler(STATE.kube, STATE.cache, ctx)
+    STATE.queue = WorkQueue(_reconcile, workers=cfg.workers)
+    await _prefill(client, cfg)
+    STATE.queue.start()
+    log.info("slm-operator started: %d children cached, %d workers", len(STATE.cache), cfg.workers)
+
+
+async def _prefill(client: AsyncClient, cfg: OperatorConfig) -> None:
+    """List children once before the first reconcile, so a restart writes nothing."""
+    from lightkube.codecs import resource_registry
+
+    namespaces: list[str | None] = list(cfg.namespaces) or [None]
+    for group, version, _plural, kind in CHILD_KINDS:
+        if kind == "ServiceMonitor" and not STATE.reconciler.ctx.service_monitor_crd:
+            continue
+        api_version = f"{group}/{version}" if group else version
+        res = resource_registry.load(api_version, kind) if kind != "ServiceMonitor" else None
+        if res is None:
+            from slm_operator.kube import ServiceMonitorResource as res
+        for ns in namespaces:
+            metrics.API_REQUESTS.labels(verb="list", kind=kind).inc()
+            async for obj in client.list(res, namespace=ns or "*", labels=MANAGED):
+                d = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+                d.setdefault("apiVersion", api_version)
+                d.setdefault("kind", kind)
+                STATE.cache.put(kind, d)
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if hasattr(STATE, "queue"):
+        await STATE.queue.stop()
+    if hasattr(STATE, "kube"):
+        await STATE.kube.close()
+
+
+@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
+async def slm_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    key = (namespace, name)
+    if event.get("type") == "DELETED":
+        STATE.queue.forget(key)
+        STATE.conditions.pop(key, None)
+        _update_condition_gauge()
+        return
+    STATE.queue.update(key, _plain(body))
+
+
+def _register_child(group: str, version: str, plural: str, kind: str) -> None:
+    api_version = f"{group}/{version}" if group else version
+
+    async def child_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str,
+                          labels: dict[str, str], **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            STATE.cache.remove(kind, namespace, name)
+        else:
+            d = _plain(body)
+            d.setdefault("apiVersion", api_version)
+            d.setdefault("kind", kind)
+            STATE.cache.put(kind, d)
+        owner = labels.get(c.L_DEPLOYMENT)
+        if owner and hasattr(STATE, "queue"):
+            STATE.queue.enqueue((namespace, owner))
+
+    child_event.__name__ = f"child_{kind.lower()}"
+    kopf.on.event(group or "", version, plural, labels=MANAGED, id=f"child-{kind.lower()}")(child_event)
+
+
+for _g, _v, _p, _k in CHILD_KINDS:
+    _register_child(_g, _v, _p, _k)
+
+

@@ -1,0 +1,58 @@
+"""`slm-operator`: run the kopf operator with the project's settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import kopf
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="slm-operator", description=__doc__)
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[],
+                       help="Watch this namespace (repeatable).")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="Watch every namespace.")
+    p.add_argument("--liveness", default=os.environ.get("SLM_LIVENESS", ""),
+                   help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("SLM_METRICS_PORT", "0")),
+                   help="Serve Prometheus metrics on this port (0: off).")
+    p.add_argument("--priority", type=int, default=int(os.environ.get("SLM_PRIORITY", "0")),
+                   help="kopf peering priority: the highest-priority replica works, others stand by.")
+    p.add_argument("--peering", default=os.environ.get("SLM_PEERING", ""),
+                   help="kopf peering object name (needs the KopfPeering CRDs); empty: standalone.")
+    p.add_argument("--workers", type=int, default=int(os.environ.get("SLM_WORKERS", "16")),
+                   help="Concurrent reconciles.")
+    p.add_argument("--verbose", "-v", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.namespace:
+        os.environ["SLM_NAMESPACES"] = ",".join(args.namespace)
+    os.environ["SLM_WORKERS"] = str(args.workers)
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
+    from slm_operator import handlers  # noqa: F401  (registers the handlers)
+
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        clusterwide=args.all_namespaces or not args.namespace,
+        namespaces=args.namespace or None,
+        liveness_endpoint=args.liveness or None,
+        priority=args.priority,
+        peering_name=args.peering or None,
+        standalone=not args.peering,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Operator metrics (prometheus-client), served on --metrics-port.
+
+The default registry also carries the process collector (RSS, CPU seconds, open fds).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("slm_operator_reconciles_total", "Reconciles by result.", ["result"])
+RECONCILE_SECONDS = Histogram(
+    "slm_operator_reconcile_duration_seconds", "Reconcile duration by result.", ["result"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+API_REQUESTS = Counter("slm_operator_api_requests_total",
+                       "API requests the operator sent, by verb and kind.", ["verb", "kind"])
+WRITES = Counter("slm_operator_api_writes_total", "Child writes (apply/create/delete) by kind.", ["kind"])
+CONDITIONS = Gauge("slm_operator_slmdeployments", "SLMDeployments by condition type and status.",
+                   ["condition", "status"])
+QUANTIZATION_SECONDS = Histogram(
+    "slm_operator_quantization_job_duration_seconds", "Quantization Job wall time by outcome.",
+    ["format", "outcome"], buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400))
+QUANTIZATION_JOBS = Counter("slm_operator_quantization_jobs_total",
+                            "Quantization Jobs finished, by format and outcome.", ["format", "outcome"])
+SIZING_REFUSALS = Counter("slm_operator_sizing_refusals_total",
+                          "SLMDeployments refused because the model does not fit.", ["engine"])
+QUEUE_DEPTH = Gauge("slm_operator_workqueue_depth", "SLMDeployments waiting for a reconcile.")

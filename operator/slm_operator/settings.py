@@ -1,0 +1,40 @@
+"""Operator configuration from flags and environment (set by the Helm chart)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from slm_operator.render.common import Images, RenderContext
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    images: Images = field(default_factory=Images)
+    namespaces: tuple[str, ...] = ()
+    workers: int = 16
+    monitoring_namespace: str = "monitoring"
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        defaults = Images()
+        images = Images(
+            quantizer=os.environ.get("SLM_IMAGE_QUANTIZER", defaults.quantizer),
+            vllm=os.environ.get("SLM_IMAGE_VLLM", defaults.vllm),
+            ollama=os.environ.get("SLM_IMAGE_OLLAMA", defaults.ollama),
+            onnxruntime=os.environ.get("SLM_IMAGE_ONNXRUNTIME", defaults.onnxruntime),
+        )
+        namespaces = tuple(n for n in os.environ.get("SLM_NAMESPACES", "").split(",") if n)
+        return cls(
+            images=images,
+            namespaces=namespaces,
+            workers=int(os.environ.get("SLM_WORKERS", "16")),
+            monitoring_namespace=os.environ.get("SLM_MONITORING_NAMESPACE", "monitoring"),
+        )
+
+    def render_context(self, *, service_monitor_crd: bool) -> RenderContext:
+        return RenderContext(
+            images=self.images,
+            service_monitor_crd=service_monitor_crd,
+            monitoring_namespace_labels=(("kubernetes.io/metadata.name", self.monitoring_namespace),),
+        )

@@ -1,0 +1,109 @@
+"""A keyed work queue: one reconcile at a time per SLMDeployment, latest body wins.
+
+Events for a key that is being reconciled mark it dirty, so it runs once more afterwards
+with the newest body; errors and waits come back after a delay (exponential backoff for
+errors). This is what controller-runtime gives Go operators; kopf's event handlers give us
+the watch stream and we keep this small queue on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slm_operator import metrics
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str]
+
+
+class WorkQueue:
+    def __init__(self, handler: Callable[[dict[str, Any]], Awaitable[float | None]], workers: int = 8,
+                 max_backoff: float = 300.0) -> None:
+        self.handler = handler
+        self.workers = workers
+        self.max_backoff = max_backoff
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._failures: dict[Key, int] = {}
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def update(self, key: Key, body: dict[str, Any]) -> None:
+        self._bodies[key] = body
+        self.enqueue(key)
+
+    def forget(self, key: Key) -> None:
+        self._bodies.pop(key, None)
+        self._failures.pop(key, None)
+        timer = self._timers.pop(key, None)
+        if timer:
+            timer.cancel()
+
+    def body(self, key: Key) -> dict[str, Any] | None:
+        return self._bodies.get(key)
+
+    def enqueue(self, key: Key) -> None:
+        if key not in self._bodies:
+            return
+        if key in self._active:
+            self._dirty.add(key)
+            return
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+
+    def enqueue_after(self, key: Key, delay: float) -> None:
+        old = self._timers.pop(key, None)
+        if old:
+            old.cancel()
+        self._timers[key] = asyncio.get_running_loop().call_later(delay, self.enqueue, key)
+
+    async def _worker(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            metrics.QUEUE_DEPTH.set(len(self._queued))
+            body = self._bodies.get(key)
+            if body is None:
+                continue
+            self._active.add(key)
+            started = time.monotonic()
+            try:
+                delay = await self.handler(body)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                failures = self._failures.get(key, 0) + 1
+                self._failures[key] = failures
+                delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 10))
+                log.error("reconcile of %s/%s failed (attempt %d, retry in %.1fs): %s",
+                          key[0], key[1], failures, delay, e, exc_info=failures == 1)
+                metrics.RECONCILES.labels(result="error").inc()
+                metrics.RECONCILE_SECONDS.labels(result="error").observe(time.monotonic() - started)
+            else:
+                self._failures.pop(key, None)
+                metrics.RECONCILES.labels(result="success").inc()
+                metrics.RECONCILE_SECONDS.labels(result="success").observe(time.monotonic() - started)
+            finally:
+                self._active.discard(key)
+            if key in self._dirty:
+                self._dirty.discard(key)
+                self.enqueue(key)
+            elif delay:
+                self.enqueue_after(key, delay)
