@@ -1,0 +1,77 @@
+"""`slmctl`: the user CLI (render, validate, estimate, models)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from slm_operator import api
+
+app = typer.Typer(help="slmctl: render, validate and size SLMDeployments offline.",
+                  no_args_is_help=True, add_completion=False)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _load(path: Path) -> list[dict]:
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+@app.command()
+def render(
+    file: Annotated[Path, typer.Option("--file", "-f", help="SLMDeployment manifest (- for stdin).")],
+    service_monitor: Annotated[bool, typer.Option(help="Render as if the ServiceMonitor CRD exists.")] = False,
+) -> None:
+    """Print the child manifests the operator would apply (what a GitOps reviewer diffs)."""
+    from slm_operator.render import render as render_children
+    from slm_operator.settings import OperatorConfig
+    from slm_operator.validate import defaulted, validate
+
+    docs = []
+    for obj in _load(file):
+        problems = validate(obj, check_fit=False)
+        if problems:
+            for p in problems:
+                err.print(f"[red]error[/red] {obj.get('metadata', {}).get('name')}: {p}")
+            raise typer.Exit(1)
+        cr = api.SLMDeployment.model_validate(defaulted(obj))
+        ctx = OperatorConfig.from_env().render_context(service_monitor_crd=service_monitor)
+        docs += render_children(cr, ctx)
+    sys.stdout.write(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Option("--file", "-f", help="SLMDeployment manifest (- for stdin).")],
+) -> None:
+    """Check manifests offline with the admission rules; exit 1 on any error."""
+    from slm_operator.validate import validate as check
+
+    failed = False
+    for obj in _load(file):
+        name = (obj.get("metadata") or {}).get("name", "<unnamed>")
+        problems = check(obj)
+        for p in problems:
+            err.print(f"[red]error[/red] {name}: {p}")
+        if problems:
+            failed = True
+        else:
+            err.print(f"[green]ok[/green] {name}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _register_sizing() -> None:
+    try:
+        from slm_operator.cli_sizing import register
+    except ImportError:  # sizing commands ship with the sizing package
+        return
+    register(app)
+
+
+_register_sizing()

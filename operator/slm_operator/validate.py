@@ -1,0 +1,117 @@
+"""Offline validation with the same rules and messages as admission.
+
+Three passes, as the API server does them: the CRD's OpenAPI schema (types, enums,
+patterns, bounds), defaulting, then the CRD's CEL rules (evaluated with cel-python on the
+defaulted object). Transition rules (those using oldSelf) need a previous object and are
+skipped offline. A last pass runs the sizing check the operator would run.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import celpy
+import jsonschema
+import pydantic
+
+from slm_operator import api
+from slm_operator.crdgen import build_crd
+
+
+@cache
+def _schema() -> dict[str, Any]:
+    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+@cache
+def _program(rule: str) -> Any:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _schema_errors(obj: dict[str, Any]) -> list[str]:
+    validator = jsonschema.Draft7Validator(_schema())
+    errors = []
+    for e in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
+        errors.append(f"{_path(e.absolute_path) or '<root>'}: {e.message}")
+    return errors
+
+
+def _unknown_fields(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
+    """kubectl's strict field validation: fields the schema does not know are errors."""
+    errors: list[str] = []
+    if isinstance(obj, dict) and "properties" in schema:
+        for key, value in obj.items():
+            sub = schema["properties"].get(key)
+            if sub is None:
+                if not schema.get("x-kubernetes-preserve-unknown-fields") and path != "metadata":
+                    errors.append(f"{path + '.' if path else ''}{key}: unknown field")
+                continue
+            errors += _unknown_fields(value, sub, f"{path + '.' if path else ''}{key}")
+    elif isinstance(obj, list) and "items" in schema:
+        for i, item in enumerate(obj):
+            errors += _unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return errors
+
+
+def _cel_errors(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
+    errors: list[str] = []
+    for rule in schema.get("x-kubernetes-validations", []):
+        if "oldSelf" in rule["rule"]:
+            continue
+        try:
+            ok = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(obj)})
+        except Exception as e:  # a rule that cannot evaluate is a rejection at admission too
+            errors.append(f"{path or '<root>'}: rule {rule['rule']!r} failed to evaluate: {e}")
+            continue
+        if isinstance(ok, celpy.CELEvalError) or not bool(ok):
+            errors.append(f"{path or '<root>'}: {rule['message']}")
+    if isinstance(obj, dict):
+        for key, sub in schema.get("properties", {}).items():
+            if key in obj:
+                errors += _cel_errors(obj[key], sub, f"{path + '.' if path else ''}{key}")
+    elif isinstance(obj, list) and "items" in schema:
+        for i, item in enumerate(obj):
+            errors += _cel_errors(item, schema["items"], f"{path}[{i}]")
+    return errors
+
+
+def defaulted(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object as the API server stores it: spec defaults filled in."""
+    cr = api.SLMDeployment.model_validate(obj)
+    spec = cr.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return {**obj, "spec": spec}
+
+
+def validate(obj: dict[str, Any], *, check_fit: bool = True) -> list[str]:
+    """All problems with one SLMDeployment manifest; empty when it would be admitted."""
+    if obj.get("apiVersion") != api.API_VERSION or obj.get("kind") != api.KIND:
+        return [f"apiVersion/kind: expected {api.API_VERSION} {api.KIND}, got "
+                f"{obj.get('apiVersion')} {obj.get('kind')}"]
+    name = (obj.get("metadata") or {}).get("name")
+    if not name:
+        return ["metadata.name: required"]
+    errors = _schema_errors(obj) + _unknown_fields(obj, _schema(), "")
+    if errors:
+        return errors
+    try:
+        full = defaulted(obj)
+    except pydantic.ValidationError as e:
+        return [f"{_path(err['loc'])}: {err['msg']}" for err in e.errors()]
+    errors = _cel_errors(full, _schema(), "")
+    if errors or not check_fit:
+        return errors
+    from slm_operator.resolve import resolve
+
+    r = resolve(api.SLMDeployment.model_validate(full).spec)
+    if not r.fits:
+        return [f"spec: does not fit: {r.reason}"]
+    return []

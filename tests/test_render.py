@@ -1,0 +1,254 @@
+"""Render is pure and complete: every engine and option, secure pods, no secret values."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slm_operator import api
+from slm_operator.render import RenderContext, plan, render
+from slm_operator.validate import defaulted
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+def cr(spec: dict[str, Any], name: str = "m", uid: str = "uid-1") -> api.SLMDeployment:
+    body = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment",
+            "metadata": {"name": name, "namespace": "ns", "uid": uid}, "spec": spec}
+    return api.SLMDeployment.model_validate(defaulted(body))
+
+
+def by_kind(objs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for o in objs:
+        out.setdefault(o["kind"], []).append(o)
+    return out
+
+
+VLLM = {"model": {"source": "hf://microsoft/Phi-4-mini-instruct", "revision": "abc"},
+        "engine": {"name": "vllm"}, "quantization": {"format": "awq"},
+        "resources": {"gpu": {"count": 1, "product": "NVIDIA-L4"}}}
+ONNX = {"model": {"source": "hf://Qwen/Qwen3-0.6B", "revision": "main"},
+        "engine": {"name": "onnxruntime"}, "quantization": {"format": "onnx", "type": "int4"}}
+OLLAMA = {"model": {"source": "hf://google/gemma-3-1b-it", "revision": "main"},
+          "engine": {"name": "ollama"}, "quantization": {"format": "gguf", "type": "Q4_K_M"}}
+
+
+def pods(objs: list[dict]) -> list[dict]:
+    out = []
+    for o in objs:
+        if o["kind"] in ("Deployment", "Job"):
+            out.append(o["spec"]["template"]["spec"])
+    return out
+
+
+@pytest.mark.parametrize("spec", [VLLM, ONNX, OLLAMA], ids=["vllm", "onnxruntime", "ollama"])
+def test_every_pod_is_restricted(spec: dict) -> None:
+    objs = render(cr(spec))
+    assert len(pods(objs)) == 2
+    for pod in pods(objs):
+        psc = pod["securityContext"]
+        assert psc["runAsNonRoot"] is True and psc["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["automountServiceAccountToken"] is False
+        for ctr in pod["containers"]:
+            sc = ctr["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"]["drop"] == ["ALL"]
+            assert sc["readOnlyRootFilesystem"] is True
+            assert ctr["resources"]["requests"] and ctr["resources"]["limits"]
+            for env in ctr.get("env", []):
+                assert "value" in env or "secretKeyRef" in env["valueFrom"]
+                assert "KEY" not in env["name"] or "valueFrom" in env, env
+
+
+@pytest.mark.parametrize("spec", [VLLM, ONNX, OLLAMA], ids=["vllm", "onnxruntime", "ollama"])
+def test_render_is_deterministic_and_owned(spec: dict) -> None:
+    a = render(cr(spec))
+    b = render(cr(copy.deepcopy(spec)))
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    for o in a:
+        if o["kind"] == "PersistentVolumeClaim":
+            assert "ownerReferences" not in o["metadata"], "Retain: cache must survive the CR"
+            continue
+        ref = o["metadata"]["ownerReferences"][0]
+        assert ref["uid"] == "uid-1" and ref["controller"] is True
+        assert o["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "slm-operator"
+
+
+def test_vllm_deployment_args_and_gpu_scheduling() -> None:
+    objs = by_kind(render(cr(VLLM)))
+    pod = objs["Deployment"][0]["spec"]["template"]["spec"]
+    ctr = pod["containers"][0]
+    args = ctr["args"]
+    assert args[args.index("--quantization") + 1] == "awq_marlin"
+    assert "--trust-remote-code" not in args
+    assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-L4"
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    key_env = [e for e in ctr["env"] if e["name"] == "VLLM_API_KEY"][0]
+    assert key_env["valueFrom"]["secretKeyRef"] == {"name": "m-api-key", "key": "api-key"}
+    job = objs["Job"][0]
+    assert job["metadata"]["name"].startswith("m-quantize-")
+    assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_vllm_options_map_to_flags() -> None:
+    spec = copy.deepcopy(VLLM)
+    spec["engine"]["vllm"] = {"maxModelLen": 2048, "gpuMemoryUtilizationPercent": 85, "maxNumSeqs": 7,
+                              "enablePrefixCaching": False, "kvCacheDtype": "fp8",
+                              "extraArgs": ["--swap-space", "4"]}
+    spec["model"]["trustRemoteCode"] = True
+    args = by_kind(render(cr(spec)))["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--max-model-len") + 1] == "2048"
+    assert args[args.index("--gpu-memory-utilization") + 1] == "0.85"
+    assert args[args.index("--max-num-seqs") + 1] == "7"
+    assert "--enable-prefix-caching" not in args
+    assert args[args.index("--kv-cache-dtype") + 1] == "fp8"
+    assert "--trust-remote-code" in args and args[-2:] == ["--swap-space", "4"]
+
+
+def test_onnx_server_on_cpu_mounts_key_file() -> None:
+    objs = by_kind(render(cr(ONNX)))
+    pod = objs["Deployment"][0]["spec"]["template"]["spec"]
+    ctr = pod["containers"][0]
+    assert ctr["args"][ctr["args"].index("--execution-provider") + 1] == "cpu"
+    assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
+    assert "nodeSelector" not in pod
+    assert {"name": "api-key", "mountPath": "/var/run/secrets/slm", "readOnly": True} in ctr["volumeMounts"]
+    assert [p["name"] for p in objs["Service"][0]["spec"]["ports"]] == ["http", "metrics"]
+
+
+def test_ollama_listens_on_localhost_behind_proxy() -> None:
+    pod = by_kind(render(cr(OLLAMA)))["Deployment"][0]["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["containers"]]
+    assert names == ["ollama", "auth-proxy"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["OLLAMA_HOST"].startswith("127.0.0.1:")
+    assert "ports" not in pod["containers"][0], "Ollama itself must not be reachable"
+
+
+def test_network_policies() -> None:
+    spec = copy.deepcopy(ONNX)
+    spec["access"] = {"allowedFrom": [{"namespaceSelector": {"team": "a"}, "podSelector": {"app": "ui"}}]}
+    nps = {o["metadata"]["name"]: o for o in by_kind(render(cr(spec)))["NetworkPolicy"]}
+    server = nps["m-server"]["spec"]
+    assert server["policyTypes"] == ["Ingress", "Egress"]
+    assert server["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"team": "a"}},
+                                             "podSelector": {"matchLabels": {"app": "ui"}}}]
+    assert server["ingress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert all(p["port"] == 53 for p in server["egress"][0]["ports"]), "serving egress is DNS only"
+    quant = nps["m-quantizer"]["spec"]
+    assert quant["ingress"] == [] and {"port": 443, "protocol": "TCP"} in quant["egress"][1]["ports"]
+
+
+def test_hpa_metrics_behavior_and_replicas_left_to_hpa() -> None:
+    spec = copy.deepcopy(VLLM)
+    spec["autoscaling"] = {"minReplicas": 2, "maxReplicas": 5, "scaleDownStabilizationSeconds": 900,
+                           "metrics": [{"type": "GPUUtilization", "targetPercent": 80},
+                                       {"type": "QueueDepth", "targetAverageValue": 4},
+                                       {"type": "KVCacheUsage", "targetPercent": 70},
+                                       {"type": "CPU", "targetPercent": 60}]}
+    objs = by_kind(render(cr(spec)))
+    assert "replicas" not in objs["Deployment"][0]["spec"]
+    hpa = objs["HorizontalPodAutoscaler"][0]["spec"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 5)
+    names = [m.get("pods", {}).get("metric", {}).get("name") or m["resource"]["name"] for m in hpa["metrics"]]
+    assert names == ["slm_gpu_utilization_percent", "vllm_num_requests_waiting", "vllm_kv_cache_usage_perc", "cpu"]
+    assert hpa["metrics"][2]["pods"]["target"]["averageValue"] == "700m"
+    assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 900
+    assert objs["PodDisruptionBudget"][0]["spec"]["maxUnavailable"] == 1
+
+
+def test_default_autoscaling_metric_per_engine() -> None:
+    for spec, metric in ((ONNX, "slm_onnx_queue_depth"), (OLLAMA, "cpu")):
+        s = copy.deepcopy(spec)
+        s["autoscaling"] = {"maxReplicas": 3}
+        m = by_kind(render(cr(s)))["HorizontalPodAutoscaler"][0]["spec"]["metrics"][0]
+        assert (m.get("pods", {}).get("metric", {}).get("name") or m["resource"]["name"]) == metric
+
+
+def test_single_replica_has_no_pdb_and_fixed_replicas() -> None:
+    objs = by_kind(render(cr(ONNX)))
+    assert "PodDisruptionBudget" not in objs
+    assert objs["Deployment"][0]["spec"]["replicas"] == 1
+
+
+def test_retain_delete_owner_reference_on_cache() -> None:
+    spec = copy.deepcopy(ONNX)
+    spec["storage"] = {"retainPolicy": "Delete", "size": "30Gi", "storageClassName": "fast"}
+    pvc = by_kind(render(cr(spec)))["PersistentVolumeClaim"][0]
+    assert pvc["metadata"]["ownerReferences"][0]["kind"] == "SLMDeployment"
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "30Gi"
+    assert pvc["spec"]["storageClassName"] == "fast"
+
+
+def test_pvc_source_served_as_is_needs_no_job() -> None:
+    spec = {"model": {"source": "pvc://models/qwen3"}, "engine": {"name": "vllm"},
+            "quantization": {"format": "none"}, "resources": {"gpu": {"count": 1}}}
+    objs = by_kind(render(cr(spec)))
+    assert "Job" not in objs and "PersistentVolumeClaim" not in objs
+    pod = objs["Deployment"][0]["spec"]["template"]["spec"]
+    src = [v for v in pod["volumes"] if v["name"] == "source"][0]
+    assert src["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--model") + 1] == "/source/qwen3"
+
+
+def test_token_secret_only_in_job_as_file() -> None:
+    spec = copy.deepcopy(VLLM)
+    spec["model"]["tokenSecretRef"] = {"name": "hf-token", "key": "token"}
+    objs = by_kind(render(cr(spec)))
+    job_pod = objs["Job"][0]["spec"]["template"]["spec"]
+    vol = [v for v in job_pod["volumes"] if v["name"] == "hub-token"][0]
+    assert vol["secret"]["secretName"] == "hf-token"
+    args = job_pod["containers"][0]["args"]
+    assert args[args.index("--token-file") + 1] == "/var/run/secrets/hf/token"
+    dep_text = json.dumps(objs["Deployment"])
+    assert "hf-token" not in dep_text, "the hub token never reaches the serving pods"
+
+
+def test_job_name_changes_with_quantization_inputs_only() -> None:
+    a = plan(cr(ONNX)).job["metadata"]["name"]
+    s = copy.deepcopy(ONNX)
+    s["replicas"] = 3
+    assert plan(cr(s)).job["metadata"]["name"] == a
+    s["quantization"]["maxPerplexityIncreasePercent"] = 3
+    assert plan(cr(s)).job["metadata"]["name"] != a
+    assert len(a) <= 63
+
+
+def test_service_monitor_only_when_crd_exists() -> None:
+    assert "ServiceMonitor" not in by_kind(render(cr(VLLM)))
+    sm = by_kind(render(cr(VLLM), RenderContext(service_monitor_crd=True)))["ServiceMonitor"][0]
+    assert sm["spec"]["endpoints"][0]["port"] == "http"
+    off = copy.deepcopy(VLLM)
+    off["monitoring"] = {"serviceMonitor": False}
+    assert "ServiceMonitor" not in by_kind(render(cr(off), RenderContext(service_monitor_crd=True)))
+
+
+def test_generated_secret_has_no_data() -> None:
+    secret = by_kind(render(cr(ONNX)))["Secret"][0]
+    assert "data" not in secret and "stringData" not in secret
+    spec = copy.deepcopy(ONNX)
+    spec["access"] = {"apiKeySecretRef": {"name": "mine", "key": "k"}}
+    objs = by_kind(render(cr(spec)))
+    assert "Secret" not in objs
+    vol = [v for v in objs["Deployment"][0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-key"][0]
+    assert vol["secret"]["secretName"] == "mine" and vol["secret"]["items"][0]["key"] == "k"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_pass_kubernetes_validate(path: Path) -> None:
+    import kubernetes_validate
+
+    for doc in yaml.safe_load_all(path.read_text()):
+        body = {**doc, "metadata": {**doc["metadata"], "namespace": "default", "uid": "u"}}
+        for obj in render(api.SLMDeployment.model_validate(defaulted(body)),
+                          RenderContext(service_monitor_crd=False)):
+            kubernetes_validate.validate(obj, "1.33", strict=True)

@@ -1,0 +1,39 @@
+from slm_operator.status import Cond, Observation, build_status, status_changed, transitions
+
+
+def _conds(status: dict) -> dict:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_ready_when_model_and_serving_ready() -> None:
+    o = Observation(generation=3, endpoint="http://x.ns.svc:8000/v1", replicas_desired=2, replicas_ready=2)
+    o.model = Cond(True, "ArtifactReady", "ok.")
+    o.available = Cond(True, "MinimumReplicasAvailable", "2/2 replicas ready.")
+    s = build_status(o, None)
+    c = _conds(s)
+    assert c["Ready"]["status"] == "True" and c["Degraded"]["status"] == "False"
+    assert c["Progressing"]["status"] == "False"
+    assert all(x["observedGeneration"] == 3 for x in s["conditions"])
+    assert s["replicas"]["summary"] == "2/2"
+
+
+def test_degraded_explains_and_blocks_ready() -> None:
+    o = Observation(generation=1)
+    o.problem = Cond(True, "SecretNotFound", "Secret hf-token was not found.")
+    s = build_status(o, None)
+    c = _conds(s)
+    assert c["Ready"]["status"] == "False" and c["Ready"]["reason"] == "SecretNotFound"
+    assert c["Degraded"]["message"] == "Secret hf-token was not found."
+
+
+def test_unchanged_observation_means_no_write_and_stable_times() -> None:
+    o = Observation(generation=1)
+    first = build_status(o, None)
+    second = build_status(o, first)
+    assert not status_changed(second, first)
+    assert [x["lastTransitionTime"] for x in first["conditions"]] == \
+        [x["lastTransitionTime"] for x in second["conditions"]]
+    o.model = Cond(True, "ArtifactReady", "ok.")
+    third = build_status(o, second)
+    assert status_changed(third, second)
+    assert ("ModelReady", "True", "ArtifactReady", "ok.") in transitions(third, second)
