@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import yaml
-
 from slm_operator import crdgen
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from slm_operator import api
 from slm_operator.render import RenderContext, plan, render
 from slm_operator.validate import defaulted
@@ -91,7 +90,7 @@ def test_vllm_deployment_args_and_gpu_scheduling() -> None:
     assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-L4"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    key_env = [e for e in ctr["env"] if e["name"] == "VLLM_API_KEY"][0]
+    key_env = next(e for e in ctr["env"] if e["name"] == "VLLM_API_KEY")
     assert key_env["valueFrom"]["secretKeyRef"] == {"name": "m-api-key", "key": "api-key"}
     job = objs["Job"][0]
     assert job["metadata"]["name"].startswith("m-quantize-")
@@ -194,7 +193,7 @@ def test_pvc_source_served_as_is_needs_no_job() -> None:
     objs = by_kind(render(cr(spec)))
     assert "Job" not in objs and "PersistentVolumeClaim" not in objs
     pod = objs["Deployment"][0]["spec"]["template"]["spec"]
-    src = [v for v in pod["volumes"] if v["name"] == "source"][0]
+    src = next(v for v in pod["volumes"] if v["name"] == "source")
     assert src["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     args = pod["containers"][0]["args"]
     assert args[args.index("--model") + 1] == "/source/qwen3"
@@ -205,7 +204,7 @@ def test_token_secret_only_in_job_as_file() -> None:
     spec["model"]["tokenSecretRef"] = {"name": "hf-token", "key": "token"}
     objs = by_kind(render(cr(spec)))
     job_pod = objs["Job"][0]["spec"]["template"]["spec"]
-    vol = [v for v in job_pod["volumes"] if v["name"] == "hub-token"][0]
+    vol = next(v for v in job_pod["volumes"] if v["name"] == "hub-token")
     assert vol["secret"]["secretName"] == "hf-token"
     args = job_pod["containers"][0]["args"]
     assert args[args.index("--token-file") + 1] == "/var/run/secrets/hf/token"
@@ -239,7 +238,7 @@ def test_generated_secret_has_no_data() -> None:
     spec["access"] = {"apiKeySecretRef": {"name": "mine", "key": "k"}}
     objs = by_kind(render(cr(spec)))
     assert "Secret" not in objs
-    vol = [v for v in objs["Deployment"][0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-key"][0]
+    vol = next(v for v in objs["Deployment"][0]["spec"]["template"]["spec"]["volumes"] if v["name"] == "api-key")
     assert vol["secret"]["secretName"] == "mine" and vol["secret"]["items"][0]["key"] == "k"
 
 
