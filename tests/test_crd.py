@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import yaml
+
 from slm_operator import crdgen
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from slm_operator import api
 from slm_operator.render import RenderContext, plan, render
 from slm_operator.validate import defaulted

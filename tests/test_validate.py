@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from slm_operator.cli import app
 from slm_operator.validate import validate
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
 INVALID = list(yaml.safe_load_all((ROOT / "tests/data/invalid-crs.yaml").read_text()))
