@@ -1,0 +1,5 @@
+import sys
+
+from slm_vllm.launcher import main
+
+sys.exit(main())
