@@ -1,0 +1,218 @@
+"""The reconciler against the real local control plane: every example converges to Ready,
+children are owned and restricted, drift is undone, deletion respects retainPolicy, bad
+input is rejected at admission or surfaces as Degraded, and a quiet cluster costs no writes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.helpers import (
+    KubectlError,
+    condition_status,
+    kubectl,
+    kubectl_json,
+    run_operator,
+    wait_for,
+    wait_for_condition,
+    wait_for_object,
+)
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+INVALID = list(yaml.safe_load_all((ROOT / "tests/data/invalid-crs.yaml").read_text()))
+CHILD_KINDS = "secrets,pvc,networkpolicies,services,jobs,deployments,hpa,pdb"
+
+
+@pytest.fixture(scope="session")
+def crd(kubeconfig: str) -> str:
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/slmdeployments.slm.ai", "--timeout=60s")
+    return kubeconfig
+
+
+def _example(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def _metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ready(kc: str, ns: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_for_condition(kc, "-n", ns, "slm", name, type_="Ready", timeout=timeout)
+
+
+def test_every_example_converges_with_owned_restricted_children(crd: str, namespace: str) -> None:
+    kc = crd
+    kubectl(kc, "-n", namespace, "create", "secret", "generic", "hf-token", "--from-literal=token=hf_e2e_dummy")
+    names = [_example(p)["metadata"]["name"] for p in EXAMPLES]
+    with run_operator(kc, [namespace]) as op:
+        for path in EXAMPLES:
+            kubectl(kc, "-n", namespace, "apply", "-f", str(path))
+        for name in names:
+            cr = _ready(kc, namespace, name, timeout=180)
+            st = cr["status"]
+            assert st["endpoint"] == f"http://{name}.{namespace}.svc:8000/v1"
+            assert st["artifact"]["ready"] is True
+            assert st["observedGeneration"] == cr["metadata"]["generation"]
+            uid = cr["metadata"]["uid"]
+            children = kubectl_json(kc, "-n", namespace, "get", CHILD_KINDS, "-l", f"slm.ai/deployment={name}")
+            kinds = {o["kind"] for o in children["items"]}
+            assert {"PersistentVolumeClaim", "NetworkPolicy", "Service", "Job", "Deployment"} <= kinds, kinds
+            for obj in children["items"]:
+                if obj["kind"] == "PersistentVolumeClaim" and cr["spec"]["storage"]["retainPolicy"] == "Retain":
+                    assert not obj["metadata"].get("ownerReferences")
+                    continue
+                refs = obj["metadata"]["ownerReferences"]
+                assert refs[0]["uid"] == uid and refs[0]["controller"] is True, obj["metadata"]["name"]
+            for obj in children["items"]:
+                if obj["kind"] in ("Deployment", "Job"):
+                    pod = obj["spec"]["template"]["spec"]
+                    assert pod["securityContext"]["runAsNonRoot"] is True
+                    for ctr in pod["containers"]:
+                        assert ctr["securityContext"]["capabilities"]["drop"] == ["ALL"]
+                        assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
+            job = next(o for o in children["items"] if o["kind"] == "Job")
+            assert condition_status(job, "Complete") == "True"
+            dep = next(o for o in children["items"] if o["kind"] == "Deployment")
+            assert condition_status(dep, "Available") == "True"
+        # The gated example gets its HPA; the secret reached the Job as a file only.
+        hpa = kubectl_json(kc, "-n", namespace, "get", "hpa", "llama32-3b")
+        assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Pods", "Pods"]
+        job = kubectl_json(kc, "-n", namespace, "get", "jobs", "-l", "slm.ai/deployment=llama32-3b")["items"][0]
+        assert "hf_e2e_dummy" not in yaml.safe_dump(job)
+        # Pods really ran on the right kind of node (KWOK): GPU pods on GPU nodes.
+        pods = kubectl_json(kc, "-n", namespace, "get", "pods", "-l", "slm.ai/deployment=phi4-mini,"
+                            "app.kubernetes.io/component=server")["items"]
+        assert pods and all(p["spec"]["nodeName"].startswith("gpu-") for p in pods)
+        printed = kubectl(kc, "-n", namespace, "get", "slm")
+        assert re.search(r"qwen3-small\s+onnxruntime\s+hf://Qwen/Qwen3-0.6B\s+int4\s+True\s+2/2", printed), printed
+        assert "Traceback" not in op.output()
+
+
+def test_edits_and_deletions_of_children_are_undone(crd: str, namespace: str) -> None:
+    kc = crd
+    with run_operator(kc, [namespace]):
+        kubectl(kc, "-n", namespace, "apply", "-f", str(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml"))
+        _ready(kc, namespace, "qwen3-small")
+        kubectl(kc, "-n", namespace, "scale", "deployment/qwen3-small", "--replicas=5")
+        wait_for_object(kc, "-n", namespace, "deployment", "qwen3-small",
+                        predicate=lambda d: d["spec"]["replicas"] == 2, what="replicas reverted to 2")
+        kubectl(kc, "-n", namespace, "delete", "service", "qwen3-small")
+        wait_for(lambda: kubectl_json(kc, "-n", namespace, "get", "service", "qwen3-small"), timeout=30,
+                 what="Service recreated")
+        kubectl(kc, "-n", namespace, "patch", "networkpolicy", "qwen3-small-server", "--type=json",
+                "-p", '[{"op": "replace", "path": "/spec/egress", "value": [{}]}]')
+        wait_for_object(kc, "-n", namespace, "networkpolicy", "qwen3-small-server",
+                        predicate=lambda n: n["spec"]["egress"][0].get("ports"), what="egress restored")
+
+
+@pytest.mark.parametrize("policy, survives", [("Retain", True), ("Delete", False)])
+def test_delete_cr_keeps_cache_only_under_retain(crd: str, namespace: str, policy: str, survives: bool) -> None:
+    kc = crd
+    cr = _example(ROOT / "examples/gemma3-1b-ollama-gguf.yaml")
+    cr["spec"]["storage"] = {"retainPolicy": policy}
+    with run_operator(kc, [namespace]):
+        kubectl(kc, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(cr))
+        _ready(kc, namespace, "gemma3-1b")
+        kubectl(kc, "-n", namespace, "delete", "slm", "gemma3-1b", "--wait=true", timeout=60)
+        wait_for(lambda: not kubectl_json(kc, "-n", namespace, "get", "deployments,services,jobs")["items"],
+                 timeout=60, what="children garbage-collected")
+        if survives:
+            time.sleep(3)
+            pvc = kubectl_json(kc, "-n", namespace, "get", "pvc", "gemma3-1b-model-cache")
+            assert pvc["metadata"].get("deletionTimestamp") is None
+        else:
+            wait_for(lambda: not kubectl_json(kc, "-n", namespace, "get", "pvc")["items"], timeout=60,
+                     what="model cache PVC deleted")
+
+
+def test_invalid_crs_rejected_at_admission_naming_the_field(crd: str, namespace: str) -> None:
+    assert len(INVALID) >= 20
+    failures = []
+    for doc in INVALID:
+        expect = doc["metadata"]["annotations"]["test.slm.ai/expect"]
+        try:
+            kubectl(crd, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(doc))
+        except KubectlError as e:
+            if expect not in e.stderr:
+                failures.append(f"{doc['metadata']['annotations']['test.slm.ai/case']}: {e.stderr.strip()}")
+            continue
+        failures.append(f"{doc['metadata']['annotations']['test.slm.ai/case']}: was admitted")
+    assert not failures, "\n".join(failures)
+
+
+def test_immutable_source_and_storage_class(crd: str, namespace: str) -> None:
+    cr = _example(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml")
+    cr["spec"]["storage"] = {"storageClassName": "standard"}
+    kubectl(crd, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(cr))
+    cr["spec"]["model"]["source"] = "hf://Qwen/Qwen3-1.7B"
+    with pytest.raises(KubectlError, match=r"model\.source is immutable"):
+        kubectl(crd, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(cr))
+    cr["spec"]["model"]["source"] = "hf://Qwen/Qwen3-0.6B"
+    cr["spec"]["storage"]["storageClassName"] = "fast"
+    with pytest.raises(KubectlError, match=r"storage\.storageClassName is immutable"):
+        kubectl(crd, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(cr))
+
+
+def test_missing_secret_is_degraded_then_recovers(crd: str, namespace: str) -> None:
+    kc = crd
+    with run_operator(kc, [namespace]):
+        kubectl(kc, "-n", namespace, "apply", "-f", str(ROOT / "examples/gated-llama-autoscaled.yaml"))
+        cr = wait_for_condition(kc, "-n", namespace, "slm", "llama32-3b", type_="Degraded", timeout=60)
+        deg = next(c for c in cr["status"]["conditions"] if c["type"] == "Degraded")
+        assert deg["reason"] == "SecretNotFound" and "hf-token" in deg["message"]
+        assert "spec.model.tokenSecretRef" in deg["message"]
+        events = wait_for(lambda: [e for e in kubectl_json(kc, "-n", namespace, "get", "events")["items"]
+                                   if e["type"] == "Warning" and e["reason"] == "SecretNotFound"],
+                          timeout=30, what="a Warning event")
+        assert events[0]["involvedObject"]["name"] == "llama32-3b"
+        assert not kubectl_json(kc, "-n", namespace, "get", "jobs")["items"], "no Job without its token"
+        kubectl(kc, "-n", namespace, "create", "secret", "generic", "hf-token", "--from-literal=token=x")
+        cr = _ready(kc, namespace, "llama32-3b", timeout=120)
+        assert condition_status(cr, "Degraded") == "False"
+
+
+def test_quiet_cluster_costs_no_writes_even_across_restart(crd: str, namespace: str) -> None:
+    kc = crd
+    port = _free_port()
+    with run_operator(kc, [namespace], extra_args=["--metrics-port", str(port)]):
+        kubectl(kc, "-n", namespace, "apply", "-f", str(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml"))
+        _ready(kc, namespace, "qwen3-small")
+        time.sleep(3)
+        before = _metric(port, "slm_operator_api_writes_total")
+        status_before = _metric(port, 'slm_operator_api_requests_total{kind="SLMDeployment/status"')
+        time.sleep(10)
+        assert _metric(port, "slm_operator_api_writes_total") == before
+        assert _metric(port, 'slm_operator_api_requests_total{kind="SLMDeployment/status"') == status_before
+    port = _free_port()
+    with run_operator(kc, [namespace], extra_args=["--metrics-port", str(port)]) as op:
+        op.wait_for_output("slm-operator started", timeout=60)
+        time.sleep(8)
+        writes = _metric(port, "slm_operator_api_writes_total")
+        status = _metric(port, 'slm_operator_api_requests_total{kind="SLMDeployment/status"')
+        reconciles = _metric(port, 'slm_operator_reconciles_total{result="success"}')
+        assert reconciles >= 1, "the restarted operator did look at the CR"
+        assert writes == 0 and status == 0, f"restart wrote {writes} children and {status} statuses"
