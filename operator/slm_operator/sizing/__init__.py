@@ -1,0 +1,1 @@
+"""Model sizing: catalog, memory estimates, and auto-configuration (see docs/sizing.md)."""
