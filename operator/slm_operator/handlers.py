@@ -8,6 +8,7 @@ fresh and to undo edits made by someone else.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -60,6 +61,10 @@ async def _reconcile(body: dict[str, Any]) -> float | None:
     conds = {x["type"]: x["status"] for x in (body.get("status") or {}).get("conditions") or []}
     STATE.conditions[key] = conds
     _update_condition_gauge()
+    for ctype in c.CONDITION_TYPES:
+        for status in ("True", "False"):
+            metrics.CONDITION.labels(namespace=key[0], name=key[1], condition=ctype, status=status).set(
+                1 if conds.get(ctype) == status else 0)
     return outcome.requeue_after
 
 
@@ -129,6 +134,10 @@ async def slm_event(event: dict[str, Any], body: kopf.Body, namespace: str, name
         STATE.queue.forget(key)
         STATE.conditions.pop(key, None)
         _update_condition_gauge()
+        for ctype in c.CONDITION_TYPES:
+            for status in ("True", "False"):
+                with contextlib.suppress(KeyError):
+                    metrics.CONDITION.remove(namespace, name, ctype, status)
         return
     STATE.queue.update(key, _plain(body))
 

@@ -24,3 +24,6 @@ QUANTIZATION_JOBS = Counter("slm_operator_quantization_jobs_total",
 SIZING_REFUSALS = Counter("slm_operator_sizing_refusals_total",
                           "SLMDeployments refused because the model does not fit.", ["engine"])
 QUEUE_DEPTH = Gauge("slm_operator_workqueue_depth", "SLMDeployments waiting for a reconcile.")
+CONDITION = Gauge("slm_operator_slmdeployment_condition",
+                  "1 when the SLMDeployment's condition has this status (per object, for alerts).",
+                  ["namespace", "name", "condition", "status"])
