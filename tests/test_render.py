@@ -197,7 +197,7 @@ def test_pvc_source_served_as_is_needs_no_job() -> None:
     src = next(v for v in pod["volumes"] if v["name"] == "source")
     assert src["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     args = pod["containers"][0]["args"]
-    assert args[args.index("--model") + 1] == "/source/qwen3"
+    assert args[1] == "/source/qwen3"
 
 
 def test_token_secret_only_in_job_as_file() -> None:
@@ -252,3 +252,17 @@ def test_examples_pass_kubernetes_validate(path: Path) -> None:
         for obj in render(api.SLMDeployment.model_validate(defaulted(body)),
                           RenderContext(service_monitor_crd=False)):
             kubernetes_validate.validate(obj, "1.33", strict=True)
+
+
+def test_rendered_vllm_args_pass_the_launchers_checks() -> None:
+    """The operator's flags for vLLM are accepted by the image's launcher (same refusal list)."""
+    from slm_vllm.args import FORBIDDEN_FLAGS, OWNED_FLAGS, check_serve_args
+    from slm_vllm.launcher import plan as launcher_plan
+
+    assert set(FORBIDDEN_FLAGS) | (set(OWNED_FLAGS) - {"disable-fastapi-docs"}) <= set(api.VLLM_REFUSED_FLAGS)
+    spec = copy.deepcopy(VLLM)
+    spec["engine"]["vllm"] = {"extraArgs": ["--swap-space", "4"], "kvCacheDtype": "fp8"}
+    args = by_kind(render(cr(spec)))["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    check_serve_args(args[1:], owned_allowed=True)
+    cmd, env, _ = launcher_plan(args, {"VLLM_API_KEY": "k", "PATH": "/usr/bin"})
+    assert cmd[:3] == ["vllm", "serve", args[1]] and env["VLLM_API_KEY"] == "k"

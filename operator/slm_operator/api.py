@@ -160,6 +160,23 @@ class Quantization(Model):
         ge=0, le=1000)] = 10
 
 
+# `vllm serve` flags refused in engine.vllm.extraArgs: those that weaken security (API keys in
+# args, dev endpoints, arbitrary imports, prompt logging) and those typed options own. The
+# vLLM launcher refuses the same set at start (tests/engines checks they agree).
+VLLM_REFUSED_FLAGS = (
+    "api-key", "hf-token", "config", "allowed-local-media-path", "middleware", "tool-parser-plugin",
+    "reasoning-parser-plugin", "io-processor-plugin", "logits-processors", "worker-cls",
+    "worker-extension-cls", "kv-transfer-config", "ec-transfer-config", "trust-request-chat-template",
+    "trust-request-mm-kwargs", "tool-server", "enable-tokenizer-info-endpoint", "enable-scale-out",
+    "enable-fault-tolerance", "profiler-config", "enable-log-requests", "enable-log-outputs",
+    "allow-credentials", "grpc", "grpc-port", "headless", "uds",
+    "model", "served-model-name", "host", "port", "max-model-len", "gpu-memory-utilization",
+    "max-num-seqs", "tensor-parallel-size", "enable-prefix-caching", "quantization", "dtype",
+    "kv-cache-dtype", "trust-remote-code",
+)
+_REFUSED_RE = "(?i)^--(no[-_])?(" + "|".join(f.replace("-", "[-_]") for f in VLLM_REFUSED_FLAGS) + ")([=.+]|$)"
+
+
 class VLLMOptions(Model):
     """Typed vLLM options (mapped to `vllm serve` flags by the vLLM launcher)."""
 
@@ -175,8 +192,15 @@ class VLLMOptions(Model):
     enable_prefix_caching: Annotated[bool, Field(description="--enable-prefix-caching.")] = True
     kv_cache_dtype: Annotated[Literal["auto", "fp8"], Field(description="--kv-cache-dtype.")] = "auto"
     extra_args: Annotated[list[Annotated[str, Field(max_length=256)]], Field(
-        description="Extra `vllm serve` flags. Flags that enable dev endpoints, pass API keys "
-                    "or trust remote code are refused.", max_length=32)] = []
+        description="Extra `vllm serve` flags. Flags that enable dev endpoints, pass API keys, "
+                    "import code or log prompts are refused, and so are flags the typed options set.",
+        max_length=32,
+        json_schema_extra=rules((f"self.all(a, !a.matches('{_REFUSED_RE}'))",
+                                 "engine.vllm.extraArgs contains a refused flag: API keys, tokens and "
+                                 "trust-remote-code come from typed fields and Secrets; dev endpoints, "
+                                 "code imports and prompt logging are not allowed; typed options (model, "
+                                 "port, max-model-len, ...) must be set through their fields")),
+    )] = []
 
 
 class OllamaOptions(Model):

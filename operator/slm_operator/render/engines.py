@@ -61,7 +61,8 @@ def vllm_args(t: Target) -> list[str]:
     util = (opts.gpu_memory_utilization_percent if opts and opts.gpu_memory_utilization_percent
             else r.gpu_memory_utilization_percent or 90)
     args = [
-        "--model", artifact_path(t),
+        "--",  # the launcher's own flags end here; the rest is checked, then passed to `vllm serve`
+        artifact_path(t),  # positional: vLLM 0.33 deprecates --model for `vllm serve`
         "--served-model-name", r.served_name,
         "--host", "0.0.0.0",
         "--port", str(c.API_PORT),
@@ -69,6 +70,8 @@ def vllm_args(t: Target) -> list[str]:
         "--gpu-memory-utilization", f"{util / 100:.2f}",
         "--max-num-seqs", str(opts.max_num_seqs if opts else 64),
         "--tensor-parallel-size", str(opts.tensor_parallel_size if opts else 1),
+        # /docs and /openapi.json sit outside vLLM's API-key check.
+        "--disable-fastapi-docs",
     ]
     if opts is None or opts.enable_prefix_caching:
         args.append("--enable-prefix-caching")

@@ -1,1 +1,36 @@
-"""Model sizing: catalog, memory estimates, and auto-configuration (see docs/sizing.md)."""
+"""Model sizing: catalog, memory estimates, and auto-configuration (see docs/sizing.md).
+
+The names most callers need are re-exported here.
+"""
+
+from slm_operator.sizing.autoconfig import Resources, SizingDecision, autoconfigure
+from slm_operator.sizing.catalog import (
+    GpuProduct,
+    ModelFacts,
+    facts_from_config,
+    fetch_config,
+    hub_repo_id,
+    list_gpus,
+    list_models,
+    lookup_gpu,
+    lookup_model,
+    resolve_model,
+    tier_for,
+)
+from slm_operator.sizing.errors import (
+    InvalidQuantizationError,
+    SizingError,
+    UnknownGpuError,
+    UnknownModelError,
+    UnsupportedModelError,
+)
+from slm_operator.sizing.estimate import MemoryEstimate, estimate, kv_cache_bytes, weight_bytes
+from slm_operator.sizing.quant import parse_quant
+
+__all__ = [
+    "GpuProduct", "InvalidQuantizationError", "MemoryEstimate", "ModelFacts", "Resources",
+    "SizingDecision", "SizingError", "UnknownGpuError", "UnknownModelError", "UnsupportedModelError",
+    "autoconfigure", "estimate", "facts_from_config", "fetch_config", "hub_repo_id", "kv_cache_bytes",
+    "list_gpus", "list_models", "lookup_gpu", "lookup_model", "parse_quant", "resolve_model",
+    "tier_for", "weight_bytes",
+]
