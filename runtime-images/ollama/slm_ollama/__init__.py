@@ -1,1 +1,1 @@
-"""Runtime image code (see the folder README)."""
+"""Ollama image code: GGUF importer (Modelfile + /api/create), supervisor, authenticating proxy."""

@@ -1,0 +1,5 @@
+import sys
+
+from slm_ollama.cli import main
+
+sys.exit(main())
