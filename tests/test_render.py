@@ -91,8 +91,11 @@ def test_vllm_deployment_args_and_gpu_scheduling() -> None:
     assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-L4"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
-    key_env = next(e for e in ctr["env"] if e["name"] == "VLLM_API_KEY")
-    assert key_env["valueFrom"]["secretKeyRef"] == {"name": "m-api-key", "key": "api-key"}
+    assert args[args.index("--api-key-file") + 1] == "/var/run/secrets/slm/api-key"
+    assert not [e for e in ctr["env"] if "KEY" in e["name"]], "the key travels as a file, not env"
+    vol = next(v for v in pod["volumes"] if v["name"] == "api-key")
+    assert vol["secret"] == {"secretName": "m-api-key", "defaultMode": 0o440,
+                             "items": [{"key": "api-key", "path": "api-key"}]}
     job = objs["Job"][0]
     assert job["metadata"]["name"].startswith("m-quantize-")
     assert job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -197,7 +200,7 @@ def test_pvc_source_served_as_is_needs_no_job() -> None:
     src = next(v for v in pod["volumes"] if v["name"] == "source")
     assert src["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
     args = pod["containers"][0]["args"]
-    assert args[1] == "/source/qwen3"
+    assert args[args.index("--") + 1] == "/source/qwen3"
 
 
 def test_token_secret_only_in_job_as_file() -> None:
@@ -254,7 +257,7 @@ def test_examples_pass_kubernetes_validate(path: Path) -> None:
             kubernetes_validate.validate(obj, "1.33", strict=True)
 
 
-def test_rendered_vllm_args_pass_the_launchers_checks() -> None:
+def test_rendered_vllm_args_pass_the_launchers_checks(tmp_path: Path) -> None:
     """The operator's flags for vLLM are accepted by the image's launcher (same refusal list)."""
     from slm_vllm.args import FORBIDDEN_FLAGS, OWNED_FLAGS, check_serve_args
     from slm_vllm.launcher import plan as launcher_plan
@@ -263,6 +266,10 @@ def test_rendered_vllm_args_pass_the_launchers_checks() -> None:
     spec = copy.deepcopy(VLLM)
     spec["engine"]["vllm"] = {"extraArgs": ["--swap-space", "4"], "kvCacheDtype": "fp8"}
     args = by_kind(render(cr(spec)))["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]["args"]
-    check_serve_args(args[1:], owned_allowed=True)
-    cmd, env, _ = launcher_plan(args, {"VLLM_API_KEY": "k", "PATH": "/usr/bin"})
-    assert cmd[:3] == ["vllm", "serve", args[1]] and env["VLLM_API_KEY"] == "k"
+    dash = args.index("--")
+    check_serve_args(args[dash + 1:], owned_allowed=True)
+    key_file = tmp_path / "api-key"
+    key_file.write_text("k")
+    args[args.index("--api-key-file") + 1] = str(key_file)
+    cmd, env, _ = launcher_plan(args, {"PATH": "/usr/bin"})
+    assert cmd[:3] == ["vllm", "serve", args[dash + 1]] and env["VLLM_API_KEY"] == "k"

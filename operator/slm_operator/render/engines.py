@@ -11,7 +11,6 @@ from slm_operator import constants as c
 from slm_operator.render.common import (
     Obj,
     Target,
-    api_key_ref,
     artifact_path,
     container_security_context,
     resources,
@@ -61,6 +60,8 @@ def vllm_args(t: Target) -> list[str]:
     util = (opts.gpu_memory_utilization_percent if opts and opts.gpu_memory_utilization_percent
             else r.gpu_memory_utilization_percent or 90)
     args = [
+        # The launcher reads the key from the mounted Secret file into VLLM_API_KEY for vLLM.
+        "--api-key-file", c.API_KEY_FILE,
         "--",  # the launcher's own flags end here; the rest is checked, then passed to `vllm serve`
         artifact_path(t),  # positional: vLLM 0.33 deprecates --model for `vllm serve`
         "--served-model-name", r.served_name,
@@ -89,18 +90,14 @@ def vllm_args(t: Target) -> list[str]:
 
 
 def vllm_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
-    key_name, key_key = api_key_ref(t)
     container = {
         "name": "vllm",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["python3", "-m", "slm_vllm"],
         "args": vllm_args(t),
-        "env": [
-            *_env({"HOME": "/tmp", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
-                   "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
-            {"name": "VLLM_API_KEY", "valueFrom": {"secretKeyRef": {"name": key_name, "key": key_key}}},
-        ],
+        "env": _env({"HOME": "/tmp", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
+                     "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
         "ports": _ports(metrics_separate=False),
         **_probes("/health", "/health"),
         "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
@@ -165,6 +162,13 @@ def ollama_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
             "OLLAMA_KEEP_ALIVE": opts.keep_alive if opts else "-1",
             "OLLAMA_NOPRUNE": "1",
         }),
+        # Ollama listens on localhost only, so probes exec its CLI instead of HTTP.
+        "startupProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 10,
+                         "failureThreshold": 180, "timeoutSeconds": 5},
+        "livenessProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 30,
+                          "failureThreshold": 4, "timeoutSeconds": 10},
+        "readinessProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 15,
+                           "failureThreshold": 3, "timeoutSeconds": 10},
         "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(t, cache_read_only=True),

@@ -466,7 +466,7 @@ def lookup_gpu(product: str) -> GpuProduct:
     if mig:
         base = lookup_gpu(mig.group("base"))
         return replace(base, product=product.strip(), memory_mib=int(mig.group("gb")) * _MIG_MIB_PER_GB,
-                       name=f"{base.name} MIG {mig.group('profile')}", mig_profile=mig.group("profile"))
+                       name=f"{base.name} MIG {mig.group('profile')}", mig_profile=mig.group("profile"), aliases=())
     for g in list_gpus():
         if key == g.product.lower() or key in (_norm_gpu(a) for a in g.aliases):
             return g
