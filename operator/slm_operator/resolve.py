@@ -27,6 +27,8 @@ class Resolved:
     context_length: int
     gpu_memory_utilization_percent: int | None
     storage_size: str
+    cpu_limit: str | None = None      # None: no CPU limit (GPU engines: throttling adds latency)
+    memory_limit: str | None = None   # None: same as the request
     tier: str | None = None
     fits: bool = True
     reason: str = ""
@@ -41,12 +43,6 @@ def served_name(spec: api.SLMDeploymentSpec) -> str:
         return spec.model.served_name
     tail = spec.model.source.rstrip("/").rsplit("/", 1)[-1]
     return tail.lower() or "model"
-
-
-def _gib(n_bytes: int) -> str:
-    """Round a byte count up to whole GiB as a Kubernetes quantity."""
-    gib = -(-n_bytes // (1 << 30))
-    return f"{max(gib, 1)}Gi"
 
 
 def resolve(spec: api.SLMDeploymentSpec) -> Resolved:

@@ -1,30 +1,98 @@
-"""Glue between the typed spec and the sizing package (replaced by sizing.autoconfig)."""
+"""Glue between the typed spec and sizing.autoconfigure: fill what the user left out.
+
+Concurrency for the KV-cache check is what the engine allocates up front: Ollama keeps
+num_parallel slots of num_ctx each, our ONNX server `workers` generators of max_length,
+and vLLM must fit at least one sequence at max_model_len (it pages the rest).
+Models outside the catalog are not guessed: the operator uses explicit resources (or
+stated defaults) and says in status that the fit was not checked.
+"""
 
 from __future__ import annotations
 
+import math
+
 from slm_operator import api
 from slm_operator.resolve import Resolved, served_name
+from slm_operator.sizing.autoconfig import autoconfigure
+from slm_operator.sizing.catalog import lookup_model
+from slm_operator.sizing.errors import SizingError
 
 DEFAULT_FORMAT = {"vllm": "none", "ollama": "gguf", "onnxruntime": "onnx"}
+GIB = 1 << 30
 
 
-def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
+def _concurrency(spec: api.SLMDeploymentSpec, engine: str) -> int:
+    e = spec.engine
+    if engine == "ollama":
+        return e.ollama.num_parallel if e.ollama else 4
+    if engine == "onnxruntime":
+        return e.onnxruntime.workers if e.onnxruntime else 4
+    return 1
+
+
+def _context(spec: api.SLMDeploymentSpec, engine: str) -> int | None:
+    e = spec.engine
+    opt = {"vllm": e.vllm and e.vllm.max_model_len, "ollama": e.ollama and e.ollama.num_ctx,
+           "onnxruntime": e.onnxruntime and e.onnxruntime.max_length}.get(engine)
+    return spec.model.context_length or opt or None
+
+
+def _gi(n_bytes: int) -> str:
+    return f"{max(1, math.ceil(n_bytes / GIB))}Gi"
+
+
+def _unchecked(spec: api.SLMDeploymentSpec, engine: str, why: str) -> Resolved:
     res = spec.resources
     gpu = res.gpu if res and res.gpu else None
-    engine = str(spec.engine.name)
     if engine == "auto":
         engine = "vllm" if gpu and gpu.count > 0 else "onnxruntime"
     q = spec.quantization
     fmt = str(q.format) if q and q.format else DEFAULT_FORMAT[engine]
-    qtype = q.type if q and q.type else api.FORMAT_TYPES[fmt][0]
     gpu_count = gpu.count if gpu else (1 if engine == "vllm" else 0)
+    cpu = res.cpu if res and res.cpu else ("4" if gpu_count else "2")
+    memory = res.memory if res and res.memory else ("16Gi" if gpu_count else "8Gi")
     return Resolved(
-        engine=engine, format=fmt, qtype=qtype, gpu_count=gpu_count,
-        gpu_product=gpu.product if gpu else None,
-        cpu=(res.cpu if res and res.cpu else ("4" if gpu_count else "2")),
-        memory=(res.memory if res and res.memory else ("16Gi" if gpu_count else "4Gi")),
-        context_length=spec.model.context_length or 4096,
+        engine=engine, format=fmt, qtype=q.type if q and q.type else api.FORMAT_TYPES[fmt][0],
+        gpu_count=gpu_count, gpu_product=gpu.product if gpu else None, cpu=cpu, memory=memory,
+        context_length=_context(spec, engine) or 4096,
         gpu_memory_utilization_percent=90 if engine == "vllm" else None,
-        storage_size=spec.storage.size or "20Gi",
+        storage_size=spec.storage.size or "50Gi", served_name=served_name(spec),
+        reason=f"{why} Sizing was not checked: resources are cpu {cpu}, memory {memory}"
+               f"{f', {gpu_count} GPU' if gpu_count else ''}; set spec.resources to size it yourself.",
+    )
+
+
+def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
+    engine = str(spec.engine.name)
+    facts = lookup_model(spec.model.source)
+    if facts is None:
+        return _unchecked(spec, engine, f"Model {spec.model.source} is not in the sizing catalog.")
+    res = spec.resources
+    gpu = res.gpu if res and res.gpu else None
+    q = spec.quantization
+    guess_engine = engine if engine != "auto" else None
+    try:
+        d = autoconfigure(
+            facts, engine=engine, quant_format=str(q.format) if q and q.format else None,
+            quant_type=q.type if q and q.type else None,
+            gpu_product=gpu.product if gpu and gpu.count else None,
+            gpu_count=gpu.count if gpu else None, cpu_only=bool(gpu is not None and gpu.count == 0),
+            context=_context(spec, guess_engine or "vllm"),
+            concurrency=_concurrency(spec, guess_engine or "vllm"))
+    except SizingError as e:
+        fallback = _unchecked(spec, engine, "")
+        return Resolved(**{**fallback.__dict__, "fits": False, "reason": str(e), "tier": None})
+    k8s = d.resources.to_kubernetes()
+    cpu = res.cpu if res and res.cpu else k8s["requests"]["cpu"]
+    memory = res.memory if res and res.memory else k8s["requests"]["memory"]
+    memory_limit = res.memory if res and res.memory else k8s["limits"]["memory"]
+    cpu_limit = res.cpu if res and res.cpu else k8s["limits"].get("cpu")
+    return Resolved(
+        engine=d.engine, format=d.quant_format, qtype=d.quant_type, gpu_count=d.gpu_count,
+        gpu_product=gpu.product if gpu else d.gpu_product, cpu=cpu, memory=memory,
+        cpu_limit=cpu_limit, memory_limit=memory_limit,
+        context_length=d.context, gpu_memory_utilization_percent=d.vllm_gpu_memory_utilization_percent,
+        storage_size=spec.storage.size or _gi(d.storage_bytes), tier=d.tier, fits=d.fits, reason=d.reason,
+        weights_bytes=d.estimate.weights_bytes, total_bytes=d.estimate.total_bytes,
         served_name=served_name(spec),
     )

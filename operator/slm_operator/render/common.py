@@ -157,14 +157,32 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def resources(cpu: str, memory: str, gpus: int) -> Obj:
-    """Requests equal limits for memory (OOM predictability); CPU limit equals request."""
+def resources(cpu: str, memory: str, gpus: int, *, cpu_limit: str | None = "same",
+              memory_limit: str | None = None) -> Obj:
+    """Requests and limits. CPU limit defaults to the request; None leaves it unlimited."""
     req: Obj = {"cpu": cpu, "memory": memory}
-    lim: Obj = {"cpu": cpu, "memory": memory}
+    lim: Obj = {"memory": memory_limit or memory}
+    if cpu_limit is not None:
+        lim["cpu"] = cpu if cpu_limit == "same" else cpu_limit
     if gpus:
         req[c.GPU_RESOURCE] = str(gpus)
         lim[c.GPU_RESOURCE] = str(gpus)
     return {"requests": req, "limits": lim}
+
+
+def engine_resources(t: Target) -> Obj:
+    """The serving container's resources, from the spec or the sizing estimate.
+
+    Sizing leaves GPU engines without a CPU limit (CFS throttling of the scheduler and
+    tokenizer threads adds latency); every pod still gets one, at twice the request.
+    """
+    cpu_limit = t.r.cpu_limit
+    if cpu_limit is None:
+        from slm_operator.diff import parse_quantity
+
+        millicores = int((parse_quantity(t.r.cpu) or 1) * 1000)
+        cpu_limit = f"{2 * millicores}m"
+    return resources(t.r.cpu, t.r.memory, t.r.gpu_count, cpu_limit=cpu_limit, memory_limit=t.r.memory_limit)
 
 
 def gpu_scheduling(t: Target) -> tuple[dict[str, str], list[Obj]]:

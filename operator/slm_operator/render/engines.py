@@ -13,6 +13,7 @@ from slm_operator.render.common import (
     Target,
     artifact_path,
     container_security_context,
+    engine_resources,
     resources,
 )
 
@@ -100,7 +101,7 @@ def vllm_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
                      "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
         "ports": _ports(metrics_separate=False),
         **_probes("/health", "/health"),
-        "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
+        "resources": engine_resources(t),
         "securityContext": container_security_context(),
         "volumeMounts": [*_mounts(t, cache_read_only=True), {"name": "dshm", "mountPath": "/dev/shm"}],
     }
@@ -133,7 +134,7 @@ def onnxruntime_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]
         "env": _env({"HOME": "/tmp"}),
         "ports": _ports(metrics_separate=True),
         **_probes("/ready", "/health"),
-        "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
+        "resources": engine_resources(t),
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(t, cache_read_only=True),
     }
@@ -169,7 +170,7 @@ def ollama_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
                           "failureThreshold": 4, "timeoutSeconds": 10},
         "readinessProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 15,
                            "failureThreshold": 3, "timeoutSeconds": 10},
-        "resources": resources(t.r.cpu, t.r.memory, t.r.gpu_count),
+        "resources": engine_resources(t),
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(t, cache_read_only=True),
     }
