@@ -13,13 +13,22 @@ from rich.console import Console
 from slm_operator import api
 
 app = typer.Typer(help="slmctl: render, validate and size SLMDeployments offline.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 err = Console(stderr=True, soft_wrap=True)
 
 
 def _load(path: Path) -> list[dict]:
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    return [d for d in yaml.safe_load_all(text) if d]
+    """Documents from a file, a folder of *.yaml/*.yml files, or stdin (-)."""
+    if str(path) == "-":
+        texts = [sys.stdin.read()]
+    elif path.is_dir():
+        texts = [p.read_text() for p in sorted(path.iterdir()) if p.suffix in (".yaml", ".yml")]
+    elif path.exists():
+        texts = [path.read_text()]
+    else:
+        err.print(f"[red]error[/red] {path}: no such file or folder")
+        raise typer.Exit(2)
+    return [d for text in texts for d in yaml.safe_load_all(text) if d]
 
 
 @app.command()
