@@ -25,6 +25,8 @@ lint: venv
 test: venv
 	$(VENV)/bin/ruff check .
 	e2e/cluster/build
+	bash tests/engines/vllm_env.sh
+	bash hack/checkov-env.sh >/dev/null
 	$(VENV)/bin/pytest -ra
 
 test-fast: venv
