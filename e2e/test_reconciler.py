@@ -216,3 +216,30 @@ def test_quiet_cluster_costs_no_writes_even_across_restart(crd: str, namespace: 
         reconciles = _metric(port, 'slm_operator_reconciles_total{result="success"}')
         assert reconciles >= 1, "the restarted operator did look at the CR"
         assert writes == 0 and status == 0, f"restart wrote {writes} children and {status} statuses"
+
+
+def test_sizing_in_the_cluster(crd: str, namespace: str) -> None:
+    """Omitted resources get sized requests; a model that cannot fit is refused with numbers."""
+    kc = crd
+    fits = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "sized"},
+            "spec": {"model": {"source": "hf://Qwen/Qwen3-1.7B", "revision": "main"}}}
+    too_big = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "too-big"},
+               "spec": {"model": {"source": "hf://Qwen/Qwen3-14B", "revision": "main"}, "engine": {"name": "vllm"},
+                        "quantization": {"format": "none", "type": "bf16"},
+                        "resources": {"gpu": {"count": 1, "product": "Tesla-T4"}}}}
+    with run_operator(kc, [namespace]):
+        kubectl(kc, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all([fits, too_big]))
+        cr = _ready(kc, namespace, "sized", timeout=120)
+        assert cr["status"]["engine"] in ("onnxruntime", "ollama")
+        assert cr["status"]["sizing"]["tier"] == "Small"
+        dep = kubectl_json(kc, "-n", namespace, "get", "deployment", "sized")
+        req = dep["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+        from slm_operator.diff import parse_quantity
+
+        assert parse_quantity(req["memory"]) >= 2 * 2**30, req  # 1.7B int4 + KV + runtime
+        bad = wait_for_condition(kc, "-n", namespace, "slm", "too-big", type_="Degraded", timeout=60)
+        deg = next(c for c in bad["status"]["conditions"] if c["type"] == "Degraded")
+        assert deg["reason"] == "DoesNotFit"
+        assert "GiB" in deg["message"] and "Tesla-T4" in deg["message"] and "awq" in deg["message"]
+        assert not kubectl_json(kc, "-n", namespace, "get", "jobs,deployments", "-l",
+                                "slm.ai/deployment=too-big")["items"], "nothing is started for a misfit"
