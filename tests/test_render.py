@@ -120,7 +120,12 @@ def test_onnx_server_on_cpu_mounts_key_file() -> None:
     objs = by_kind(render(cr(ONNX)))
     pod = objs["Deployment"][0]["spec"]["template"]["spec"]
     ctr = pod["containers"][0]
-    assert ctr["args"][ctr["args"].index("--execution-provider") + 1] == "cpu"
+    assert ctr["args"][ctr["args"].index("--device") + 1] == "cpu"
+    from slm_onnx_server.config import parse_args
+
+    cfg = parse_args(ctr["args"])  # the server's own parser accepts what the operator renders
+    assert (cfg.max_concurrency, cfg.max_queue, cfg.metrics_port) == (4, 64, 9090)
+    assert str(cfg.api_key_file) == "/var/run/secrets/slm/api-key"
     assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
     assert "nodeSelector" not in pod
     assert {"name": "api-key", "mountPath": "/var/run/secrets/slm", "readOnly": True} in ctr["volumeMounts"]

@@ -126,8 +126,10 @@ class ModelSource(Model):
         description="Model name clients pass in requests (default: the model's repo name, "
                     "lower-cased).", pattern=r"^[-_.:/A-Za-z0-9]{1,128}$")] = None
     context_length: Annotated[int | None, Field(
-        description="Maximum context length to serve (tokens). Default: chosen by sizing so the "
-                    "KV cache for engine concurrency fits.", ge=256, le=1048576)] = None
+        description="Maximum context length to serve (tokens): vLLM --max-model-len, Ollama num_ctx. "
+                    "Default: chosen by sizing so the KV cache for the engine's concurrency fits. ONNX "
+                    "Runtime takes the context from the model's genai_config.json (sizing still uses "
+                    "this value for its memory estimate).", ge=256, le=1048576)] = None
 
 
 class Quantization(Model):
@@ -216,9 +218,6 @@ class OllamaOptions(Model):
 class OnnxRuntimeOptions(Model):
     """Typed options for the project's ONNX Runtime OpenAI server."""
 
-    max_length: Annotated[int | None, Field(
-        description="Maximum sequence length (prompt + generated). Default: from sizing.",
-        ge=256, le=1048576)] = None
     workers: Annotated[int, Field(description="Concurrent generation slots.", ge=1, le=64)] = 4
     queue_size: Annotated[int, Field(description="Waiting requests before 429 back-pressure.",
                                      ge=1, le=10000)] = 64

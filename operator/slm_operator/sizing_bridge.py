@@ -32,8 +32,7 @@ def _concurrency(spec: api.SLMDeploymentSpec, engine: str) -> int:
 
 def _context(spec: api.SLMDeploymentSpec, engine: str) -> int | None:
     e = spec.engine
-    opt = {"vllm": e.vllm and e.vllm.max_model_len, "ollama": e.ollama and e.ollama.num_ctx,
-           "onnxruntime": e.onnxruntime and e.onnxruntime.max_length}.get(engine)
+    opt = {"vllm": e.vllm and e.vllm.max_model_len, "ollama": e.ollama and e.ollama.num_ctx}.get(engine)
     return spec.model.context_length or opt or None
 
 

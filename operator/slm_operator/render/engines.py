@@ -120,10 +120,13 @@ def onnxruntime_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]
         "--port", str(c.API_PORT),
         "--metrics-port", str(c.METRICS_PORT),
         "--api-key-file", c.API_KEY_FILE,
-        "--max-length", str(opts.max_length if opts and opts.max_length else t.r.context_length),
-        "--workers", str(opts.workers if opts else 4),
-        "--queue-size", str(opts.queue_size if opts else 64),
-        "--execution-provider", target,
+        "--device", target,
+        "--max-concurrency", str(opts.workers if opts else 4),
+        "--max-queue", str(opts.queue_size if opts else 64),
+        # Finish in-flight requests inside the pod's termination grace period (60 s).
+        "--grace-period-s", "45",
+        # Let endpoints drop the pod before the listener closes.
+        "--drain-delay-s", "5",
     ]
     container = {
         "name": "onnxruntime",
