@@ -478,7 +478,7 @@ def helm() -> str:
 
 
 def helm_template(*sets: str) -> list[dict[str, Any]]:
-    args = [helm(), "template", "obs", str(CHART), "--namespace", "slm-system"]
+    args = [helm(), "template", "obs", str(CHART), "--namespace", "slm-system", "--kube-version", "1.37.0"]
     for s in sets:
         args += ["--set", s]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
@@ -526,3 +526,14 @@ def test_helm_renders_the_observability_assets(tmp_path):
         assert out.returncode == 0, out.stdout + out.stderr
     else:
         print("promtool not built: the rendered PrometheusRule was compared with the rules file only")
+
+
+def test_helm_dashboard_label_and_namespace_can_be_set():
+    docs = helm_template("observability.grafanaDashboard.enabled=true",
+                         "observability.grafanaDashboard.namespace=monitoring",
+                         "observability.grafanaDashboard.labels.grafana_dashboard=slm",
+                         "observability.grafanaDashboard.annotations.grafana_folder=LLM")
+    (dash,) = _observability_objects(docs)
+    assert dash["metadata"]["namespace"] == "monitoring"
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "slm"  # the user's value, given once
+    assert dash["metadata"]["annotations"] == {"grafana_folder": "LLM"}
