@@ -1,0 +1,49 @@
+# Shared by build, up and down: where the cached binaries live and what they are called.
+# Expects versions.env to be sourced first.
+SLM_CACHE="${SLM_CACHE:-${HOME}/.cache/slm-operator}"
+SLM_BIN="${SLM_CACHE}/bin"
+SLM_SRC="${SLM_CACHE}/src"
+# A directory of plain names (kubectl, helm, ...) linking to the versioned binaries: for PATH.
+SLM_ACTIVE_BIN="${SLM_BIN}/active"
+_SLM_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+# The cache key of each binary: its upstream version (the provisioner: also its source hash).
+bin_version() {
+  case "$1" in
+    etcd) echo "${ETCD_VERSION}" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "${KUBERNETES_VERSION}" ;;
+    kwok) echo "${KWOK_VERSION}" ;;
+    helm) echo "${HELM_VERSION}" ;;
+    fake-provisioner)
+      echo "${KUBERNETES_VERSION}-$(sha256sum "${_SLM_LIB_DIR}/provisioner/main.go" | cut -c1-12)" ;;
+    *) echo "unknown binary $1" >&2; return 1 ;;
+  esac
+}
+
+bin_path() { echo "${SLM_BIN}/$1-$(bin_version "$1")"; }
+
+SLM_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl fake-provisioner kwok helm"
+
+# Point ${SLM_ACTIVE_BIN}/<name> at the binaries of the pinned versions (those that exist).
+link_active_bin() {
+  mkdir -p "${SLM_ACTIVE_BIN}"
+  local name
+  for name in ${SLM_BINARIES}; do
+    if [[ -x "$(bin_path "${name}")" ]]; then
+      ln -sfn "$(bin_path "${name}")" "${SLM_ACTIVE_BIN}/${name}"
+    fi
+  done
+}
+
+# Names of the pinned binaries (default: all) that are not built yet (empty when all are there).
+missing_binaries() {
+  local name out=()
+  for name in ${*:-${SLM_BINARIES}}; do
+    [[ -x "$(bin_path "${name}")" ]] || out+=("${name}")
+  done
+  [[ -f "$(kwok_stages_path)" ]] || out+=("kwok-stages")
+  echo "${out[*]-}"
+}
+
+# KWOK's stage definitions, copied from the pinned KWOK release by `build`.
+kwok_stages_path() { echo "${SLM_CACHE}/share/kwok-stages-${KWOK_VERSION}.yaml"; }

@@ -1,0 +1,93 @@
+"""Pytest wiring for e2e tests: the cluster (session), a fresh namespace per test.
+
+The cluster is the one SLM_E2E_KUBECONFIG names, or else the local control plane from
+e2e/cluster (built if needed, started by `up`, and stopped at the end of the session if this
+session started it; SLM_E2E_KEEP_CLUSTER=1 leaves it running). The cluster's binaries
+directory (kubectl, helm, ...) is put first on PATH for subprocesses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from e2e.helpers import CLUSTER_BIN_DIR, CLUSTER_DIR, kubectl, wait_for
+
+
+def _run_cluster_script(name: str, timeout: float) -> str:
+    """Run e2e/cluster/<name>; its progress (stderr) shows in pytest's output on failure."""
+    done = subprocess.run(
+        [str(CLUSTER_DIR / name)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(f"e2e/cluster/{name} failed ({done.returncode}):\n{done.stderr[-6000:]}", pytrace=False)
+    print(done.stderr[-2000:])
+    return done.stdout
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Iterator[str]:
+    os.environ["PATH"] = f"{CLUSTER_BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+    given = os.environ.get("SLM_E2E_KUBECONFIG")
+    if given:
+        if shutil.which("kubectl") is None:
+            pytest.skip("SLM_E2E_KUBECONFIG is set but no kubectl is on PATH (run e2e/cluster/build)")
+        yield given
+        return
+
+    was_running = (
+        subprocess.run([str(CLUSTER_DIR / "status")], capture_output=True, check=False).returncode == 0
+    )
+    if not was_running:
+        if shutil.which("go") is None and not (CLUSTER_BIN_DIR / "kube-apiserver").exists():
+            pytest.skip("no Go toolchain to build the local control plane and no cached binaries")
+        # A no-op when the binaries are cached; the first build takes tens of minutes.
+        _run_cluster_script("build", timeout=3 * 3600)
+    path = _run_cluster_script("up", timeout=300).strip().splitlines()[-1]
+    try:
+        yield path
+    finally:
+        if not was_running and os.environ.get("SLM_E2E_KEEP_CLUSTER") != "1":
+            subprocess.run([str(CLUSTER_DIR / "down")], capture_output=True, timeout=120, check=False)
+
+
+@pytest.fixture
+def make_namespace(kubeconfig: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Factory: make_namespace(pod_security="restricted") -> a fresh namespace, deleted after the test.
+
+    Pod Security "restricted" is enforced by default (pass pod_security=None to leave it off).
+    Returns once the namespace's default ServiceAccount exists (pods need it).
+    """
+    created: list[str] = []
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+
+    def make(pod_security: str | None = "restricted") -> str:
+        name = f"{stem}-{uuid.uuid4().hex[:6]}"
+        kubectl(kubeconfig, "create", "namespace", name)
+        created.append(name)
+        labels = ["slm.ai/e2e=true"]
+        if pod_security:
+            labels.append(f"pod-security.kubernetes.io/enforce={pod_security}")
+        kubectl(kubeconfig, "label", "namespace", name, *labels)
+        wait_for(
+            lambda: kubectl(kubeconfig, "-n", name, "get", "serviceaccount", "default", "-o", "name"),
+            timeout=30,
+            what=f"the default ServiceAccount in {name}",
+        )
+        return name
+
+    yield make
+    for name in created:
+        kubectl(kubeconfig, "delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+@pytest.fixture
+def namespace(make_namespace: Callable[..., str]) -> str:
+    """A fresh namespace (Pod Security "restricted" enforced), deleted after the test."""
+    return make_namespace()
