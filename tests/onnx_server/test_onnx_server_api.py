@@ -169,3 +169,19 @@ def test_metrics_move(server: Server) -> None:
     for gauge in ("slm_onnx_queue_depth ", "slm_onnx_running_requests ", "slm_onnx_ready 1.0"):
         assert gauge in after
     assert 'slm_onnx_request_errors_total{route="/v1/chat/completions",type="invalid_request_error"}' in after
+
+
+def test_native_chat_template_matches_jinja(onnx_model_dir) -> None:
+    """onnxruntime-genai renders the model's template exactly as transformers' Jinja2 way does."""
+    import onnxruntime_genai as og
+
+    from slm_onnx_server.chat_template import ChatTemplate
+
+    model = og.Model(str(onnx_model_dir))
+    template = ChatTemplate(onnx_model_dir, og.Tokenizer(model))
+    conversation = [*MESSAGES, {"role": "assistant", "content": "It flows."}, {"role": "user", "content": "More?"}]
+    native = template.render(conversation)
+    assert template._use_native  # the native renderer handled it
+    assert native == template._render_jinja(conversation)
+    assert native.count("More?") == 1
+    assert native.endswith("<|im_start|>assistant\n")  # the generation prompt (ChatML template)

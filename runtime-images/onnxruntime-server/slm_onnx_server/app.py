@@ -44,7 +44,7 @@ class ServerState:
 
     @property
     def ready(self) -> bool:
-        return self.scheduler is not None and not self.draining
+        return self.scheduler is not None and self.scheduler.alive and not self.draining
 
     def start_draining(self) -> None:
         self.draining = True
@@ -125,7 +125,12 @@ async def ready(request: Request) -> Response:
     state: ServerState = request.app.state.server
     if state.ready:
         return JSONResponse({"status": "ready"})
-    reason = "draining" if state.draining else ("load_failed" if state.load_error else "loading")
+    if state.draining:
+        reason = "draining"
+    elif state.scheduler is not None:
+        reason = "scheduler_failed"
+    else:
+        reason = "load_failed" if state.load_error else "loading"
     return JSONResponse({"status": reason}, status_code=503)
 
 

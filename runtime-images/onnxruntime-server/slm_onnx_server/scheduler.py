@@ -166,6 +166,11 @@ class Scheduler:
                 job.finish("cancelled", self.metrics)
             self._cond.notify_all()
 
+    @property
+    def alive(self) -> bool:
+        """False once a worker thread died: the pod must stop receiving traffic."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
     def pending(self) -> int:
         with self._cond:
             return len(self._queue) + self.running
