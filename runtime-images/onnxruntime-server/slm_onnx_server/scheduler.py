@@ -263,7 +263,7 @@ class ThreadScheduler(Scheduler):
         generator.append_tokens(np.asarray(job.prompt_ids, dtype=np.int32))
         last = None
         while not generator.is_done():
-            if job.cancelled.is_set():
+            if job.cancelled.is_set() or self._stopping:
                 job.finish("cancelled", self.metrics)
                 return
             generator.generate_next_token()
