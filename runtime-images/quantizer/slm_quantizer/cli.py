@@ -1,0 +1,181 @@
+"""python -m slm_quantizer: fetch -> convert/quantize -> verify (quality gate) -> atomic artifact.
+
+Exit codes: 0 done (or already complete), 1 failure, 2 bad arguments/source, 3 quality gate
+failed, 4 unsupported combination. Every exit writes a JSON summary to --termination-log:
+  {"result": "Succeeded|AlreadyComplete|GateFailed|Unsupported|SourceError|Failed",
+   "message": "...", "format", "type", "artifact", "perplexityBefore", "perplexityAfter",
+   "increasePct", "gatePct", "totalBytes"}
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from slm_runtime import artifact, corpus, progress
+from slm_runtime.perplexity import relative_increase_pct
+from slm_runtime.secrets import SecretFileError, read_secret_file, redact
+
+from . import fetch
+
+FORMAT_TYPES = {
+    "gguf": ["Q8_0", "Q5_K_M", "Q4_K_M", "Q6_K", "Q4_0", "Q5_0"],
+    "onnx": ["int4", "int8", "fp16", "fp32"],
+    "awq": ["w4a16"],
+    "gptq": ["w4a16"],
+}
+SAMPLE_PROMPT = "The baker opened"
+EXIT_FAILED, EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED = 1, 2, 3, 4
+
+
+class GateFailed(RuntimeError):
+    pass
+
+
+class Unsupported(RuntimeError):
+    pass
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="slm_quantizer", description=__doc__.splitlines()[0])
+    p.add_argument("--source", required=True, help="hf://org/name, pvc://claim/path, or a folder path")
+    p.add_argument("--revision", default=None, help="hub revision to pin (commit sha recommended)")
+    p.add_argument("--format", required=True, choices=sorted(FORMAT_TYPES))
+    p.add_argument("--type", required=True, help="Q4_K_M|Q5_K_M|Q8_0 (gguf), int4 (onnx), w4a16 (awq/gptq)")
+    p.add_argument("--target", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--output", required=True, type=Path, help="artifact folder, e.g. /models/<artifact>")
+    p.add_argument("--max-ppl-increase-pct", type=float, default=5.0,
+                   help="quality gate: fail when perplexity rises by more than this percent")
+    p.add_argument("--token-file", default=None, help="file holding the hub token (a mounted Secret)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    p.add_argument("--termination-log", default="/dev/termination-log")
+    p.add_argument("--download-dir", type=Path, default=None,
+                   help="hub download cache (default: <output parent>/.hf-cache, resumable across restarts)")
+    p.add_argument("--pvc-root", type=Path, default=Path("/mnt/pvc"), help="where pvc://<claim> is mounted")
+    p.add_argument("--eval-text-file", type=Path, default=None, help="perplexity text (default: built-in)")
+    args = p.parse_args(argv)
+    types = {t.lower(): t for t in FORMAT_TYPES[args.format]}
+    if args.type.lower() not in types:
+        p.error(f"--type {args.type} is not valid for --format {args.format}; choose from {FORMAT_TYPES[args.format]}")
+    args.type = types[args.type.lower()]
+    return args
+
+
+def _check_remote_code(model_dir: Path, allowed: bool) -> dict[str, Any]:
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("auto_map") and not allowed:
+        raise Unsupported("the model ships its own code (auto_map in config.json); "
+                          "set trustRemoteCode to allow running it")
+    return config
+
+
+def _tool_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    versions = {}
+    for name in ("transformers", "torch", "huggingface-hub", "tokenizers"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            versions[name] = md.version(name)
+    return versions
+
+
+def _convert(args: argparse.Namespace, model_dir: Path, staging: Path, work: Path, text: str) -> dict[str, Any]:
+    if args.format == "gguf":
+        if args.target != "cpu":
+            progress.emit("note", message="GGUF files run on CPU and GPU alike; target only labels the artifact")
+        from . import gguf
+
+        return gguf.run(model_dir, args.type, staging, work, text, SAMPLE_PROMPT)
+    if args.format == "onnx":
+        from . import onnx
+
+        reason = onnx.unsupported_reason(json.loads((model_dir / "config.json").read_text()))
+        if reason:
+            raise Unsupported(reason)
+        return onnx.run(model_dir, args.type, args.target, staging, work, text, SAMPLE_PROMPT,
+                        args.trust_remote_code)
+    from . import awq
+
+    return awq.run(model_dir, args.format, staging, text, SAMPLE_PROMPT, args.trust_remote_code)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    summary: dict[str, Any] = {"format": args.format, "type": args.type, "artifact": str(args.output)}
+    existing = artifact.read_manifest(args.output)
+    if existing is not None:  # fast path: no lock, no work
+        return {**summary, **_summary_from(existing), "result": "AlreadyComplete",
+                "message": f"artifact {args.output} is already complete"}
+    token = read_secret_file(args.token_file)
+    with artifact.ArtifactWriter(args.output) as writer:
+        if writer.complete is not None:  # finished by another run while we waited for the lock
+            return {**summary, **_summary_from(writer.complete), "result": "AlreadyComplete",
+                    "message": f"artifact {args.output} is already complete"}
+        cache = args.download_dir or args.output.resolve().parent / ".hf-cache"
+        t = time.monotonic()
+        fetched = fetch.resolve(args.source, args.revision, cache_dir=cache, pvc_root=args.pvc_root, token=token)
+        download_s = round(time.monotonic() - t, 2)
+        _check_remote_code(fetched.path, args.trust_remote_code)
+        text = args.eval_text_file.read_text() if args.eval_text_file else corpus.eval_text()
+        with artifact.scratch_dir(args.output) as work:
+            result = _convert(args, fetched.path, writer.staging, work, text)
+        before, after = result["reference"]["perplexity"], result["quantized_perplexity"]
+        increase = relative_increase_pct(before, after)
+        ppl = {"reference": round(before, 4), "quantized": round(after, 4), "increasePct": round(increase, 3),
+               "gatePct": args.max_ppl_increase_pct, "referenceKind": result["reference"]["kind"],
+               "evalTokens": result["eval_tokens"]}
+        progress.emit("gate", **ppl)
+        if increase > args.max_ppl_increase_pct:
+            raise GateFailed(f"perplexity rose {increase:.2f}% ({before:.3f} -> {after:.3f}), "
+                             f"above the {args.max_ppl_increase_pct}% gate; the artifact was not written")
+        timings = {"download": download_s, **result["timings"], "total": round(time.monotonic() - started, 2)}
+        manifest = writer.publish({
+            "format": args.format, "type": args.type, "target": args.target,
+            "source": args.source, "revision": args.revision, "resolvedRevision": fetched.resolved_revision,
+            "sourceBytes": fetched.bytes, "perplexity": ppl, "sample": result["sample"],
+            "tools": {**_tool_versions(), **result["tools"]}, "timings": timings,
+            "trustRemoteCode": args.trust_remote_code,
+        })
+    return {**summary, **_summary_from(manifest), "result": "Succeeded",
+            "message": f"{args.format} {args.type} artifact written ({manifest['totalBytes']} bytes)"}
+
+
+def _summary_from(manifest: dict[str, Any]) -> dict[str, Any]:
+    ppl = manifest.get("perplexity") or {}
+    return {"perplexityBefore": ppl.get("reference"), "perplexityAfter": ppl.get("quantized"),
+            "increasePct": ppl.get("increasePct"), "gatePct": ppl.get("gatePct"),
+            "totalBytes": manifest.get("totalBytes"), "sourceBytes": manifest.get("sourceBytes")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    base = {"format": args.format, "type": args.type, "artifact": str(args.output)}
+    token_hint: str | None = None
+    try:
+        token_hint = read_secret_file(args.token_file) if args.token_file else None
+        summary, code = run(args), 0
+    except GateFailed as exc:
+        summary, code = {**base, "result": "GateFailed", "message": str(exc)}, EXIT_GATE
+    except (Unsupported, *_unsupported_errors()) as exc:
+        summary, code = {**base, "result": "Unsupported", "message": str(exc)}, EXIT_UNSUPPORTED
+    except (fetch.SourceError, SecretFileError) as exc:
+        summary, code = {**base, "result": "SourceError", "message": str(exc)}, EXIT_USAGE
+    except Exception as exc:
+        msg = redact(f"{type(exc).__name__}: {exc}", token_hint)
+        summary, code = {**base, "result": "Failed", "message": msg}, EXIT_FAILED
+    progress.emit("done", **summary)
+    progress.write_termination_message(args.termination_log, summary)
+    if code:
+        print(f"slm_quantizer: {summary['result']}: {summary['message']}", file=sys.stderr)
+    return code
+
+
+def _unsupported_errors() -> tuple[type[Exception], ...]:
+    from . import awq
+
+    return (awq.GpuRequired,)
