@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     kopf.configure(verbose=args.verbose)
     kopf.run(
         clusterwide=args.all_namespaces or not args.namespace,
-        namespaces=args.namespace or None,
+        namespaces=args.namespace or (),  # kopf iterates it: None crashes --all-namespaces
         liveness_endpoint=args.liveness or None,
         priority=args.priority,
         peering_name=args.peering or None,
