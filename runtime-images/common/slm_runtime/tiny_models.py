@@ -177,7 +177,7 @@ def _key(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def tiny_model(arch: str, *, train_steps: int = 1500, seed: int = 0, seq_len: int = 128, batch: int = 16,
+def tiny_model(arch: str, *, train_steps: int = 150, seed: int = 0, seq_len: int = 128, batch: int = 8,
                vocab: int = 2048, hidden: int = 256, intermediate: int = 512, layers: int = 2,
                heads: int = 4, kv_heads: int = 2, head_dim: int = 64) -> Path:
     """Build (once, cached) and return the folder of a briefly trained tiny model of `arch`."""

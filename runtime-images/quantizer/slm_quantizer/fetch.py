@@ -53,7 +53,9 @@ def _expected_bytes(repo: str, revision: str | None, token: str | None) -> tuple
 def download(repo: str, revision: str | None, cache_dir: Path, token: str | None) -> Fetched:
     """snapshot_download into cache_dir (on the output volume, so a restarted Job resumes)."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import disable_progress_bars
 
+    disable_progress_bars()  # progress goes out as JSON lines instead
     cache_dir.mkdir(parents=True, exist_ok=True)
     total, sha = _expected_bytes(repo, revision, token)
     progress.emit("download", repo=repo, revision=revision, bytes=_folder_bytes(cache_dir), total=total)
