@@ -186,8 +186,9 @@ def dashboard_panels() -> list[dict[str, Any]]:
 
 
 def dashboard_exprs() -> list[tuple[str, str]]:
-    """(panel title, PromQL) for every panel target and every query variable's selector."""
-    exprs = [(p["title"], grafana_to_promql(t["expr"])) for p in dashboard_panels() for t in p.get("targets", [])]
+    """("panel title/refId", PromQL) for every panel target and every query variable's selector."""
+    exprs = [(f"{p['title']}/{t['refId']}", grafana_to_promql(t["expr"]))
+             for p in dashboard_panels() for t in p.get("targets", [])]
     for var in dashboard()["templating"]["list"]:
         if var["type"] == "query":
             m = re.fullmatch(r"label_values\((.*), *\w+\)", var["definition"])
@@ -444,6 +445,181 @@ def test_promtool_unit_tests_fail_when_an_alert_is_wrong(tmp_path):
     out = run_promtool("test", "rules", str(path))
     assert out.returncode != 0, out.stdout
     assert "SLMDeploymentNotReady" in out.stdout + out.stderr
+
+
+# -- dashboard queries on synthetic series ---------------------------------------------------
+# What Prometheus holds for one SLMDeployment "qwen3-small" in "team-a" per engine, labelled
+# the way the operator's ServiceMonitor (namespace/service/pod), dcgm-exporter with
+# honorLabels, kube-state-metrics and the operator's ServiceMonitor (honorLabels) label it.
+
+POD = {"namespace": "team-a", "service": "qwen3-small", "pod": "qwen3-small-7d9f8c6b5-abcde"}
+OTHER_POD = {"namespace": "team-a", "service": "other", "pod": "other-6c5b4a3f2-fghij"}
+
+
+def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{body}}}", "values": values}
+
+
+def _histogram(name: str, labels: dict[str, str]) -> list[dict[str, str]]:
+    return [_series(f"{name}_bucket", {**labels, "le": le}, f"0+{n}x60")
+            for le, n in (("0.1", 1), ("1", 3), ("+Inf", 4))]
+
+
+def synthetic_series(engine: str) -> list[dict[str, str]]:
+    ksm = {"namespace": "team-a", "job": "kube-state-metrics"}
+    op = {"namespace": "slm-system", "job": "slm-operator"}
+    out = [
+        _series("slm_operator_slmdeployment_condition",
+                {"namespace": "team-a", "name": "qwen3-small", "condition": "Ready", "status": "True"}, "1x60"),
+        _series("slm_operator_slmdeployments", {**op, "condition": "Ready", "status": "True"}, "1x60"),
+        _series("slm_operator_quantization_jobs_total", {**op, "format": "onnx", "outcome": "succeeded"}, "0+1x60"),
+        *_histogram("slm_operator_quantization_job_duration_seconds", {**op, "format": "onnx", "outcome": "succeeded"}),
+        _series("slm_operator_reconciles_total", {**op, "result": "success"}, "0+5x60"),
+        *_histogram("slm_operator_reconcile_duration_seconds", {**op, "result": "success"}),
+        _series("slm_operator_workqueue_depth", op, "0x60"),
+        _series("slm_operator_api_writes_total", {**op, "kind": "Deployment"}, "0+1x60"),
+        _series("slm_operator_sizing_refusals_total", {**op, "engine": "vllm"}, "0+1x60"),
+        _series("kube_deployment_spec_replicas", {**ksm, "deployment": "qwen3-small"}, "2x60"),
+        _series("kube_deployment_status_replicas_ready", {**ksm, "deployment": "qwen3-small"}, "2x60"),
+        *[_series(f"kube_horizontalpodautoscaler_{m}", {**ksm, "horizontalpodautoscaler": "qwen3-small"}, v)
+          for m, v in (("status_desired_replicas", "2x60"), ("spec_min_replicas", "1x60"),
+                       ("spec_max_replicas", "4x60"))],
+        _series("kube_horizontalpodautoscaler_spec_target_metric",
+                {**ksm, "horizontalpodautoscaler": "qwen3-small", "metric_name": "queue",
+                 "metric_target_type": "average"}, "4x60"),
+        _series("up", {**POD, "job": "qwen3-small"}, "1x60"),
+        _series("up", {**OTHER_POD, "job": "other"}, "1x60"),
+    ]
+    if engine == "vllm":
+        eng = {**POD, "model_name": "qwen3", "engine": "0"}
+        gpu = {"namespace": "team-a", "pod": POD["pod"], "gpu": "0", "job": "dcgm-exporter"}
+        out += [
+            _series("http_requests_total", {**POD, "handler": "/v1/chat/completions", "method": "POST",
+                                            "status": "2xx"}, "0+10x60"),
+            *[_series(f"vllm:{m}", eng, "2x60") for m in ("num_requests_running", "num_requests_waiting")],
+            _series("vllm:kv_cache_usage_perc", eng, "0.5x60"),
+            *[_series(f"vllm:{m}_total", eng, "0+7x60")
+              for m in ("prompt_tokens", "generation_tokens", "num_preemptions")],
+            *[s for m in ("time_to_first_token_seconds", "inter_token_latency_seconds",
+                          "e2e_request_latency_seconds") for s in _histogram(f"vllm:{m}", eng)],
+            _series("DCGM_FI_DEV_GPU_UTIL", gpu, "95x60"),
+            _series("DCGM_FI_DEV_FB_USED", gpu, "20000x60"),
+            _series("DCGM_FI_DEV_FB_FREE", gpu, "4000x60"),
+            _series("DCGM_FI_DEV_GPU_UTIL", {**gpu, "pod": OTHER_POD["pod"]}, "5x60"),
+        ]
+    elif engine == "onnxruntime":
+        out += [
+            _series("slm_onnx_requests_total", {**POD, "route": "/v1/chat/completions", "status": "200"}, "0+10x60"),
+            _series("slm_onnx_queue_depth", POD, "3x60"),
+            _series("slm_onnx_running_requests", POD, "4x60"),
+            *[_series(f"slm_onnx_{m}_total", POD, "0+7x60") for m in ("prompt_tokens", "generation_tokens")],
+            *[s for m in ("time_to_first_token_seconds", "time_per_output_token_seconds",
+                          "e2e_request_latency_seconds") for s in _histogram(f"slm_onnx_{m}", POD)],
+        ]
+    else:  # ollama, through the auth proxy
+        route = {**POD, "route": "/v1/chat/completions"}
+        out += [
+            _series("slm_proxy_requests_total", {**route, "method": "POST", "status": "200"}, "0+10x60"),
+            _series("slm_proxy_in_flight_requests", POD, "1x60"),
+            *_histogram("slm_proxy_upstream_latency_seconds", route),
+            *_histogram("slm_proxy_request_duration_seconds", route),
+        ]
+    return out
+
+
+# Queries that have nothing to show for an engine (no such metric, or no GPU).
+GPU_QUERIES = {"GPU utilization/A", "GPU memory used/A", "GPU memory used/B"}
+EMPTY_FOR = {
+    "vllm": set(),
+    "onnxruntime": {"KV-cache usage/A", "KV-cache usage/B"} | GPU_QUERIES,
+    "ollama": {"KV-cache usage/A", "KV-cache usage/B", "Tokens/s/A", "Tokens/s/B", "Time per output token/A",
+               "Time per output token/B", "Requests waiting (queue depth)/A", "HPA metric vs target/B",
+               "Time to first token p95/A"} | GPU_QUERIES,
+}
+
+
+def test_every_dashboard_query_returns_data_for_each_engine(tmp_path):
+    """Each query, on synthetic series of each engine, returns data (or is known to have none).
+
+    promtool evaluates `count(<query>) > 0` as an alert: it fires exactly when the query
+    returns something, which checks the joins, label selections and `or` fallbacks, not only
+    the syntax.
+    """
+    exprs = dashboard_exprs()
+    titles = {title for title, _ in exprs}
+    for engine, empty in EMPTY_FOR.items():
+        assert empty <= titles, f"{engine}: {empty - titles} are not dashboard queries"
+    rules = [{"alert": f"Q{i}", "expr": f"count({expr}) > 0"} for i, (_, expr) in enumerate(exprs)]
+    rules_path = tmp_path / "dashboard-rules.yaml"
+    rules_path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    known = known_series()
+    cases = []
+    for engine, empty in EMPTY_FOR.items():
+        series = synthetic_series(engine)
+        for s in series:  # the synthetic data itself only uses exported names
+            assert s["series"].split("{")[0] in known, s["series"]
+        cases.append({"interval": "1m", "input_series": series, "alert_rule_test": [
+            {"eval_time": "30m", "alertname": f"Q{i}", "exp_alerts": [] if title in empty else [{"exp_labels": {}}]}
+            for i, (title, _) in enumerate(exprs)]})
+    tests_path = tmp_path / "dashboard-test.yaml"
+    tests_path.write_text(yaml.safe_dump({"rule_files": [str(rules_path)], "evaluation_interval": "1m",
+                                          "tests": cases}, sort_keys=False))
+    out = run_promtool("test", "rules", str(tests_path))
+    if out.returncode != 0:  # name the panels, not Q<n>
+        report = out.stdout + out.stderr
+        for i, (title, _) in reversed(list(enumerate(exprs))):
+            report = report.replace(f'alertname: Q{i},', f"alertname: Q{i} ({title}),")
+        pytest.fail(report)
+
+
+def test_adapter_queries_give_each_pods_value(tmp_path):
+    """The adapter's expanded metricsQuery on synthetic series: one sample per pod, the right value.
+
+    Pod a has two GPUs (80 %, 100 %) and two vLLM engines (2 and 3 waiting); pod b one of each.
+    A pod the HPA did not ask about (c) must not appear.
+    """
+    a, b = "qwen3-small-7d9f8c6b5-aaaaa", "qwen3-small-7d9f8c6b5-bbbbb"
+    ns = {"namespace": "team-a"}
+    series = [
+        _series("DCGM_FI_DEV_GPU_UTIL", {**ns, "pod": a, "gpu": "0"}, "80x10"),
+        _series("DCGM_FI_DEV_GPU_UTIL", {**ns, "pod": a, "gpu": "1"}, "100x10"),
+        _series("DCGM_FI_DEV_GPU_UTIL", {**ns, "pod": b, "gpu": "0"}, "30x10"),
+        _series("DCGM_FI_DEV_GPU_UTIL", {**ns, "pod": "c", "gpu": "0"}, "99x10"),
+        _series("vllm:num_requests_waiting", {**ns, "pod": a, "engine": "0"}, "2x10"),
+        _series("vllm:num_requests_waiting", {**ns, "pod": a, "engine": "1"}, "3x10"),
+        _series("vllm:num_requests_waiting", {**ns, "pod": b, "engine": "0"}, "7x10"),
+        _series("vllm:kv_cache_usage_perc", {**ns, "pod": a, "engine": "0"}, "0.5x10"),
+        _series("vllm:kv_cache_usage_perc", {**ns, "pod": a, "engine": "1"}, "0.7x10"),
+        _series("vllm:gpu_cache_usage_perc", {**ns, "pod": b, "engine": "0"}, "0.9x10"),  # an older vLLM
+        _series("slm_onnx_queue_depth", {**ns, "pod": a}, "4x10"),
+        _series("slm_onnx_queue_depth", {**ns, "pod": b}, "0x10"),
+    ]
+    want = {
+        scaling.GPU_UTIL_METRIC: {a: 90, b: 30},
+        scaling.QUEUE_METRIC["vllm"]: {a: 5, b: 7},
+        scaling.KV_CACHE_METRIC: {a: 0.6, b: 0.9},
+        scaling.QUEUE_METRIC["onnxruntime"]: {a: 4, b: 0},
+    }
+    known = known_series()
+    expr_tests = []
+    for rule in adapter_rules():
+        discovered = sorted(_adapter_series(rule, known))
+        api_name = adapter_api_name(rule, discovered[0])
+        # prometheus-adapter substitutes one discovered series name for <<.Series>>.
+        query = (rule["metricsQuery"].replace("<<.Series>>", discovered[0])
+                 .replace("<<.LabelMatchers>>", f'namespace="team-a",pod=~"{a}|{b}"')
+                 .replace("<<.GroupBy>>", "pod"))
+        expr_tests.append({"expr": query, "eval_time": "5m", "exp_samples": [
+            {"labels": f'{{pod="{pod}"}}', "value": value} for pod, value in want[api_name].items()]})
+    assert len(expr_tests) == len(want)
+    empty_rules = tmp_path / "none.yaml"
+    empty_rules.write_text("groups: []\n")
+    path = tmp_path / "adapter-test.yaml"
+    path.write_text(yaml.safe_dump({"rule_files": [str(empty_rules)], "evaluation_interval": "1m", "tests": [
+        {"interval": "1m", "input_series": series, "promql_expr_test": expr_tests}]}, sort_keys=False))
+    out = run_promtool("test", "rules", str(path))
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 # -- vLLM's own source ----------------------------------------------------------------------
