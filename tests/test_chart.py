@@ -303,11 +303,16 @@ def test_rbac_has_no_wildcards_no_escalation_and_no_secret_reads_in_bulk(
     assert pvc and all("delete" not in r["verbs"] for r in pvc)
 
 
-def test_namespaced_scope_leaves_only_crd_reads_cluster_wide(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def test_namespaced_scope_leaves_only_crd_and_namespace_reads_cluster_wide(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["namespaces"]
     (cr,) = by_kind(docs, "ClusterRole")
-    assert cr["rules"] == [{"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-                            "verbs": ["get", "list", "watch"]}]
+    assert cr["rules"] == [
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}]
+    (default,) = by_kind(rendered["defaults"], "ClusterRole")
+    assert not [r for r in default["rules"] if "namespaces" in r["resources"]], "all-namespaces needs no list"
     roles = by_kind(docs, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     bindings = by_kind(docs, "RoleBinding")
