@@ -65,16 +65,18 @@ class Kube:
             Path(path).write_bytes(base64.b64decode(data))
             return path
 
+        import ssl
+
         self.server = cluster["server"]
-        self.verify = write("ca.crt", cluster["certificate-authority-data"])
-        self.cert = (write("client.crt", user["client-certificate-data"]),
-                     write("client.key", user["client-key-data"]))
+        self.ssl = ssl.create_default_context(cafile=write("ca.crt", cluster["certificate-authority-data"]))
+        self.ssl.load_cert_chain(write("client.crt", user["client-certificate-data"]),
+                                 write("client.key", user["client-key-data"]))
 
     def sync(self) -> httpx.Client:
-        return httpx.Client(base_url=self.server, verify=self.verify, cert=self.cert, timeout=60)
+        return httpx.Client(base_url=self.server, verify=self.ssl, timeout=60)
 
     def aio(self, limit: int) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.server, verify=self.verify, cert=self.cert, timeout=60,
+        return httpx.AsyncClient(base_url=self.server, verify=self.ssl, timeout=60,
                                  limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit))
 
 

@@ -37,3 +37,19 @@ def test_unchanged_observation_means_no_write_and_stable_times() -> None:
     third = build_status(o, second)
     assert status_changed(third, second)
     assert ("ModelReady", "True", "ArtifactReady", "ok.") in transitions(third, second)
+
+
+def test_one_event_per_change() -> None:
+    from slm_operator.reconciler import _transition_event
+
+    o = Observation(generation=1)
+    first = build_status(o, None)
+    assert _transition_event(transitions(first, None), first=True) is None, "a new CR's first status is no news"
+    o.problem = Cond(True, "SecretNotFound", "missing.")
+    bad = build_status(o, first)
+    assert _transition_event(transitions(bad, first), first=False) == ("Warning", "SecretNotFound", "missing.")
+    o.problem = None
+    o.model = Cond(True, "ArtifactReady", "ok.")
+    o.available = Cond(True, "MinimumReplicasAvailable", "ok.")
+    good = build_status(o, bad)
+    assert _transition_event(transitions(good, bad), first=False)[:2] == ("Normal", "Ready")

@@ -52,7 +52,10 @@ STATE = State()
 
 
 def _plain(body: Any) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    """A detached copy without managedFields (often half an object's size, never needed)."""
+    d = copy.deepcopy(dict(body))
+    d.get("metadata", {}).pop("managedFields", None)
+    return d
 
 
 async def _reconcile(body: dict[str, Any]) -> float | None:
@@ -61,11 +64,20 @@ async def _reconcile(body: dict[str, Any]) -> float | None:
     conds = {x["type"]: x["status"] for x in (body.get("status") or {}).get("conditions") or []}
     STATE.conditions[key] = conds
     _update_condition_gauge()
-    for ctype in c.CONDITION_TYPES:
-        for status in ("True", "False"):
-            metrics.CONDITION.labels(namespace=key[0], name=key[1], condition=ctype, status=status).set(
-                1 if conds.get(ctype) == status else 0)
+    _set_condition_series(key, conds)
     return outcome.requeue_after
+
+
+def _set_condition_series(key: tuple[str, str], conds: dict[str, str]) -> None:
+    """One series per condition, labelled with its current status (5 per SLMDeployment)."""
+    for ctype in c.CONDITION_TYPES:
+        current = conds.get(ctype)
+        for status in ("True", "False"):
+            if status == current:
+                metrics.CONDITION.labels(namespace=key[0], name=key[1], condition=ctype, status=status).set(1)
+            else:
+                with contextlib.suppress(KeyError):
+                    metrics.CONDITION.remove(key[0], key[1], ctype, status)
 
 
 def _update_condition_gauge() -> None:
@@ -134,10 +146,7 @@ async def slm_event(event: dict[str, Any], body: kopf.Body, namespace: str, name
         STATE.queue.forget(key)
         STATE.conditions.pop(key, None)
         _update_condition_gauge()
-        for ctype in c.CONDITION_TYPES:
-            for status in ("True", "False"):
-                with contextlib.suppress(KeyError):
-                    metrics.CONDITION.remove(namespace, name, ctype, status)
+        _set_condition_series(key, {})
         return
     STATE.queue.update(key, _plain(body))
 

@@ -287,14 +287,27 @@ class Reconciler:
         await self.kube.patch_status(meta["name"], meta["namespace"], new)
         out.writes += 1
         body["status"] = new  # later reconciles from the same cached body see it
-        for ctype, status, reason, message in transitions(new, old):
-            if ctype not in (c.READY, c.DEGRADED):
-                continue
-            warning = (ctype == c.DEGRADED and status == "True") or (
-                ctype == c.READY and status == "False" and obs.problem is not None)
-            if ctype == c.READY and status == "False" and not warning and not old:
-                continue  # the first "not ready yet" is no news
-            await self.kube.post_event(_event(body, "Warning" if warning else "Normal", reason, message))
+        event = _transition_event(transitions(new, old), first=not old)
+        if event:
+            await self.kube.post_event(_event(body, *event))
+
+
+def _transition_event(flips: list[tuple[str, str, str, str]], *, first: bool) -> tuple[str, str, str] | None:
+    """At most one Event per status change: a new problem (Warning), Ready (Normal), recovery
+    (Normal) or readiness lost (Warning). The first status of a new CR is no news unless bad."""
+    by_type = {ctype: (status, reason, message) for ctype, status, reason, message in flips}
+    deg, ready = by_type.get(c.DEGRADED), by_type.get(c.READY)
+    if deg and deg[0] == "True":
+        return ("Warning", deg[1], deg[2])
+    if ready and ready[0] == "True":
+        return ("Normal", ready[1], ready[2])
+    if first:
+        return None
+    if deg:
+        return ("Normal", "Recovered", "The earlier problem is resolved.")
+    if ready:
+        return ("Warning", ready[1], ready[2])
+    return None
 
 
 def _event(body: dict[str, Any], etype: str, reason: str, message: str) -> dict[str, Any]:

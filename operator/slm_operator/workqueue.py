@@ -9,6 +9,7 @@ the watch stream and we keep this small queue on top.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +27,7 @@ class WorkQueue:
         self.handler = handler
         self.workers = workers
         self.max_backoff = max_backoff
-        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._bodies: dict[Key, str] = {}  # compact JSON: parsed only when reconciled
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._queued: set[Key] = set()
         self._active: set[Key] = set()
@@ -44,7 +45,7 @@ class WorkQueue:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def update(self, key: Key, body: dict[str, Any]) -> None:
-        self._bodies[key] = body
+        self._bodies[key] = json.dumps(body, separators=(",", ":"))
         self.enqueue(key)
 
     def forget(self, key: Key) -> None:
@@ -55,7 +56,8 @@ class WorkQueue:
             timer.cancel()
 
     def body(self, key: Key) -> dict[str, Any] | None:
-        return self._bodies.get(key)
+        text = self._bodies.get(key)
+        return None if text is None else json.loads(text)
 
     def enqueue(self, key: Key) -> None:
         if key not in self._bodies:
@@ -79,9 +81,10 @@ class WorkQueue:
             key = await self._queue.get()
             self._queued.discard(key)
             metrics.QUEUE_DEPTH.set(len(self._queued))
-            body = self._bodies.get(key)
-            if body is None:
+            text = self._bodies.get(key)
+            if text is None:
                 continue
+            body = json.loads(text)
             self._active.add(key)
             started = time.monotonic()
             try:
@@ -98,6 +101,10 @@ class WorkQueue:
                 metrics.RECONCILE_SECONDS.labels(result="error").observe(time.monotonic() - started)
             else:
                 self._failures.pop(key, None)
+                # The handler may have recorded what it wrote (the new status) in the body: keep
+                # that unless a newer body arrived meanwhile, so the next reconcile starts from it.
+                if self._bodies.get(key) is text:
+                    self._bodies[key] = json.dumps(body, separators=(",", ":"))
                 metrics.RECONCILES.labels(result="success").inc()
                 metrics.RECONCILE_SECONDS.labels(result="success").observe(time.monotonic() - started)
             finally:
