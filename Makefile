@@ -27,6 +27,7 @@ test: venv
 	e2e/cluster/build
 	bash tests/engines/vllm_env.sh
 	bash hack/checkov-env.sh >/dev/null
+	bash hack/build-promtool.sh >/dev/null
 	$(VENV)/bin/pytest -ra
 
 test-fast: venv

@@ -299,7 +299,8 @@ class Autoscaling(Model):
     min_replicas: Annotated[int, Field(description="Lower bound.", ge=1, le=1000)] = 1
     max_replicas: Annotated[int, Field(description="Upper bound.", ge=1, le=1000)]
     metrics: Annotated[list[ScalingMetric], Field(
-        description="Signals; default per engine (vLLM: QueueDepth 4; others: CPU 70%).",
+        description="Signals; default per engine: vLLM and ONNX Runtime QueueDepth 4 waiting requests "
+                    "per replica, Ollama CPU 70% (docs/autoscaling.md has the trade-offs).",
         max_length=4)] = []
     scale_down_stabilization_seconds: Annotated[int, Field(
         description="How long load must stay low before removing replicas (model servers "

@@ -94,6 +94,7 @@ def _update_condition_gauge() -> None:
 async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     cfg = OperatorConfig.from_env()
     STATE.config = cfg
+    metrics.initialise()
     settings.posting.enabled = False          # our own Events only, on transitions
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60

@@ -27,3 +27,17 @@ QUEUE_DEPTH = Gauge("slm_operator_workqueue_depth", "SLMDeployments waiting for 
 CONDITION = Gauge("slm_operator_slmdeployment_condition",
                   "1 when the SLMDeployment's condition has this status (per object, for alerts).",
                   ["namespace", "name", "condition", "status"])
+
+
+FORMATS = ("none", "gguf", "onnx", "awq", "gptq", "fp8")
+OUTCOMES = ("succeeded", "failed", "quality_gate_failed")
+
+
+def initialise() -> None:
+    """Create every label set at zero, so increase() sees the first event after a restart."""
+    for result in ("success", "error"):
+        RECONCILES.labels(result=result)
+        RECONCILE_SECONDS.labels(result=result)
+    for fmt in FORMATS:
+        for outcome in OUTCOMES:
+            QUANTIZATION_JOBS.labels(format=fmt, outcome=outcome)

@@ -223,8 +223,8 @@ class Reconciler:
             return True
         if _job_condition(live, "Failed"):
             summary = _termination_summary(await self.kube.list_pods(t.namespace, {"job-name": job_name}))
-            self._record_job_metrics(live, t.r.format, "failed")
             gate = summary.get("reason") == "QualityGateFailed"
+            self._record_job_metrics(live, t.r.format, "quality_gate_failed" if gate else "failed")
             reason = "QualityGateFailed" if gate else "QuantizationFailed"
             detail = str(summary.get("message") or "see the Job's pod logs")[:400]
             msg = f"Job {job_name} failed: {detail}"
