@@ -1,9 +1,10 @@
 """Pytest wiring for e2e tests: the cluster (session), a fresh namespace per test.
 
 The cluster is the one SLM_E2E_KUBECONFIG names, or else the local control plane from
-e2e/cluster (built if needed, started by `up`, and stopped at the end of the session if this
-session started it; SLM_E2E_KEEP_CLUSTER=1 leaves it running). The cluster's binaries
-directory (kubectl, helm, ...) is put first on PATH for subprocesses.
+e2e/cluster (built if needed, started or reused by `up`). It is left running afterwards: other
+test sessions may share it and the next `up` reuses it in a second; SLM_E2E_DOWN=1 stops it at
+the end of a session that started it (`e2e/cluster/down` stops it any time). The cluster's
+binaries directory (kubectl, helm, ...) is put first on PATH for subprocesses.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def kubeconfig() -> Iterator[str]:
     try:
         yield path
     finally:
-        if not was_running and os.environ.get("SLM_E2E_KEEP_CLUSTER") != "1":
+        if not was_running and os.environ.get("SLM_E2E_DOWN") == "1":
             subprocess.run([str(CLUSTER_DIR / "down")], capture_output=True, timeout=120, check=False)
 
 

@@ -10,6 +10,10 @@ ETCD_PEER_PORT="${SLM_ETCD_PEER_PORT:-12380}"
 KCM_PORT="${SLM_KCM_PORT:-16257}"
 SCHEDULER_PORT="${SLM_SCHEDULER_PORT:-16259}"
 KWOK_PORT="${SLM_KWOK_PORT:-16247}"
+declare -A COMPONENT_PORTS=(
+  [etcd]="${ETCD_PORT}" [kube-apiserver]="${APISERVER_PORT}" [kube-controller-manager]="${KCM_PORT}"
+  [kube-scheduler]="${SCHEDULER_PORT}" [kwok]="${KWOK_PORT}"
+)
 SERVICE_CIDR="10.96.0.0/16"
 SERVICE_IP="10.96.0.1"
 # Start order; `down` stops them in reverse.
