@@ -136,6 +136,12 @@ def _assert_no_denials(op: OperatorProcess) -> None:
     assert not denied, "the chart's RBAC denied the operator something:\n" + "\n".join(denied[:20])
 
 
+def _paused(op: OperatorProcess) -> bool:
+    """Is this kopf peer standing by? (kopf starts paused; it logs each resume and pause.)"""
+    out = op.output()
+    return out.rfind("Pausing operations") >= out.rfind("Resuming operations")
+
+
 def run_health(obj: dict[str, Any]) -> dict[str, str]:
     """docs/argocd/health.lua on a live object, as Argo CD runs it (obj global, returns hs)."""
     lupa = pytest.importorskip("lupa", reason="lupa (dev extra) runs the Argo CD health check")
@@ -414,21 +420,28 @@ def test_two_replicas_peer_and_fail_over(kubeconfig: str, make_namespace: Callab
     assert sts["status"].get("readyReplicas") == 2
     pods = kubectl_json(kc, "-n", system, "get", "pods", "-l", f"app.kubernetes.io/instance={rel.name}")["items"]
     assert sorted(p["metadata"]["labels"]["apps.kubernetes.io/pod-index"] for p in pods) == ["0", "1"]
-    peering = kubectl_json(kc, "-n", ns, "get", "kopfpeerings.kopf.dev", rel.fullname)
-    assert peering["metadata"]["name"] == rel.fullname
     args, env = _chart_operator(kc, system, rel.name)
     assert f"--peering={rel.fullname}" in args
+    args1, _ = _chart_operator(kc, system, rel.name)  # its own local ports
     sa = rel.identity()
+    # The pods get SLM_PRIORITY from their StatefulSet index (0 and 1); so do these two.
     with run_operator(sa, [], extra_args=args, env={**env, "SLM_PRIORITY": "0"}) as standby, \
-            run_operator(sa, [], extra_args=args, env={**env, "SLM_PRIORITY": "1"}) as active:
-        standby.wait_for_output("Pausing operations", timeout=60)
+            run_operator(sa, [], extra_args=args1, env={**env, "SLM_PRIORITY": "1"}) as active:
+        # Both register in the peering; the lower priority stands by (kopf starts paused and
+        # logs "Resuming" only when it may work), the higher one works.
+        def settled() -> bool:
+            peers = kubectl_json(kc, "-n", ns, "get", "kopfpeerings.kopf.dev", rel.fullname).get("status") or {}
+            prios = sorted(p.get("priority") for p in peers.values() if p.get("lifetime", 0) > 0)
+            return prios == [0, 1] and _paused(standby) and not _paused(active)
+
+        wait_for(settled, timeout=60, interval=0.5, what="one active and one standby replica")
         kubectl(kc, "-n", ns, "apply", "-f", str(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml"))
         _ready(kc, ns, "qwen3-small")
-        assert "Pausing operations" not in active.output()
+        assert _paused(standby), "the standby worked while the active replica was alive"
         # A clean stop (rollout, drain) leaves the peering at once: the standby resumes.
         active.process.terminate()
         active.process.wait(30)
-        standby.wait_for_output("Resuming operations", timeout=30)
+        wait_for(lambda: not _paused(standby), timeout=30, interval=0.5, what="the standby to resume")
         kubectl(kc, "-n", ns, "apply", "-f", str(ROOT / "examples/gemma3-1b-ollama-gguf.yaml"))
         _ready(kc, ns, "gemma3-1b")
         _assert_no_denials(standby)
