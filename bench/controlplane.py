@@ -190,7 +190,7 @@ class Progress:
                             if self._stop.is_set():
                                 return
                             ev = json.loads(line)
-                            if ev["type"] == "ERROR":
+                            if ev.get("type") in (None, "ERROR"):  # a Status (410 Gone, 429, ...)
                                 rv = ""
                                 break
                             rv = ev["object"]["metadata"]["resourceVersion"]
@@ -312,48 +312,77 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
 
 # -- the limit: the same manifests by a plain SSA client ---------------------------------------
 
+class Signals:
+    """One watch per kind (Jobs, Deployments) for the whole namespace, as a controller would."""
+
+    def __init__(self) -> None:
+        self.job_done: dict[str, asyncio.Event] = {}
+        self.dep_ready: dict[str, asyncio.Event] = {}
+
+    def event(self, table: dict[str, asyncio.Event], name: str) -> asyncio.Event:
+        return table.setdefault(name, asyncio.Event())
+
+    async def watch(self, client: httpx.AsyncClient, path: str, on: Any) -> None:
+        rv = ""
+        while True:
+            try:
+                if not rv:
+                    listing = (await client.get(path)).json()
+                    for item in listing.get("items", []):
+                        on(item)
+                    rv = listing["metadata"]["resourceVersion"]
+                async with client.stream("GET", path, params={"watch": "1", "resourceVersion": rv,
+                                                              "allowWatchBookmarks": "true"}, timeout=None) as r:
+                    async for line in r.aiter_lines():
+                        ev = json.loads(line)
+                        if ev.get("type") in (None, "ERROR"):
+                            rv = ""
+                            break
+                        rv = ev["object"]["metadata"]["resourceVersion"]
+                        if ev["type"] != "BOOKMARK":
+                            on(ev["object"])
+            except (httpx.HTTPError, ValueError):
+                await asyncio.sleep(0.2)
+
+    def on_job(self, job: dict[str, Any]) -> None:
+        if any(c["type"] == "Complete" and c["status"] == "True"
+               for c in (job.get("status") or {}).get("conditions") or []):
+            self.event(self.job_done, job["metadata"]["name"]).set()
+
+    def on_dep(self, dep: dict[str, Any]) -> None:
+        if (dep.get("status") or {}).get("readyReplicas", 0) >= (dep["spec"].get("replicas") or 1):
+            self.event(self.dep_ready, dep["metadata"]["name"]).set()
+
+
 async def limit_one(client: httpx.AsyncClient, cr: dict[str, Any], ns: str, sem: asyncio.Semaphore,
-                    done: dict[str, float]) -> None:
+                    sig: Signals, done: dict[str, float]) -> None:
     hdr = {"Content-Type": "application/apply-patch+yaml"}
     params = {"fieldManager": "slm-bench-limit", "force": "true"}
+    status_path = f"{SLM_PATH.format(ns=ns)}/{cr['metadata']['name']}/status"
+    merge = {"Content-Type": "application/merge-patch+json"}
     async with sem:
         r = await client.post(SLM_PATH.format(ns=ns), json=cr)
         r.raise_for_status()
-        body = r.json()
-        cr_obj = api.SLMDeployment.model_validate(defaulted(body))
-        p = plan(cr_obj, RenderContext())
+        p = plan(api.SLMDeployment.model_validate(defaulted(r.json())), RenderContext())
         for obj in p.prepare:
             if obj["kind"] == "Secret":
                 obj = {**obj, "data": {"api-key": "YmVuY2g="}}
             (await client.patch(path_for(obj, ns, obj["metadata"]["name"]), params=params, headers=hdr,
                                 content=json.dumps(obj))).raise_for_status()
         status = build_status(Observation(generation=1, engine=p.resolved.engine), None)
-        await client.patch(f"{SLM_PATH.format(ns=ns)}/{cr['metadata']['name']}/status", json={"status": status},
-                           headers={"Content-Type": "application/merge-patch+json"})
-    job = p.job["metadata"]["name"] if p.job else None
-    while job:
-        j = (await client.get(path_for(p.job, ns, job))).json()
-        if any(c["type"] == "Complete" and c["status"] == "True" for c in (j.get("status") or {}).get("conditions")
-               or []):
-            break
-        await asyncio.sleep(0.5)
+        await client.patch(status_path, json={"status": status}, headers=merge)
+    if p.job:
+        await sig.event(sig.job_done, p.job["metadata"]["name"]).wait()
     async with sem:
         for obj in p.serve:
             (await client.patch(path_for(obj, ns, obj["metadata"]["name"]), params=params, headers=hdr,
                                 content=json.dumps(obj))).raise_for_status()
-    dep_path = path_for(p.serve[0], ns, p.serve[0]["metadata"]["name"])
-    while True:
-        d = (await client.get(dep_path)).json()
-        if (d.get("status") or {}).get("readyReplicas", 0) >= (d["spec"].get("replicas") or 1):
-            break
-        await asyncio.sleep(0.5)
+    await sig.event(sig.dep_ready, p.serve[0]["metadata"]["name"]).wait()
     o = Observation(generation=1, engine=p.resolved.engine, endpoint="x")
     o.model = Cond(True, "ArtifactReady", "ok.")
     o.available = Cond(True, "MinimumReplicasAvailable", "ok.")
     async with sem:
-        await client.patch(f"{SLM_PATH.format(ns=ns)}/{cr['metadata']['name']}/status",
-                           json={"status": build_status(o, status)},
-                           headers={"Content-Type": "application/merge-patch+json"})
+        await client.patch(status_path, json={"status": build_status(o, status)}, headers=merge)
     done[cr["metadata"]["name"]] = time.monotonic()
 
 
@@ -366,10 +395,17 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
 
     async def main() -> float:
         sem = asyncio.Semaphore(concurrency)
-        async with kube.aio(concurrency * 2) as client:
+        sig = Signals()
+        async with kube.aio(concurrency + 4) as client:
+            watches = [asyncio.create_task(sig.watch(client, f"/apis/batch/v1/namespaces/{ns}/jobs", sig.on_job)),
+                       asyncio.create_task(sig.watch(client, f"/apis/apps/v1/namespaces/{ns}/deployments",
+                                                     sig.on_dep))]
             t0 = time.monotonic()
-            await asyncio.gather(*(limit_one(client, cr, ns, sem, done) for cr in crs))
-            return time.monotonic() - t0
+            await asyncio.gather(*(limit_one(client, cr, ns, sem, sig, done) for cr in crs))
+            wall = time.monotonic() - t0
+            for w in watches:
+                w.cancel()
+            return wall
 
     try:
         wall = asyncio.run(main())
