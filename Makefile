@@ -28,7 +28,7 @@ test: venv
 	bash tests/engines/vllm_env.sh
 	bash hack/checkov-env.sh >/dev/null
 	bash hack/build-promtool.sh >/dev/null
-	$(VENV)/bin/pytest -ra
+	SLM_E2E_DOWN=1 $(VENV)/bin/pytest -ra
 
 test-fast: venv
 	$(VENV)/bin/pytest -ra tests
