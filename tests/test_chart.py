@@ -42,6 +42,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "air-gapped": {"global": {"imageRegistry": "registry.internal:5000"},
                    "image": {"digest": "sha256:" + "a" * 64},
                    "imagePullSecrets": [{"name": "mirror"}]},
+    "observability": {"observability": {"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": "1"}},
+                                        "prometheusRule": {"enabled": True},
+                                        "prometheusAdapterRules": {"enabled": True}}},
     "no-crds-no-tests": {"crds": {"install": False}, "tests": {"enabled": False},
                          "serviceAccount": {"annotations": {"iam.example/role": "slm"}}},
 }
