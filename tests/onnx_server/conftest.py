@@ -23,7 +23,7 @@ def _require(*modules: str) -> None:
 
 @pytest.fixture(scope="session")
 def onnx_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A briefly trained tiny Qwen3 (slm_runtime.tiny_models) built to int4 ONNX for CPU.
+    """A tiny Qwen3 (briefly trained, slm_runtime.tiny_models) built to int4 ONNX for CPU.
 
     SLM_ONNX_SERVER_TEST_MODEL=<folder with genai_config.json> runs the tests against an
     existing ONNX model instead (a real one, or a faster throwaway while developing).
@@ -34,7 +34,9 @@ def onnx_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _require("onnxruntime_genai", "onnx_ir", "torch", "transformers")
     from slm_runtime.tiny_models import tiny_model
 
-    hf_dir = tiny_model("qwen3")
+    # A short training is enough here: the server needs the real architecture and tokenizer,
+    # and words in the output for the stop-string test, not a good perplexity.
+    hf_dir = tiny_model("qwen3", train_steps=100)
     out = tmp_path_factory.mktemp("onnx") / "tiny-qwen3-int4"
     cache = out.parent / "builder-cache"
     subprocess.run(

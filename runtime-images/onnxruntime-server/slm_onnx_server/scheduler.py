@@ -299,6 +299,9 @@ class EngineScheduler(Scheduler):
     def _run(self) -> None:
         engine = og.Engine(self.lm.model)
         buffer = engine.create_event_buffer(max(64, 4 * self.slots))
+        caps = engine.get_capabilities()
+        log.info("engine started", extra={"continuous_batching": self.lm.dynamic_batching, "slots": self.slots,
+                                          "engine_max_batch": caps.configured_max_batch_size})
         active: dict[int, _Active] = {}
         while True:
             # Admission: continuous batching takes new requests at every step; a static batch
