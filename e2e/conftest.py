@@ -23,13 +23,28 @@ from e2e.helpers import CLUSTER_BIN_DIR, CLUSTER_DIR, kubectl, wait_for
 
 def _run_cluster_script(name: str, timeout: float) -> str:
     """Run e2e/cluster/<name>; its progress (stderr) shows in pytest's output on failure."""
-    done = subprocess.run(
-        [str(CLUSTER_DIR / name)], capture_output=True, text=True, timeout=timeout, check=False
-    )
+    done = subprocess.run([str(CLUSTER_DIR / name)], capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         pytest.fail(f"e2e/cluster/{name} failed ({done.returncode}):\n{done.stderr[-6000:]}", pytrace=False)
     print(done.stderr[-2000:])
     return done.stdout
+
+
+def _cluster_running() -> bool:
+    return subprocess.run([str(CLUSTER_DIR / "status")], capture_output=True, check=False).returncode == 0
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the control plane's binaries before any e2e test runs, outside the per-test timeout.
+
+    A no-op in about a second when they are cached; the first build takes tens of minutes
+    (its progress goes to the terminal).
+    """
+    if os.environ.get("SLM_E2E_KUBECONFIG") or shutil.which("go") is None:
+        return
+    if not any(item.get_closest_marker("e2e") for item in session.items) or _cluster_running():
+        return
+    subprocess.run([str(CLUSTER_DIR / "build")], check=False, timeout=3 * 3600)
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +57,12 @@ def kubeconfig() -> Iterator[str]:
         yield given
         return
 
-    was_running = (
-        subprocess.run([str(CLUSTER_DIR / "status")], capture_output=True, check=False).returncode == 0
-    )
+    was_running = _cluster_running()
     if not was_running:
         if shutil.which("go") is None and not (CLUSTER_BIN_DIR / "kube-apiserver").exists():
             pytest.skip("no Go toolchain to build the local control plane and no cached binaries")
-        # A no-op when the binaries are cached; the first build takes tens of minutes.
-        _run_cluster_script("build", timeout=3 * 3600)
+        # Normally done already by pytest_collection_finish; then a no-op.
+        _run_cluster_script("build", timeout=600)
     path = _run_cluster_script("up", timeout=300).strip().splitlines()[-1]
     try:
         yield path

@@ -28,9 +28,7 @@ T = TypeVar("T")
 E2E_DIR = Path(__file__).resolve().parent
 CLUSTER_DIR = E2E_DIR / "cluster"
 # Where e2e/cluster/build links the pinned binaries under their plain names (kubectl, helm...).
-CLUSTER_BIN_DIR = (
-    Path(os.environ.get("SLM_CACHE", Path.home() / ".cache" / "slm-operator")) / "bin" / "active"
-)
+CLUSTER_BIN_DIR = Path(os.environ.get("SLM_CACHE", Path.home() / ".cache" / "slm-operator")) / "bin" / "active"
 
 # A pod-level security context that passes Pod Security "restricted".
 RESTRICTED_POD_SECURITY = {
@@ -56,9 +54,7 @@ class KubectlError(RuntimeError):
         self.stderr = stderr
 
 
-def kubectl(
-    kubeconfig: str | os.PathLike[str], *args: str, input: str | None = None, timeout: float = 60
-) -> str:
+def kubectl(kubeconfig: str | os.PathLike[str], *args: str, input: str | None = None, timeout: float = 60) -> str:
     """Run kubectl against the cluster and return its stdout; raise KubectlError on failure."""
     argv = ["kubectl", "--kubeconfig", os.fspath(kubeconfig), *args]
     done = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
@@ -72,9 +68,7 @@ def kubectl_json(kubeconfig: str | os.PathLike[str], *args: str) -> dict[str, An
     return json.loads(kubectl(kubeconfig, *args, "-o", "json"))
 
 
-def apply(
-    kubeconfig: str | os.PathLike[str], *objects: Mapping[str, Any], namespace: str | None = None
-) -> str:
+def apply(kubeconfig: str | os.PathLike[str], *objects: Mapping[str, Any], namespace: str | None = None) -> str:
     """Server-side apply the given manifests (dicts); returns kubectl's output."""
     args = ["apply", "--server-side", "--field-manager", "slm-e2e", "-f", "-"]
     if namespace:
@@ -149,9 +143,7 @@ def condition_status(obj: Mapping[str, Any], type_: str) -> str | None:
 
 def restricted_pod_spec(containers: Iterable[Mapping[str, Any]], **extra: Any) -> dict[str, Any]:
     """A pod spec whose containers get the restricted security context (image defaults to FAKE_IMAGE)."""
-    full = [
-        {"image": FAKE_IMAGE, "securityContext": RESTRICTED_CONTAINER_SECURITY, **dict(c)} for c in containers
-    ]
+    full = [{"image": FAKE_IMAGE, "securityContext": RESTRICTED_CONTAINER_SECURITY, **dict(c)} for c in containers]
     return {"securityContext": RESTRICTED_POD_SECURITY, "containers": full, **extra}
 
 

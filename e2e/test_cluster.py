@@ -59,9 +59,7 @@ def test_deployment_pods_become_ready_on_kwok_nodes(kubeconfig: str, namespace: 
                 "selector": {"matchLabels": labels},
                 "template": {
                     "metadata": {"labels": labels},
-                    "spec": restricted_pod_spec(
-                        [{"name": "web", "resources": {"requests": {"cpu": "100m"}}}]
-                    ),
+                    "spec": restricted_pod_spec([{"name": "web", "resources": {"requests": {"cpu": "100m"}}}]),
                 },
             },
         },
@@ -163,9 +161,7 @@ def _token_kubeconfig(admin_kubeconfig: str, token: str, directory: Path) -> Pat
     return path
 
 
-def test_serviceaccount_token_is_confined_by_its_role(
-    kubeconfig: str, make_namespace: Callable[..., str]
-) -> None:
+def test_serviceaccount_token_is_confined_by_its_role(kubeconfig: str, make_namespace: Callable[..., str]) -> None:
     home, other = make_namespace(), make_namespace()
     rules = [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list"]}]
     apply(
@@ -198,10 +194,7 @@ def test_serviceaccount_token_is_confined_by_its_role(
         with pytest.raises(KubectlError) as denied:
             kubectl(str(sa_config), "-n", other, "get", "secrets")
         assert "forbidden" in denied.value.stderr.lower()
-        assert (
-            f'cannot list resource "secrets" in API group "" in the namespace "{other}"'
-            in denied.value.stderr
-        )
+        assert f'cannot list resource "secrets" in API group "" in the namespace "{other}"' in denied.value.stderr
         with pytest.raises(KubectlError):
             kubectl(str(sa_config), "-n", home, "delete", "secret", "anything")
         assert not os.stat(sa_config).st_mode & (stat.S_IRWXG | stat.S_IRWXO)
