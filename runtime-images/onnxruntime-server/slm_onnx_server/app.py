@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,6 +33,37 @@ log = logging.getLogger("slm_onnx_server")
 ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions")
 
 
+class Mailbox:
+    """Hands events from generation threads to the event loop with one wake-up per batch.
+
+    A wake-up per token (call_soon_threadsafe) costs more than generating a token of a small
+    model; here a thread appends, and only the first append after a drain wakes the loop.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[tuple[asyncio.Queue, Any]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, queue: asyncio.Queue, event: Any) -> None:
+        with self._lock:
+            self._items.append((queue, event))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        # RuntimeError: the loop is gone (process exit) and nobody is listening.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._scheduled = False
+        for queue, event in items:
+            queue.put_nowait(event)
+
+
 class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -41,6 +74,12 @@ class ServerState:
         self.draining = False
         self.load_error: str | None = None
         self.created = int(time.time())
+        self._mailbox: Mailbox | None = None
+
+    def mailbox(self, loop: asyncio.AbstractEventLoop) -> Mailbox:
+        if self._mailbox is None or self._mailbox.loop is not loop:
+            self._mailbox = Mailbox(loop)
+        return self._mailbox
 
     @property
     def ready(self) -> bool:
@@ -220,15 +259,9 @@ async def _generate(request: Request, kind: str) -> Response:
                 f"{len(ids) + max_tokens} tokens ({len(ids)} in the prompt, {max_tokens} for the completion).",
                 param="messages" if kind == "chat" else "prompt", code="context_length_exceeded",
             )
-        loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-
-        def emit(event: Any) -> None:
-            # RuntimeError: the loop is gone (process exit) and nobody is listening.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(events.put_nowait, event)
-
-        job = Job(ids, req.sampling, max_tokens, emit)
+        mailbox = state.mailbox(asyncio.get_running_loop())
+        job = Job(ids, req.sampling, max_tokens, lambda event: mailbox.post(events, event))
         try:
             scheduler.submit(job)
         except QueueFull:
