@@ -100,14 +100,14 @@ def make_crs(n: int, ns: str) -> list[dict[str, Any]]:
 
 
 def ensure_gpu_nodes(client: httpx.Client, count: int) -> None:
-    """KWOK nodes with 8 GPUs each, so GPU shapes schedule at any N."""
+    """KWOK nodes with 128 GPUs each, so GPU shapes (a Job and a replica each) schedule at any N."""
     for i in range(count):
         node = yaml.safe_load((ROOT / "e2e/cluster/manifests/nodes.yaml").read_text().split("---")[0])
         name = f"bench-gpu-{i}"
         node["metadata"]["name"] = name
         node["metadata"]["labels"]["kubernetes.io/hostname"] = name
         for k in ("capacity", "allocatable"):
-            node["status"][k].update({"nvidia.com/gpu": "8", "cpu": "256", "memory": "2Ti", "pods": "1000"})
+            node["status"][k].update({"nvidia.com/gpu": "128", "cpu": "2048", "memory": "16Ti", "pods": "1000"})
         r = client.patch(f"/api/v1/nodes/{name}", params={"fieldManager": "slm-bench", "force": "true"},
                          content=json.dumps(node), headers={"Content-Type": "application/apply-patch+yaml"})
         r.raise_for_status()
