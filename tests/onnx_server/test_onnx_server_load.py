@@ -116,6 +116,18 @@ def test_client_disconnect_cancels_generation(small_server: Server, onnx_model_d
     assert resp.usage.completion_tokens <= 3
 
 
+def test_client_timeout_cancels_non_streamed_generation(small_server: Server, onnx_model_dir: Path) -> None:
+    before = _metric(small_server, "slm_onnx_requests_cancelled_total")
+    body = {"model": MODEL_NAME, "prompt": "The sea", "max_tokens": long_generation(onnx_model_dir),
+            "ignore_eos": True}
+    with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes the connection
+        httpx.post(small_server.v1 + "/completions", json=body, headers=AUTH, timeout=0.05)
+    deadline = time.monotonic() + 10
+    while _metric(small_server, "slm_onnx_requests_cancelled_total") <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _metric(small_server, "slm_onnx_requests_cancelled_total") == before + 1
+
+
 def test_sigterm_finishes_in_flight_request(onnx_model_dir: Path, tmp_path: Path) -> None:
     srv = start_server(onnx_model_dir, tmp_path, "--grace-period-s", "60", "--drain-delay-s", "1.5")
     max_tokens = long_generation(onnx_model_dir)
