@@ -57,6 +57,15 @@ def _termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any]:
     return {}
 
 
+def _artifact_facts(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the quantizer's termination message says about the artifact (see slm_quantizer.cli)."""
+    keys = {"totalBytes": "sizeBytes", "perplexityBefore": "perplexityBefore",
+            "perplexityAfter": "perplexityAfter", "increasePct": "perplexityIncreasePercent"}
+    # Floats are fine in status (observations); render them as strings to keep the API integral.
+    return {ours: (str(round(summary[theirs], 4)) if isinstance(summary[theirs], float) else summary[theirs])
+            for theirs, ours in keys.items() if summary.get(theirs) is not None}
+
+
 class Reconciler:
     def __init__(self, kube: Kube, cache: ChildCache, ctx: RenderContext) -> None:
         self.kube = kube
@@ -215,15 +224,13 @@ class Reconciler:
         if _job_condition(live, "Complete"):
             summary = _termination_summary(await self.kube.list_pods(t.namespace, {"job-name": job_name}))
             self._record_job_metrics(live, t.r.format, "succeeded")
-            obs.artifact = {**base, "ready": True, "job": job_name, **{
-                k: summary[k] for k in ("sizeBytes", "sha256", "perplexityBefore", "perplexityAfter",
-                                        "toolVersions") if k in summary}}
+            obs.artifact = {**base, "ready": True, "job": job_name, **_artifact_facts(summary)}
             obs.model = Cond(True, "ArtifactReady", f"{t.r.format} {t.r.qtype} artifact at {location}.")
             obs.quantization = {**obs.quantization, "stage": "Done", "job": job_name}
             return True
         if _job_condition(live, "Failed"):
             summary = _termination_summary(await self.kube.list_pods(t.namespace, {"job-name": job_name}))
-            gate = summary.get("reason") == "QualityGateFailed"
+            gate = summary.get("result") == "GateFailed"
             self._record_job_metrics(live, t.r.format, "quality_gate_failed" if gate else "failed")
             reason = "QualityGateFailed" if gate else "QuantizationFailed"
             detail = str(summary.get("message") or "see the Job's pod logs")[:400]
