@@ -229,17 +229,18 @@ def _operator_managed_fields(kc: str, ns: str, name: str) -> list[dict[str, Any]
 # --- tests -------------------------------------------------------------------------------------
 
 
-def _wait_for_terminating_namespaces(kc: str) -> None:
-    """A cluster-wide operator would also see SLMDeployments in namespaces other tests are
-    deleting, and writes there fail with "being terminated": start once they are gone."""
-    def settled() -> bool:
-        items = kubectl_json(kc, "get", "namespaces", "-l", "slm.ai/e2e=true")["items"]
-        return not [n for n in items if n["status"].get("phase") == "Terminating"]
+def _wait_for_quiet_cluster(kc: str, mine: str) -> None:
+    """A cluster-wide operator works on every SLMDeployment in the cluster: wait (a while) until
+    other tests' (being deleted with their namespaces) are gone, so that this test neither
+    waits behind them nor writes into namespaces that are being terminated."""
+    def quiet() -> bool:
+        items = kubectl_json(kc, "get", "slmdeployments.slm.ai", "--all-namespaces")["items"]
+        return not [o for o in items if o["metadata"]["namespace"] != mine]
 
     try:
-        wait_for(settled, timeout=120, interval=1, what="namespaces of earlier tests to go")
+        wait_for(quiet, timeout=300, interval=2, what="SLMDeployments of other tests to go")
     except TimeoutError as e:
-        print(f"going on anyway: {e}")
+        print(f"going on with a busy cluster: {e}")
 
 
 def test_cluster_scope_chart_identity_runs_examples_and_uninstall_keeps_crs(
@@ -268,7 +269,7 @@ def test_cluster_scope_chart_identity_runs_examples_and_uninstall_keeps_crs(
 
     args, env = _chart_operator(kc, system, rel.name)
     assert "--all-namespaces" in args
-    _wait_for_terminating_namespaces(kc)
+    _wait_for_quiet_cluster(kc, ns)
     with run_operator(sa, [], extra_args=args, env=env) as op:
         op.wait_for_output("slm-operator started", timeout=90)
         names = _apply_examples(kc, ns)
