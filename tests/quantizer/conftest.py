@@ -14,7 +14,7 @@ import pytest
 
 # Training steps for the test models: enough for perplexity to mean something, small enough
 # for CI on 2 cores. SLM_TINY_TRAIN_STEPS overrides (e.g. 0 for a quick local loop).
-TRAIN_STEPS = int(os.environ.get("SLM_TINY_TRAIN_STEPS", "60"))
+TRAIN_STEPS = int(os.environ.get("SLM_TINY_TRAIN_STEPS", "50"))
 
 
 def require(*modules: str) -> None:

@@ -93,8 +93,8 @@ def training_corpus(size_bytes: int = 300_000, seed: int = 1234) -> str:
     total = 0
     i = 0
     while total < size_bytes:
-        # Every fourth paragraph is hand-written prose, the rest come from the grammar.
-        text = base[i // 4 % len(base)] if i % 4 == 0 else _paragraph(rng)
+        # Every other paragraph is hand-written prose, the rest come from the grammar.
+        text = base[i // 2 % len(base)] if i % 2 == 0 else _paragraph(rng)
         parts.append(text)
         total += len(text) + 2
         i += 1

@@ -48,7 +48,7 @@ from typing import Any
 
 from slm_runtime import corpus
 
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 ARCHS = ("phi3", "qwen3", "gemma3")
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -112,7 +112,22 @@ def train_tokenizer(vocab: int = 2048):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     text = corpus.training_corpus()
     tok.train_from_iterator(text.split("\n\n"), trainer=trainer)
+    # A small corpus runs out of merges below the target size; pad with reserved special
+    # tokens (as real models do) so the embedding and the tokenizer agree on the vocab size.
+    missing = vocab - tok.get_vocab_size()
+    if missing > 0:
+        tok.add_special_tokens([f"<|reserved_{i}|>" for i in range(missing)])
     return tok
+
+
+def _save_tokenizer(tok, out: Path) -> None:
+    """Save tokenizer files; tokenizer_class GPT2Tokenizer says what it is (a byte-level BPE),
+    which llama.cpp's converter reads to pick the vocab type (as for Phi-4-mini)."""
+    _fast_tokenizer(tok).save_pretrained(out)
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "GPT2Tokenizer"
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def _fast_tokenizer(tok):
@@ -131,8 +146,8 @@ def _train(model, ids: list[int], steps: int, seq_len: int, batch: int, seed: in
 
     gen = torch.Generator().manual_seed(seed)
     data = torch.tensor(ids, dtype=torch.long)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=max(steps, 1), pct_start=0.1)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 1), pct_start=0.1)
     model.train()
     for _ in range(steps):
         starts = torch.randint(0, len(data) - seq_len - 1, (batch,), generator=gen)
@@ -177,7 +192,7 @@ def _key(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def tiny_model(arch: str, *, train_steps: int = 150, seed: int = 0, seq_len: int = 128, batch: int = 8,
+def tiny_model(arch: str, *, train_steps: int = 50, seed: int = 0, seq_len: int = 128, batch: int = 8,
                vocab: int = 2048, hidden: int = 256, intermediate: int = 512, layers: int = 2,
                heads: int = 4, kv_heads: int = 2, head_dim: int = 64) -> Path:
     """Build (once, cached) and return the folder of a briefly trained tiny model of `arch`."""
@@ -198,9 +213,9 @@ def tiny_model(arch: str, *, train_steps: int = 150, seed: int = 0, seq_len: int
         started = time.monotonic()
         torch.manual_seed(seed)
         tok = train_tokenizer(vocab)
-        fast = _fast_tokenizer(tok)
         model = AutoModelForCausalLM.from_config(model_config(arch, **shape), dtype=torch.float32)
-        ids = tok.encode(corpus.training_corpus().replace("\n\n", "</s>")).ids
+        # Paragraph breaks stay "\n\n": the eval text has them too, so they must be learned.
+        ids = tok.encode(corpus.training_corpus()).ids
         trained_at = time.monotonic()
         _train(model, ids, train_steps, seq_len, batch, seed)
         train_s = time.monotonic() - trained_at
@@ -209,7 +224,7 @@ def tiny_model(arch: str, *, train_steps: int = 150, seed: int = 0, seq_len: int
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=cache_root()))
         try:
             model.save_pretrained(tmp, safe_serialization=True)
-            fast.save_pretrained(tmp)
+            _save_tokenizer(tok, tmp)
             info = dict(params=params, build_seconds=round(time.monotonic() - started, 1),
                         train_seconds=round(train_s, 1), eval_perplexity=round(perplexity_hf(tmp), 2))
             (tmp / "build-info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -242,5 +257,5 @@ def random_model(shape: str, out_dir: Path | str, *, layers: int | None = None, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    _fast_tokenizer(train_tokenizer()).save_pretrained(out)
+    _save_tokenizer(train_tokenizer(), out)
     return out

@@ -136,8 +136,6 @@ def run(model_dir: Path, qtype: str, staging: Path, work: Path, text: str, promp
     ref_ppl, _, n_tokens = evaluate(reference, text, prompt)
     q_ppl, sample, _ = evaluate(out, text, prompt)
     timings["verify"] = round(time.monotonic() - t, 2)
-    if not sample.strip():
-        raise GgufError("the quantized model generated no text")
     return {
         "files_main": GGUF_FILE,
         "reference": {"kind": "gguf-f16", "perplexity": ref_ppl, "bytes": reference.stat().st_size},

@@ -107,8 +107,6 @@ def run(model_dir: Path, precision: str, target: str, staging: Path, work: Path,
     q_ppl, sample, ids = evaluate(staging, text, prompt)
     ref_ppl = hf_perplexity(model_dir, ids, trust_remote_code)
     timings["verify"] = round(time.monotonic() - t, 2)
-    if not sample.strip():
-        raise OnnxError("the quantized model generated no text")
     return {
         "reference": {"kind": "hf-fp32", "perplexity": ref_ppl},
         "quantized_perplexity": q_ppl,
