@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from e2e.helpers import (
+    CLUSTER_DIR,
     KubectlError,
     apply,
     condition_status,
@@ -279,8 +280,8 @@ def test_crd_cel_rule_rejects_a_violating_object(kubeconfig: str, namespace: str
         kubectl(kubeconfig, "delete", "crd", f"scalers.{group}", "--wait=false", "--ignore-not-found")
 
 
-def _gpu_pod(name: str, tolerate: bool) -> dict[str, Any]:
-    extra: dict[str, Any] = {"restartPolicy": "Never"}
+def _gpu_pod(name: str, node_label: str, tolerate: bool) -> dict[str, Any]:
+    extra: dict[str, Any] = {"restartPolicy": "Never", "nodeSelector": {"slm.ai/e2e-node": node_label}}
     if tolerate:
         extra["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     container = {"name": "engine", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
@@ -293,22 +294,39 @@ def _gpu_pod(name: str, tolerate: bool) -> dict[str, Any]:
 
 
 def test_gpu_pod_lands_on_a_gpu_node_only_with_the_toleration(kubeconfig: str, namespace: str) -> None:
-    apply(
-        kubeconfig,
-        _gpu_pod("tolerant", tolerate=True),
-        _gpu_pod("intolerant", tolerate=False),
-        namespace=namespace,
-    )
-    pod = wait_for_condition(kubeconfig, "-n", namespace, "pod", "tolerant", type_="Ready")
-    assert pod["spec"]["nodeName"] in _kwok_nodes(kubeconfig, "nvidia.com/gpu.product=NVIDIA-L4")
+    # A GPU node of this test's own, shaped like gpu-0 (other sessions may fill the shared ones).
+    nodes = yaml.safe_load_all((CLUSTER_DIR / "manifests" / "nodes.yaml").read_text())
+    node = next(n for n in nodes if n["metadata"]["name"] == "gpu-0")
+    name = f"e2e-gpu-{uuid.uuid4().hex[:6]}"
+    node["metadata"]["name"] = name
+    node["metadata"]["labels"].update({"kubernetes.io/hostname": name, "slm.ai/e2e-node": name})
+    apply(kubeconfig, node)
+    try:
+        wait_for_condition(kubeconfig, "node", name, type_="Ready")
+        apply(
+            kubeconfig,
+            _gpu_pod("tolerant", name, tolerate=True),
+            _gpu_pod("intolerant", name, tolerate=False),
+            namespace=namespace,
+        )
+        pod = wait_for_condition(kubeconfig, "-n", namespace, "pod", "tolerant", type_="Ready")
+        assert pod["spec"]["nodeName"] == name
+        assert pod["status"]["phase"] == "Running"
 
-    # Without the toleration the GPU nodes' taint and the CPU nodes' missing GPUs both refuse it.
-    unschedulable = wait_for_condition(
-        kubeconfig, "-n", namespace, "pod", "intolerant", type_="PodScheduled", status="False"
-    )
-    assert not unschedulable["spec"].get("nodeName")
-    message = next(c["message"] for c in unschedulable["status"]["conditions"] if c["type"] == "PodScheduled")
-    assert "nvidia.com/gpu" in message
+        # Without the toleration the node's nvidia.com/gpu taint refuses it.
+        refused = wait_for_condition(
+            kubeconfig, "-n", namespace, "pod", "intolerant", type_="PodScheduled", status="False"
+        )
+        assert not refused["spec"].get("nodeName")
+        message = next(c["message"] for c in refused["status"]["conditions"] if c["type"] == "PodScheduled")
+        assert "untolerated taint" in message, message
+
+        # The node's single GPU is taken: a second tolerant pod must wait.
+        apply(kubeconfig, _gpu_pod("second", name, tolerate=True), namespace=namespace)
+        waiting = wait_for_condition(kubeconfig, "-n", namespace, "pod", "second", type_="PodScheduled", status="False")
+        assert "Insufficient nvidia.com/gpu" in str(waiting["status"]["conditions"])
+    finally:
+        kubectl(kubeconfig, "delete", "node", name, "--wait=false", "--ignore-not-found")
 
 
 def test_pvc_of_the_default_class_is_bound_and_its_volume_reclaimed(kubeconfig: str, namespace: str) -> None:
@@ -319,8 +337,15 @@ def test_pvc_of_the_default_class_is_bound_and_its_volume_reclaimed(kubeconfig: 
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}}},
     }
     apply(kubeconfig, pvc, namespace=namespace)
+    # The in-tree PV controller binds claims one at a time: allow for a backlog on a shared cluster.
     claim = wait_for_object(
-        kubeconfig, "-n", namespace, "pvc", "models", predicate=lambda c: c["status"].get("phase") == "Bound"
+        kubeconfig,
+        "-n",
+        namespace,
+        "pvc",
+        "models",
+        predicate=lambda c: c["status"].get("phase") == "Bound",
+        timeout=240,
     )
     assert claim["spec"]["storageClassName"] == "standard"  # the default class was filled in
     volume_name = claim["spec"]["volumeName"]
@@ -332,6 +357,6 @@ def test_pvc_of_the_default_class_is_bound_and_its_volume_reclaimed(kubeconfig: 
     kubectl(kubeconfig, "-n", namespace, "delete", "pvc", "models")
     wait_for(
         lambda: not kubectl(kubeconfig, "get", "pv", volume_name, "--ignore-not-found", "-o", "name").strip(),
-        timeout=60,
+        timeout=240,
         what="the released volume to be deleted",
     )
