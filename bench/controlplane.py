@@ -139,8 +139,12 @@ def create_namespace(client: httpx.Client, ns: str) -> None:
                                              "metadata": {"name": ns}}).raise_for_status()
 
 
-def delete_namespace(client: httpx.Client, ns: str) -> None:
+def delete_namespace(client: httpx.Client, ns: str, wait: float = 600) -> None:
+    """Delete and wait until it is gone, so the next run does not share the machine with GC."""
     client.delete(f"/api/v1/namespaces/{ns}")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and client.get(f"/api/v1/namespaces/{ns}").status_code != 404:
+        time.sleep(1)
 
 
 # -- watching for progress -------------------------------------------------------------------
@@ -248,6 +252,21 @@ def pct(values: list[float], p: float) -> float:
     return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
+async def create_all(kube: Kube, crs: list[dict[str, Any]], ns: str, concurrency: int) -> dict[str, float]:
+    """POST the CRs with the same concurrency the limit client uses; returns create times."""
+    created: dict[str, float] = {}
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(client: httpx.AsyncClient, cr: dict[str, Any]) -> None:
+        async with sem:
+            (await client.post(SLM_PATH.format(ns=ns), json=cr)).raise_for_status()
+            created[cr["metadata"]["name"]] = time.monotonic()
+
+    async with kube.aio(concurrency) as client:
+        await asyncio.gather(*(one(client, cr) for cr in crs))
+    return created
+
+
 def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int) -> dict[str, Any]:
     ns = f"bench-op-{n}-{int(time.time()) % 100000}"
     with kube.sync() as client:
@@ -271,12 +290,8 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
             m0 = scrape(port)
             prog = Progress(kube, ns)
             prog.start()
-            created: dict[str, float] = {}
             t0 = time.monotonic()
-            for cr in crs:
-                r = client.post(SLM_PATH.format(ns=ns), json=cr)
-                r.raise_for_status()
-                created[cr["metadata"]["name"]] = time.monotonic()
+            created = asyncio.run(create_all(kube, crs, ns, 32))
             deadline = t0 + max(300, n * 1.5)
             while len(prog.ready) < n and time.monotonic() < deadline:
                 time.sleep(0.2)
