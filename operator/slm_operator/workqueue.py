@@ -78,6 +78,8 @@ class WorkQueue:
 
     async def _worker(self) -> None:
         while True:
+            if self._queue.empty() and not self._active:
+                _release_memory()
             key = await self._queue.get()
             self._queued.discard(key)
             metrics.QUEUE_DEPTH.set(len(self._queued))
@@ -114,3 +116,25 @@ class WorkQueue:
                 self.enqueue(key)
             elif delay:
                 self.enqueue_after(key, delay)
+
+
+_last_trim = 0.0
+
+
+def _release_memory(min_interval: float = 30.0) -> None:
+    """Hand freed heap back to the OS when the queue drains (glibc keeps it otherwise).
+
+    A burst of reconciles (startup, a mass apply) leaves the heap fragmented; without this the
+    RSS stays at its high-water mark although the live data is much smaller.
+    """
+    global _last_trim
+    now = time.monotonic()
+    if now - _last_trim < min_interval:
+        return
+    _last_trim = now
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to do
+        pass
