@@ -1,26 +1,9 @@
-"""Shared fixtures: tiny trained models (built once per machine, cached) and a quantizer runner."""
+"""Fixtures: tiny trained models (built once per machine, cached) and a quantizer runner."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-
 import pytest
-
-# Training steps for the test models: enough for perplexity to mean something, small enough
-# for CI on 2 cores. SLM_TINY_TRAIN_STEPS overrides (e.g. 0 for a quick local loop).
-TRAIN_STEPS = int(os.environ.get("SLM_TINY_TRAIN_STEPS", "50"))
-
-
-def require(*modules: str) -> None:
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} (run: bash runtime-images/install-ml-deps.sh .venv/bin/python)")
+from quantizer_helpers import TRAIN_STEPS, require, run_quantizer
 
 
 @pytest.fixture(scope="session")
@@ -30,32 +13,6 @@ def tiny():
     from slm_runtime.tiny_models import tiny_model
 
     return lambda arch: tiny_model(arch, train_steps=TRAIN_STEPS)
-
-
-@dataclass
-class Run:
-    rc: int
-    stdout: str
-    stderr: str
-    termination: dict
-    events: list[dict]
-
-    def stages(self) -> list[str]:
-        return [e["stage"] for e in self.events]
-
-
-def run_quantizer(source: str | Path, output: Path, fmt: str, qtype: str, *extra: str,
-                  env: dict[str, str] | None = None, timeout: float = 600) -> Run:
-    term = output.parent / f"{output.name}.termination-log"
-    cmd = [sys.executable, "-m", "slm_quantizer", "--source", str(source), "--format", fmt, "--type", qtype,
-           "--output", str(output), "--termination-log", str(term), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
-    events = []
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            events.append(json.loads(line))
-    termination = json.loads(term.read_text()) if term.exists() else {}
-    return Run(proc.returncode, proc.stdout, proc.stderr, termination, events)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import require
+from quantizer_helpers import require
 
 from slm_runtime import artifact
 from slm_runtime.progress import TERMINATION_LIMIT, write_termination_message

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import require
+from quantizer_helpers import require
 
 from slm_runtime import artifact
 

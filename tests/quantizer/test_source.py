@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import require
 from fake_hub import COMMIT, FakeHub
+from quantizer_helpers import require
 
 from slm_quantizer import fetch
 from slm_runtime.secrets import SecretFileError, read_secret_file

@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ppl = {"reference": round(before, 4), "quantized": round(after, 4), "increasePct": round(increase, 3),
                "gatePct": args.max_ppl_increase_pct, "referenceKind": result["reference"]["kind"],
                "evalTokens": result["eval_tokens"]}
+        if "bytes" in result["reference"]:
+            ppl["referenceBytes"] = result["reference"]["bytes"]
         progress.emit("gate", **ppl)
         if increase > args.max_ppl_increase_pct:
             raise GateFailed(f"perplexity rose {increase:.2f}% ({before:.3f} -> {after:.3f}), "

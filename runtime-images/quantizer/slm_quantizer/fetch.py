@@ -31,8 +31,10 @@ class Fetched:
     bytes: int
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+def _folder_bytes(folder: Path, follow_links: bool = False) -> int:
+    """Bytes under folder. The hub cache holds blobs plus snapshot symlinks to them: while
+    downloading count the blobs; for a snapshot folder follow the links."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and (follow_links or not p.is_symlink()))
 
 
 def _expected_bytes(repo: str, revision: str | None, token: str | None) -> tuple[int | None, str | None]:
@@ -77,7 +79,7 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
     finally:
         done.set()
         reporter.join()
-    size = _folder_bytes(Path(path))
+    size = _folder_bytes(Path(path), follow_links=True)
     progress.emit("download", bytes=size, total=total or size, seconds=round(time.monotonic() - started, 2))
     return Fetched(Path(path), sha or Path(path).name, size)
 
@@ -99,4 +101,4 @@ def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Pat
         raise SourceError(f"unsupported source {source!r}: use hf://org/name, pvc://claim/path or a path")
     if not (path / "config.json").is_file():
         raise SourceError(f"{path} has no config.json: not a Hugging Face model folder")
-    return Fetched(path, revision, _folder_bytes(path))
+    return Fetched(path, revision, _folder_bytes(path, follow_links=True))
