@@ -60,7 +60,8 @@ def test_hub_download_with_token_never_printed(tiny, quantize, tmp_path):
         bad = tmp_path / "bad-token"
         bad.write_text("hf_wrong_" + TOKEN)
         denied = quantize("hf://acme/tiny", tmp_path / "models" / "other", "onnx", "int4",
-                          "--token-file", str(bad), env={"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"})
+                          "--token-file", str(bad), "--download-dir", str(tmp_path / "empty-cache"),
+                          env={"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"})
     assert run.rc == 0, run.stderr[-3000:]
     files = [p for m, p, _ in hub.requests if m == "GET" and "/resolve/" in p]
     assert any(p.endswith("model.safetensors") for p in files)
