@@ -5,7 +5,7 @@ No hub download is possible in tests, so tests build their own models:
     from slm_runtime.tiny_models import tiny_model, random_model
 
     path = tiny_model("qwen3")                 # Path to a Hugging Face model folder (cached)
-    path = tiny_model("phi3", train_steps=50)  # a faster, less trained one
+    path = tiny_model("phi3", train_steps=0)   # untrained: builds in seconds
     path = random_model("qwen3-0.6b", out_dir) # random weights, real Qwen3-0.6B shape (benchmarks)
 
 tiny_model(arch) returns a normal HF folder (config.json, model.safetensors, tokenizer.json,
@@ -18,9 +18,10 @@ generation_config.json) for `arch` in ARCHS:
 
 Default shape: hidden 256, intermediate 512, 2 layers, 4 heads, 2 KV heads, head dim 64,
 2,048-token byte-level BPE trained offline on slm_runtime.corpus. The model is then trained
-on that corpus for `train_steps` AdamW steps (CPU, about 25 steps/s), so perplexity on the
-held-out slm_runtime.corpus.eval_text() drops from ~2,000 to a few hundred or less and a
-quality gate means something.
+on that corpus for `train_steps` AdamW steps of 8 x 128 tokens (default 50: about 40-90 s
+per model on 2 busy cores), so perplexity on the held-out slm_runtime.corpus.eval_text()
+drops from ~2,100 (untrained) to ~280-370, and a quality gate means something. More steps
+overfit this small corpus (held-out perplexity rises again past ~60 steps).
 
 Models are cached in $SLM_TINY_MODEL_CACHE or ~/.cache/slm-operator/tiny-models/<arch>-<key>,
 keyed by every build parameter and this module's BUILD_VERSION; a build happens once per
