@@ -93,7 +93,7 @@ class ServerState:
         """Blocking: load the model and start the scheduler (run in a thread at startup)."""
         cfg = self.config
         try:
-            lm = load_model(cfg.model_dir, cfg.served_model_name, cfg.device)
+            lm = load_model(cfg.model_dir, cfg.served_model_name, cfg.device, cfg.max_model_len)
             scheduler = make_scheduler(cfg.scheduler, lm, self.metrics, cfg.max_queue, cfg.max_concurrency)
             scheduler.start()
         except Exception as exc:
@@ -339,10 +339,23 @@ async def _sse(
     try:
         if req.kind == "chat":
             yield _sse_line(chunk(req, rid, created, text="", role=True))
+        held: Any = None
         while True:
-            event = await events.get()
+            if held is not None:
+                event, held = held, None
+            else:
+                event = await events.get()
             if isinstance(event, Delta):
-                yield _sse_line(chunk(req, rid, created, text=event.text))
+                # Pieces that piled up while the loop was busy leave as one chunk: one write and one
+                # JSON encoding instead of one per token when the process falls behind.
+                text = event.text
+                while not events.empty():
+                    nxt = events.get_nowait()
+                    if not isinstance(nxt, Delta):
+                        held = nxt
+                        break
+                    text += nxt.text
+                yield _sse_line(chunk(req, rid, created, text=text))
                 continue
             if isinstance(event, Failed) or event.reason == "cancelled":
                 err = errors.internal(event.message) if isinstance(event, Failed) else errors.unavailable(

@@ -18,6 +18,7 @@ class ServerConfig:
     device: str = "auto"
     scheduler: str = "engine"
     max_concurrency: int = 4
+    max_model_len: int = 0  # 0: the model's context_length
     max_queue: int = 64
     max_request_bytes: int = 1 << 20
     grace_period_s: float = 30.0
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
                         "per request on worker threads")
     p.add_argument("--max-concurrency", type=int, default=4,
                    help="sequences generated at once (batch size, or worker threads)")
+    p.add_argument("--max-model-len", type=int, default=0,
+                   help="cap on prompt + completion tokens (0: the model's context length); og.Engine sizes "
+                        "each sequence's KV cache to it, so on CPU a smaller cap makes every step cheaper")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests that may wait for a slot; more get 429 with Retry-After")
     p.add_argument("--max-request-bytes", type=int, default=1 << 20)
@@ -60,8 +64,8 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
     p.add_argument("--retry-after-s", type=int, default=1)
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
-    if a.max_concurrency < 1 or a.max_queue < 0:
-        p.error("--max-concurrency must be >= 1 and --max-queue >= 0")
+    if a.max_concurrency < 1 or a.max_queue < 0 or a.max_model_len < 0:
+        p.error("--max-concurrency must be >= 1, --max-queue and --max-model-len >= 0")
     return ServerConfig(
         model_dir=a.model_dir,
         served_model_name=a.served_model_name or a.model_dir.resolve().name,
@@ -72,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> ServerConfig:
         device=a.device,
         scheduler=a.scheduler,
         max_concurrency=a.max_concurrency,
+        max_model_len=a.max_model_len,
         max_queue=a.max_queue,
         max_request_bytes=a.max_request_bytes,
         grace_period_s=a.grace_period_s,

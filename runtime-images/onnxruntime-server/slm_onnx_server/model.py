@@ -68,15 +68,22 @@ def _config(folder: Path, device: str) -> tuple[Any, str]:
     return config, (names[0] if names else "cpu")
 
 
-def load_model(model_dir: Path, name: str, device: str = "auto") -> LoadedModel:
+def load_model(model_dir: Path, name: str, device: str = "auto", max_model_len: int = 0) -> LoadedModel:
+    """Load the model; max_model_len > 0 caps the context below the model's own."""
     folder = find_model_folder(model_dir)
     genai = json.loads((folder / "genai_config.json").read_text())
     config, used = _config(folder, device)
+    context = int(genai["model"].get("context_length") or genai.get("search", {}).get("max_length") or 2048)
+    if 0 < max_model_len < context:
+        # og.Engine (static batching) allocates every sequence's KV cache for search.max_length,
+        # which the builder sets to the whole context: for Qwen3-0.6B's 4,096 tokens that is
+        # ~0.9 GB per sequence and doubles the time per token on CPU.
+        context = max_model_len
+        config.overlay(json.dumps({"search": {"max_length": context}}))
     model = og.Model(config)
     tokenizer = og.Tokenizer(model)
     eos = genai["model"].get("eos_token_id", [])
     eos_ids = frozenset(eos if isinstance(eos, list) else [eos]) | frozenset(int(t) for t in tokenizer.eos_token_ids)
-    context = int(genai["model"].get("context_length") or genai.get("search", {}).get("max_length") or 2048)
     loaded = LoadedModel(
         name=name,
         path=folder,
