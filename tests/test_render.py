@@ -125,6 +125,7 @@ def test_onnx_server_on_cpu_mounts_key_file() -> None:
 
     cfg = parse_args(ctr["args"])  # the server's own parser accepts what the operator renders
     assert (cfg.max_concurrency, cfg.max_queue, cfg.metrics_port) == (4, 64, 9090)
+    assert cfg.max_model_len >= 4096, "the context sizing chose reaches the server"
     assert str(cfg.api_key_file) == "/var/run/secrets/slm/api-key"
     assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
     assert "nodeSelector" not in pod

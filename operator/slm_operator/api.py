@@ -126,10 +126,9 @@ class ModelSource(Model):
         description="Model name clients pass in requests (default: the model's repo name, "
                     "lower-cased).", pattern=r"^[-_.:/A-Za-z0-9]{1,128}$")] = None
     context_length: Annotated[int | None, Field(
-        description="Maximum context length to serve (tokens): vLLM --max-model-len, Ollama num_ctx. "
-                    "Default: chosen by sizing so the KV cache for the engine's concurrency fits. ONNX "
-                    "Runtime takes the context from the model's genai_config.json (sizing still uses "
-                    "this value for its memory estimate).", ge=256, le=1048576)] = None
+        description="Maximum context length to serve (tokens): vLLM --max-model-len, Ollama num_ctx, "
+                    "the ONNX server's --max-model-len. Default: chosen by sizing so the KV cache for "
+                    "the engine's concurrency fits.", ge=256, le=1048576)] = None
 
 
 class Quantization(Model):

@@ -123,6 +123,8 @@ def onnxruntime_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]
         "--device", target,
         "--max-concurrency", str(opts.workers if opts else 4),
         "--max-queue", str(opts.queue_size if opts else 64),
+        # Each generation slot's KV cache is sized to this: the context sizing chose.
+        "--max-model-len", str(t.r.context_length),
         # Finish in-flight requests inside the pod's termination grace period (60 s).
         "--grace-period-s", "45",
         # Let endpoints drop the pod before the listener closes.
