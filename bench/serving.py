@@ -12,7 +12,9 @@ to back (closed loop); every request is the same prompt, greedy, EOS ignored, ex
 --max-tokens tokens, decoded to text with the tokenizer's stream decoder on both sides (the
 server has to, so the in-process side does too). Server clients stream /v1/completions over
 httpx (HTTP/1.1 keep-alive, SSE); time to first token (TTFT) is request send -> first chunk
-with text. In-process TTFT is request start -> first token decoded.
+with text. In-process TTFT is request start -> first token decoded. Both sides cap the context at
+--max-model-len (default 512; the server flag, and the same search.max_length overlay in
+process): og.Engine sizes every sequence's KV cache to it.
 
 Figures per configuration, medians of --repeat runs (in-process and server runs interleaved
 so that background load hits both alike): aggregate tokens/s, per-client tokens/s (median
@@ -26,7 +28,7 @@ Qwen3-0.6B's shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head dim 128, 
 ``onnxruntime_genai.models.builder -p int4 -e cpu`` and cached under
 ~/.cache/slm-operator/bench-models/ (SLM_BENCH_MODEL_CACHE overrides).
 
-Run: bench/serving [--models tiny qwen3-0.6b] [--clients 1 4 16] [--repeat 3]
+Run: bench/serving [--models tiny qwen3-0.6b] [--clients 1 4 16] [--repeat 3] (bench/README.md)
 """
 
 from __future__ import annotations
