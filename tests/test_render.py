@@ -279,3 +279,16 @@ def test_rendered_vllm_args_pass_the_launchers_checks(tmp_path: Path) -> None:
     args[args.index("--api-key-file") + 1] = str(key_file)
     cmd, env, _ = launcher_plan(args, {"PATH": "/usr/bin"})
     assert cmd[:3] == ["vllm", "serve", args[dash + 1]] and env["VLLM_API_KEY"] == "k"
+
+
+def test_s3_source_credentials_mounted_in_job_only() -> None:
+    spec = {"model": {"source": "s3://models-bucket/qwen3-0.6b", "s3CredentialsSecretRef": {"name": "s3-creds"}},
+            "engine": {"name": "onnxruntime"}, "quantization": {"format": "onnx", "type": "int4"}}
+    objs = by_kind(render(cr(spec)))
+    job_pod = objs["Job"][0]["spec"]["template"]["spec"]
+    args = job_pod["containers"][0]["args"]
+    assert args[args.index("--source") + 1] == "s3://models-bucket/qwen3-0.6b"
+    assert args[args.index("--s3-credentials-dir") + 1] == "/var/run/secrets/s3"
+    vol = next(v for v in job_pod["volumes"] if v["name"] == "s3-credentials")
+    assert vol["secret"]["secretName"] == "s3-creds"
+    assert "s3-creds" not in json.dumps(objs["Deployment"])

@@ -92,6 +92,13 @@ class SecretKeyRef(Model):
                               max_length=253)] = "token"
 
 
+class SecretRef(Model):
+    """A Secret in the CR's namespace."""
+
+    name: Annotated[str, Field(description="Name of the Secret (same namespace).", pattern=DNS_LABEL_PATTERN,
+                               max_length=253)]
+
+
 class ModelSource(Model):
     """Where the model comes from."""
 
@@ -102,6 +109,8 @@ class ModelSource(Model):
              "(e.g. revision: main, better a 40-hex commit)"),
             ("!has(self.tokenSecretRef) || self.source.startsWith('hf://')",
              "model.tokenSecretRef only applies to hf:// sources"),
+            ("!has(self.s3CredentialsSecretRef) || self.source.startsWith('s3://')",
+             "model.s3CredentialsSecretRef only applies to s3:// sources"),
         ),
     )
 
@@ -119,6 +128,10 @@ class ModelSource(Model):
     token_secret_ref: Annotated[SecretKeyRef | None, Field(
         description="Secret holding a hub token for gated models. Mounted as a file into the "
                     "quantization Job only; never placed in args or env literals.")] = None
+    s3_credentials_secret_ref: Annotated[SecretRef | None, Field(
+        description="Secret with S3 credentials for s3:// sources: keys AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL). "
+                    "Mounted as files into the quantization Job only.")] = None
     trust_remote_code: Annotated[bool, Field(
         description="Run Python code shipped with the model. Off by default: enable only for "
                     "models whose code you have reviewed.")] = False

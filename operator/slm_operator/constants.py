@@ -42,6 +42,7 @@ API_KEY_DIR = "/var/run/secrets/slm"
 API_KEY_FILE = f"{API_KEY_DIR}/api-key"
 HF_TOKEN_DIR = "/var/run/secrets/hf"
 HF_TOKEN_FILE = f"{HF_TOKEN_DIR}/token"
+S3_CREDENTIALS_DIR = "/var/run/secrets/s3"
 RUN_AS = 65532
 
 GPU_RESOURCE = "nvidia.com/gpu"

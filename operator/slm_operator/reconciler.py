@@ -135,6 +135,9 @@ class Reconciler:
             refs.append(("spec.model.tokenSecretRef", cr.spec.model.token_secret_ref))
         if cr.spec.access.api_key_secret_ref:
             refs.append(("spec.access.apiKeySecretRef", cr.spec.access.api_key_secret_ref))
+        if cr.spec.model.s3_credentials_secret_ref:
+            name = cr.spec.model.s3_credentials_secret_ref.name
+            refs.append(("spec.model.s3CredentialsSecretRef", api.SecretKeyRef(name=name, key="AWS_ACCESS_KEY_ID")))
         for field, ref in refs:
             secret = await self.kube.get("v1", "Secret", ref.name, ns)
             if secret is None:

@@ -72,6 +72,11 @@ def quantize_job(t: Target, image: str) -> Obj:
         volumes.append({"name": "hub-token", "secret": {
             "secretName": ref.name, "defaultMode": 0o440,
             "items": [{"key": ref.key, "path": "token"}]}})
+    if spec.model.s3_credentials_secret_ref:
+        args += ["--s3-credentials-dir", c.S3_CREDENTIALS_DIR]
+        mounts.append({"name": "s3-credentials", "mountPath": c.S3_CREDENTIALS_DIR, "readOnly": True})
+        volumes.append({"name": "s3-credentials", "secret": {
+            "secretName": spec.model.s3_credentials_secret_ref.name, "defaultMode": 0o440}})
     claim = source_claim(t)
     if claim:
         mounts.append({"name": "source", "mountPath": c.SOURCE_MOUNT, "readOnly": True})
