@@ -29,16 +29,11 @@ bits per weight of each ggml type follow from its block layout (ggml/src/ggml-co
 
 from __future__ import annotations
 
+from slm_operator import api
 from slm_operator.sizing.errors import InvalidQuantizationError
 
-FORMAT_TYPES: dict[str, tuple[str, ...]] = {
-    "none": ("bf16", "fp16"),
-    "gguf": ("Q4_K_M", "Q5_K_M", "Q8_0", "Q6_K", "Q4_0"),
-    "onnx": ("int4", "fp16"),
-    "awq": ("w4a16",),
-    "gptq": ("w4a16",),
-    "fp8": ("fp8",),
-}
+# One table for the API (admission rules) and sizing: formats and their types, default first.
+FORMAT_TYPES = api.FORMAT_TYPES
 ENGINES = ("vllm", "ollama", "onnxruntime")
 ENGINE_FORMATS: dict[str, tuple[str, ...]] = {
     "vllm": ("none", "fp8", "awq", "gptq"),
