@@ -94,6 +94,11 @@ class WorkQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if _namespace_terminating(e):
+                    log.info("%s/%s: namespace is being deleted; nothing to do", key[0], key[1])
+                    self._active.discard(key)
+                    self.forget(key)
+                    continue
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 10))
@@ -116,6 +121,13 @@ class WorkQueue:
                 self.enqueue(key)
             elif delay:
                 self.enqueue_after(key, delay)
+
+
+def _namespace_terminating(e: Exception) -> bool:
+    """Writes into a namespace being deleted are refused; its objects are going anyway."""
+    status = getattr(e, "status", None)
+    return getattr(status, "reason", None) == "Forbidden" and "being terminated" in (
+        getattr(status, "message", "") or "")
 
 
 _last_trim = 0.0
