@@ -1,6 +1,8 @@
 """python -m slm_quantizer: fetch -> convert/quantize -> verify (quality gate) -> atomic artifact.
 
-Exit codes: 0 done (or already complete), 1 failure, 2 bad arguments/source, 3 quality gate
+Formats none and fp8 only fetch and verify (passthrough.py); the others convert and pass a
+perplexity gate. Exit codes: 0 done (or already complete), 1 failure, 2 bad arguments/source
+(unreadable token or S3 credentials, refused download, broken model folder), 3 quality gate
 failed, 4 unsupported combination. Every exit writes a JSON summary to --termination-log:
   {"result": "Succeeded|AlreadyComplete|GateFailed|Unsupported|SourceError|Failed",
    "message": "...", "format", "type", "artifact", "perplexityBefore", "perplexityAfter",
@@ -24,12 +26,15 @@ from slm_runtime.secrets import SecretFileError, read_secret_file, redact
 from . import fetch
 
 FORMAT_TYPES = {
+    "none": ["bf16", "fp16"],  # fetch + verify only; the type is vLLM's --dtype
+    "fp8": ["fp8"],  # fetch + verify only; vLLM quantizes at load (--quantization fp8)
     "gguf": ["Q8_0", "Q5_K_M", "Q4_K_M", "Q6_K", "Q4_0", "Q5_0"],
     "onnx": ["int4", "int8", "fp16", "fp32"],
     "awq": ["w4a16"],
     "gptq": ["w4a16"],
 }
 SAMPLE_PROMPT = "The baker opened"
+PASSTHROUGH = ("none", "fp8")
 EXIT_FAILED, EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED = 1, 2, 3, 4
 
 
@@ -43,10 +48,11 @@ class Unsupported(RuntimeError):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="slm_quantizer", description=__doc__.splitlines()[0])
-    p.add_argument("--source", required=True, help="hf://org/name, pvc://claim/path, or a folder path")
+    p.add_argument("--source", required=True, help="hf://org/name, s3://bucket/prefix, pvc://claim/path, or a path")
     p.add_argument("--revision", default=None, help="hub revision to pin (commit sha recommended)")
     p.add_argument("--format", required=True, choices=sorted(FORMAT_TYPES))
-    p.add_argument("--type", required=True, help="Q4_K_M|Q5_K_M|Q8_0 (gguf), int4 (onnx), w4a16 (awq/gptq)")
+    p.add_argument("--type", required=True, help="bf16|fp16 (none), fp8 (fp8), Q4_K_M|Q5_K_M|Q8_0 (gguf), int4 (onnx), "
+                                                    "w4a16 (awq/gptq)")
     p.add_argument("--target", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--output", required=True, type=Path, help="artifact folder, e.g. /models/<artifact>")
     p.add_argument("--max-ppl-increase-pct", type=float, default=5.0,
@@ -57,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--download-dir", type=Path, default=None,
                    help="hub download cache (default: <output parent>/.hf-cache, resumable across restarts)")
     p.add_argument("--pvc-root", type=Path, default=Path("/mnt/pvc"), help="where pvc://<claim> is mounted")
+    p.add_argument("--s3-credentials-dir", type=Path, default=None,
+                   help="mounted Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY files (optional "
+                        "AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL); none: anonymous")
+    p.add_argument("--sample-max-params", type=float, default=1e9,
+                   help="none/fp8: generate a few tokens on CPU when the model has fewer parameters")
     p.add_argument("--eval-text-file", type=Path, default=None, help="perplexity text (default: built-in)")
     args = p.parse_args(argv)
     types = {t.lower(): t for t in FORMAT_TYPES[args.format]}
@@ -118,9 +129,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "message": f"artifact {args.output} is already complete"}
         cache = args.download_dir or args.output.resolve().parent / ".hf-cache"
         t = time.monotonic()
-        fetched = fetch.resolve(args.source, args.revision, cache_dir=cache, pvc_root=args.pvc_root, token=token)
+        fetched = fetch.resolve(args.source, args.revision, cache_dir=cache, pvc_root=args.pvc_root, token=token,
+                                s3_credentials_dir=args.s3_credentials_dir)
         download_s = round(time.monotonic() - t, 2)
         _check_remote_code(fetched.path, args.trust_remote_code)
+        if args.format in PASSTHROUGH:
+            manifest = _publish_passthrough(args, writer, fetched, download_s, started)
+            return {**summary, **_summary_from(manifest), "result": "Succeeded",
+                    "message": f"{args.format} {args.type} artifact written ({manifest['totalBytes']} bytes); "
+                               f"{manifest['perplexity']['skipped']}"}
+        checksums = fetch.verify_checksums(fetched)
         text = args.eval_text_file.read_text() if args.eval_text_file else corpus.eval_text()
         with artifact.scratch_dir(args.output) as work:
             result = _convert(args, fetched.path, writer.staging, work, text)
@@ -140,11 +158,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "format": args.format, "type": args.type, "target": args.target,
             "source": args.source, "revision": args.revision, "resolvedRevision": fetched.resolved_revision,
             "sourceBytes": fetched.bytes, "perplexity": ppl, "sample": result["sample"],
+            "verification": {"checksums": checksums},
             "tools": {**_tool_versions(), **result["tools"]}, "timings": timings,
             "trustRemoteCode": args.trust_remote_code,
         })
     return {**summary, **_summary_from(manifest), "result": "Succeeded",
             "message": f"{args.format} {args.type} artifact written ({manifest['totalBytes']} bytes)"}
+
+
+def _publish_passthrough(args: argparse.Namespace, writer: artifact.ArtifactWriter, fetched: fetch.Fetched,
+                         download_s: float, started: float) -> dict[str, Any]:
+    """none / fp8: the verified HF folder is the artifact; no perplexity gate (nothing quantized)."""
+    from . import passthrough
+
+    result = passthrough.run(fetched, args.format, args.type, writer.staging, SAMPLE_PROMPT,
+                             args.trust_remote_code, int(args.sample_max_params),
+                             downloaded=args.source.startswith(("hf://", "s3://")))
+    reason = passthrough.skipped_reason(args.format, args.type)
+    ppl = {"reference": None, "quantized": None, "increasePct": None, "gatePct": args.max_ppl_increase_pct,
+           "skipped": reason}
+    progress.emit("gate", **ppl)
+    timings = {"download": download_s, **result["timings"], "total": round(time.monotonic() - started, 2)}
+    return writer.publish({
+        "format": args.format, "type": args.type, "target": args.target,
+        "source": args.source, "revision": args.revision, "resolvedRevision": fetched.resolved_revision,
+        "sourceBytes": fetched.bytes, "sourceDtype": result["sourceDtype"], "quantizedBy": result["quantizedBy"],
+        "perplexity": ppl, "sample": result["sample"], "verification": result["verification"],
+        "tools": _tool_versions(), "timings": timings, "trustRemoteCode": args.trust_remote_code,
+    })
 
 
 def _summary_from(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -158,17 +199,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = {"format": args.format, "type": args.type, "artifact": str(args.output)}
     token_hint: str | None = None
+    secrets: list[str | None] = []
     try:
         token_hint = read_secret_file(args.token_file) if args.token_file else None
+        secrets = [token_hint, *_s3_secrets(args.s3_credentials_dir)]
         summary, code = run(args), 0
     except GateFailed as exc:
         summary, code = {**base, "result": "GateFailed", "message": str(exc)}, EXIT_GATE
     except (Unsupported, *_unsupported_errors()) as exc:
         summary, code = {**base, "result": "Unsupported", "message": str(exc)}, EXIT_UNSUPPORTED
-    except (fetch.SourceError, SecretFileError) as exc:
+    except (fetch.SourceError, SecretFileError, *_source_errors()) as exc:
         summary, code = {**base, "result": "SourceError", "message": str(exc)}, EXIT_USAGE
     except Exception as exc:
-        msg = redact(f"{type(exc).__name__}: {exc}", token_hint)
+        msg = redact(f"{type(exc).__name__}: {exc}", *secrets)
         summary, code = {**base, "result": "Failed", "message": msg}, EXIT_FAILED
     progress.emit("done", **summary)
     progress.write_termination_message(args.termination_log, summary)
@@ -178,6 +221,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _unsupported_errors() -> tuple[type[Exception], ...]:
-    from . import awq
+    from . import awq, passthrough
 
-    return (awq.GpuRequired,)
+    return (awq.GpuRequired, passthrough.Unsupported)
+
+
+def _s3_secrets(folder: Path | None) -> list[str | None]:
+    """The S3 secret values, only to redact them from unexpected error messages."""
+    from . import s3
+
+    with contextlib.suppress(SecretFileError, OSError):
+        creds = s3.read_credentials(folder)
+        return [creds.get(k) for k in s3.SECRET_KEYS]
+    return []
+
+
+def _source_errors() -> tuple[type[Exception], ...]:
+    from . import passthrough
+
+    return (passthrough.InvalidModel,)

@@ -2,15 +2,18 @@
 
 Sources:
     hf://<org>/<name>        Hugging Face hub repo, at --revision (a commit sha, tag or branch)
+    s3://<bucket>/<prefix>   an S3-compatible bucket (see s3.py; credentials from mounted files)
     pvc://<claim>/<subpath>  a PersistentVolumeClaim mounted by the Job at <pvc_root>/<claim>
     /abs/path, file:///abs   a folder already on disk
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 from slm_runtime import progress
@@ -29,6 +32,49 @@ class Fetched:
     path: Path
     resolved_revision: str | None
     bytes: int
+    # relative path -> (algorithm, hex digest) the source publishes: "sha256" (hub LFS files),
+    # "git-sha1" (hub git blobs), "md5" (single-part S3 ETags). Checked by verify_checksums().
+    checksums: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def allowed(rel: str) -> bool:
+    """Whether a relative path is a model file we take (ALLOW_PATTERNS, no hidden parts)."""
+    return not any(part.startswith(".") for part in rel.split("/")) and any(fnmatch(rel, p) for p in ALLOW_PATTERNS)
+
+
+def model_files(folder: Path) -> list[str]:
+    """The allowed files under folder (relative, '/'-separated, sorted); links are followed."""
+    return sorted(rel for p in folder.rglob("*") if p.is_file() and allowed(rel := p.relative_to(folder).as_posix()))
+
+
+def _digest(path: Path, algo: str) -> str:
+    h = hashlib.sha1() if algo == "git-sha1" else hashlib.new(algo)
+    if algo == "git-sha1":  # git hashes "blob <size>\0" + content
+        h.update(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        while block := fh.read(4 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_checksums(fetched: Fetched) -> dict[str, int]:
+    """Check every downloaded file the source published a checksum for. A mismatching file is
+    deleted from the download cache (so a rerun fetches it again) and the fetch fails."""
+    files = model_files(fetched.path)
+    checked = 0
+    for rel in files:
+        if rel not in fetched.checksums:
+            continue
+        algo, want = fetched.checksums[rel]
+        path = (fetched.path / rel).resolve()
+        if _digest(path, algo) != want:
+            path.unlink(missing_ok=True)
+            raise SourceError(f"{rel}: {algo} checksum mismatch after download (file removed; rerun to fetch "
+                              "it again)")
+        checked += 1
+    summary = {"verified": checked, "notPublished": len(files) - checked}
+    progress.emit("verify", checksums=summary)
+    return summary
 
 
 def _folder_bytes(folder: Path, follow_links: bool = False) -> int:
@@ -37,19 +83,23 @@ def _folder_bytes(folder: Path, follow_links: bool = False) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and (follow_links or not p.is_symlink()))
 
 
-def _expected_bytes(repo: str, revision: str | None, token: str | None) -> tuple[int | None, str | None]:
-    """Total size of the files we will download and the commit sha, from the hub's metadata."""
-    from fnmatch import fnmatch
-
+def _hub_metadata(repo: str, revision: str | None,
+                  token: str | None) -> tuple[int | None, str | None, dict[str, tuple[str, str]]]:
+    """Total size of the files we will download, the commit sha and the published checksums."""
     from huggingface_hub import HfApi
 
     try:
         info = HfApi().model_info(repo, revision=revision, token=token, files_metadata=True)
-    except Exception:  # metadata only feeds progress; the download reports real errors
-        return None, None
-    total = sum(s.size or 0 for s in info.siblings or []
-                if any(fnmatch(s.rfilename, pat) for pat in ALLOW_PATTERNS))
-    return total or None, info.sha
+    except Exception:  # metadata feeds progress and checks; the download reports real errors
+        return None, None, {}
+    siblings = [s for s in info.siblings or [] if allowed(s.rfilename)]
+    checksums: dict[str, tuple[str, str]] = {}
+    for s in siblings:
+        if s.lfs is not None and getattr(s.lfs, "sha256", None):
+            checksums[s.rfilename] = ("sha256", s.lfs.sha256)
+        elif s.blob_id:
+            checksums[s.rfilename] = ("git-sha1", s.blob_id)
+    return sum(s.size or 0 for s in siblings) or None, info.sha, checksums
 
 
 def download(repo: str, revision: str | None, cache_dir: Path, token: str | None) -> Fetched:
@@ -59,7 +109,7 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
 
     disable_progress_bars()  # progress goes out as JSON lines instead
     cache_dir.mkdir(parents=True, exist_ok=True)
-    total, sha = _expected_bytes(repo, revision, token)
+    total, sha, checksums = _hub_metadata(repo, revision, token)
     progress.emit("download", repo=repo, revision=revision, bytes=_folder_bytes(cache_dir), total=total)
     done = threading.Event()
 
@@ -81,10 +131,20 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
         reporter.join()
     size = _folder_bytes(Path(path), follow_links=True)
     progress.emit("download", bytes=size, total=total or size, seconds=round(time.monotonic() - started, 2))
-    return Fetched(Path(path), sha or Path(path).name, size)
+    return Fetched(Path(path), sha or Path(path).name, size, checksums)
 
 
-def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Path, token: str | None) -> Fetched:
+def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Path, token: str | None,
+            s3_credentials_dir: Path | str | None = None) -> Fetched:
+    if source.startswith("s3://"):
+        from . import s3
+
+        try:
+            bucket, prefix = s3.parse_url(source)
+            got = s3.download(source, cache_dir / "s3" / bucket / prefix, ALLOW_PATTERNS, s3_credentials_dir)
+        except s3.S3Error as exc:
+            raise SourceError(str(exc)) from None
+        return Fetched(got.path, got.fingerprint, got.bytes, {k: ("md5", v) for k, v in got.md5.items()})
     if source.startswith("hf://"):
         repo = source[len("hf://"):].strip("/")
         if repo.count("/") != 1:
@@ -98,7 +158,8 @@ def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Pat
     elif source.startswith("/"):
         path = Path(source)
     else:
-        raise SourceError(f"unsupported source {source!r}: use hf://org/name, pvc://claim/path or a path")
+        raise SourceError(f"unsupported source {source!r}: use hf://org/name, s3://bucket/prefix, "
+                          "pvc://claim/path or a path")
     if not (path / "config.json").is_file():
         raise SourceError(f"{path} has no config.json: not a Hugging Face model folder")
     return Fetched(path, revision, _folder_bytes(path, follow_links=True))
