@@ -28,7 +28,7 @@ TORCH_DEPS=(filelock==4.3.1 typing-extensions==4.16.0 sympy==1.14.0 mpmath==1.3.
 ML=(numpy==2.4.6 transformers==5.24.0 tokenizers==0.23.3 safetensors==0.8.0
     regex==2026.11.19 onnx==1.23.2 onnx-ir==1.1.0 ml-dtypes==0.6.0 protobuf==7.36.2
     onnxruntime==1.32.0 onnxruntime-genai==0.18.0 gguf==0.19.0 sentencepiece==0.2.3
-    diskcache==5.6.3 "llama-cpp-python==${LLAMA_CPP_VERSION}")
+    diskcache==5.6.3 boto3==1.44.5 "llama-cpp-python==${LLAMA_CPP_VERSION}")
 # x86-64-v3 baseline instead of -march=native: the cached wheel must run on any CI machine.
 export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
