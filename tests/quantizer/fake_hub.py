@@ -2,7 +2,9 @@
 
 It implements what huggingface_hub's snapshot_download uses (repo info, file HEAD/GET with
 commit and etag headers, Range requests), requires `Authorization: Bearer <token>` when a
-token is set, and records every request (method, path, auth header) so tests can assert the
+token is set, publishes checksums like the hub (LFS sha256 for *.safetensors, the git blob
+sha1 for the rest; `wrong_checksum` names a file whose published sha256 is wrong), and records
+every request (method, path, auth header) so tests can assert the
 token was sent and which files were fetched.
 """
 
@@ -19,8 +21,8 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
 class FakeHub:
-    def __init__(self, repo: str, folder: Path, token: str | None) -> None:
-        self.repo, self.folder, self.token = repo, folder, token
+    def __init__(self, repo: str, folder: Path, token: str | None, wrong_checksum: str | None = None) -> None:
+        self.repo, self.folder, self.token, self.wrong_checksum = repo, folder, token, wrong_checksum
         self.requests: list[tuple[str, str, str | None]] = []
         hub = self
 
@@ -49,6 +51,15 @@ class FakeHub:
     def _files(self) -> list[Path]:
         return sorted(p for p in self.folder.iterdir() if p.is_file())
 
+    def _sibling(self, p: Path) -> dict:
+        data = p.read_bytes()
+        if p.suffix == ".safetensors":
+            sha = hashlib.sha256(data + (b"x" if p.name == self.wrong_checksum else b"")).hexdigest()
+            return {"rfilename": p.name, "size": len(data), "blobId": "0" * 40,
+                    "lfs": {"size": len(data), "sha256": sha, "pointerSize": 134}}
+        blob = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+        return {"rfilename": p.name, "size": len(data), "blobId": blob}
+
     def _send(self, h: BaseHTTPRequestHandler, code: int, data: bytes, headers: dict[str, str], body: bool) -> None:
         h.send_response(code)
         for k, v in {"Content-Length": str(len(data)), **headers}.items():
@@ -65,9 +76,9 @@ class FakeHub:
             msg = json.dumps({"error": "Invalid credentials"}).encode()
             return self._send(h, 401, msg, {"Content-Type": "application/json", "X-Error-Code": "GatedRepo"}, body)
         api = f"/api/models/{self.repo}/revision/"
-        if path.startswith(api):
+        if path.startswith(api) or path == f"/api/models/{self.repo}":
             info = {"id": self.repo, "sha": COMMIT, "private": True,
-                    "siblings": [{"rfilename": p.name, "size": p.stat().st_size} for p in self._files()]}
+                    "siblings": [self._sibling(p) for p in self._files()]}
             return self._send(h, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, body)
         if path.startswith(f"/api/models/{self.repo}/tree/"):
             tree = [{"type": "file", "path": p.name, "size": p.stat().st_size,

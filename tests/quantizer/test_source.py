@@ -37,7 +37,7 @@ def test_pvc_and_path_sources(tmp_path):
     with pytest.raises(fetch.SourceError, match=r"no config\.json"):
         fetch.resolve(str(tmp_path), None, cache_dir=tmp_path, pvc_root=tmp_path, token=None)
     with pytest.raises(fetch.SourceError, match="unsupported source"):
-        fetch.resolve("s3://bucket/x", None, cache_dir=tmp_path, pvc_root=tmp_path, token=None)
+        fetch.resolve("gs://bucket/x", None, cache_dir=tmp_path, pvc_root=tmp_path, token=None)
 
 
 def test_missing_token_file_fails_clearly(quantize, tmp_path):

@@ -162,4 +162,5 @@ def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Pat
                           "pvc://claim/path or a path")
     if not (path / "config.json").is_file():
         raise SourceError(f"{path} has no config.json: not a Hugging Face model folder")
-    return Fetched(path, revision, _folder_bytes(path, follow_links=True))
+    # Only the files we take count (a folder may also hold pickles, a .git, ...).
+    return Fetched(path, revision, sum((path / rel).stat().st_size for rel in model_files(path)))
