@@ -139,6 +139,9 @@ def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Pat
     if source.startswith("s3://"):
         from . import s3
 
+        if revision:
+            progress.emit("note", message=f"--revision {revision} is ignored for S3 sources; the manifest "
+                                          "records the objects' ETag fingerprint instead")
         try:
             bucket, prefix = s3.parse_url(source)
             got = s3.download(source, cache_dir / "s3" / bucket / prefix, ALLOW_PATTERNS, s3_credentials_dir)
