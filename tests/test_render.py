@@ -292,3 +292,12 @@ def test_s3_source_credentials_mounted_in_job_only() -> None:
     vol = next(v for v in job_pod["volumes"] if v["name"] == "s3-credentials")
     assert vol["secret"]["secretName"] == "s3-creds"
     assert "s3-creds" not in json.dumps(objs["Deployment"])
+
+
+def test_only_calibrating_formats_take_a_gpu_for_the_job() -> None:
+    for fmt, gpus in (("awq", "1"), ("fp8", None), ("none", None)):
+        spec = copy.deepcopy(VLLM)
+        spec["quantization"] = {"format": fmt}
+        job = by_kind(render(cr(spec)))["Job"][0]
+        limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits.get("nvidia.com/gpu") == gpus, fmt

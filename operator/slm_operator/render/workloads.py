@@ -81,8 +81,9 @@ def quantize_job(t: Target, image: str) -> Obj:
     if claim:
         mounts.append({"name": "source", "mountPath": c.SOURCE_MOUNT, "readOnly": True})
         volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
-    # Only AWQ/GPTQ/FP8 calibration needs a GPU; GGUF and ONNX quantize on CPU.
-    job_gpus = 1 if t.r.gpu_count and t.r.format in ("awq", "gptq", "fp8") else 0
+    # Only AWQ/GPTQ calibration needs a GPU. GGUF and ONNX quantize on CPU; none and fp8 only
+    # fetch and verify (vLLM quantizes fp8 at load).
+    job_gpus = 1 if t.r.gpu_count and t.r.format in ("awq", "gptq") else 0
     node_selector, tolerations = gpu_scheduling(t) if job_gpus else ({}, [])
     container = {
         "name": "quantize",
