@@ -72,6 +72,7 @@ class Reconciler:
         self.cache = cache
         self.ctx = ctx
         self._known_secrets: set[tuple[str, str]] = set()
+        self._recorded_jobs: set[str] = set()  # Job uids already counted in the metrics
 
     async def reconcile(self, body: dict[str, Any]) -> Outcome:
         meta = body["metadata"]
@@ -246,8 +247,6 @@ class Reconciler:
                          f"{t.r.qtype}, verify.")
         obs.quantization = {**obs.quantization, "stage": "Running", "job": job_name}
         return False
-
-    _recorded_jobs: set[str] = set()
 
     def _record_job_metrics(self, job: dict[str, Any], fmt: str, outcome: str) -> None:
         uid = job["metadata"].get("uid", "")

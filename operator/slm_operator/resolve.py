@@ -51,11 +51,29 @@ def resolve(spec: api.SLMDeploymentSpec) -> Resolved:
     return resolve_with_sizing(spec)
 
 
+def pvc_source(source: str) -> tuple[str, str] | None:
+    """(claim, path inside it) for pvc://CLAIM/PATH sources, else None."""
+    if not source.startswith("pvc://"):
+        return None
+    claim, _, path = source[len("pvc://"):].partition("/")
+    return claim, path
+
+
+def served_from_source(spec: api.SLMDeploymentSpec, r: Resolved) -> bool:
+    """A model on the user's PVC served as is: no Job, no cache PVC, the claim is mounted."""
+    return pvc_source(spec.model.source) is not None and r.format == "none"
+
+
+def execution_target(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
+    """cuda or cpu: for the ONNX build and the ONNX server (engine.onnxruntime.target wins)."""
+    if spec.engine.onnxruntime and spec.engine.onnxruntime.target:
+        return spec.engine.onnxruntime.target
+    return "cuda" if r.gpu_count > 0 else "cpu"
+
+
 def artifact_key(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
     """Short hash of everything that determines the quantized artifact's bytes."""
-    target = "cuda" if r.gpu_count > 0 else "cpu"
-    if spec.engine.onnxruntime and spec.engine.onnxruntime.target:
-        target = spec.engine.onnxruntime.target
+    target = execution_target(spec, r)
     gate = spec.quantization.max_perplexity_increase_percent if spec.quantization else 10
     inputs = {
         "source": spec.model.source,
@@ -71,4 +89,4 @@ def artifact_key(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
 
 def needs_job(spec: api.SLMDeploymentSpec, r: Resolved) -> bool:
     """A Job fetches (and quantizes) unless the model is already on a PVC and served as is."""
-    return not (spec.model.source.startswith("pvc://") and r.format == "none")
+    return not served_from_source(spec, r)

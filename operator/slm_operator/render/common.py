@@ -9,7 +9,7 @@ from typing import Any
 
 from slm_operator import api
 from slm_operator import constants as c
-from slm_operator.resolve import Resolved
+from slm_operator.resolve import Resolved, pvc_source
 
 Obj = dict[str, Any]
 
@@ -132,18 +132,15 @@ def child_names(name: str, key: str) -> dict[str, str]:
 
 def artifact_path(t: Target) -> str:
     """Where the served model lives inside the pod."""
-    src = t.spec.model.source
-    if src.startswith("pvc://") and t.r.format == "none":
-        sub = src[len("pvc://"):].split("/", 1)[1] if "/" in src[len("pvc://"):] else ""
-        return f"{c.SOURCE_MOUNT}/{sub}".rstrip("/")
+    pvc = pvc_source(t.spec.model.source)
+    if pvc and t.r.format == "none":
+        return f"{c.SOURCE_MOUNT}/{pvc[1]}".rstrip("/")
     return f"{c.MODELS_MOUNT}/artifacts/{t.r.format}-{t.r.qtype.lower()}-{t.key}"
 
 
 def source_claim(t: Target) -> str | None:
-    src = t.spec.model.source
-    if src.startswith("pvc://"):
-        return src[len("pvc://"):].split("/", 1)[0]
-    return None
+    pvc = pvc_source(t.spec.model.source)
+    return pvc[0] if pvc else None
 
 
 def api_key_ref(t: Target) -> tuple[str, str]:

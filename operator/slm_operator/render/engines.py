@@ -16,6 +16,7 @@ from slm_operator.render.common import (
     engine_resources,
     resources,
 )
+from slm_operator.resolve import execution_target, served_from_source
 
 
 def _probes(path_ready: str, path_live: str, port: str = "http") -> Obj:
@@ -39,7 +40,7 @@ def _mounts(t: Target, *, cache_read_only: bool) -> list[Obj]:
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True},
     ]
-    if t.spec.model.source.startswith("pvc://") and t.r.format == "none":
+    if served_from_source(t.spec, t.r):
         mounts.append({"name": "source", "mountPath": c.SOURCE_MOUNT, "readOnly": True})
     else:
         mounts.append({"name": "model-cache", "mountPath": c.MODELS_MOUNT,
@@ -112,7 +113,7 @@ def vllm_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
 
 def onnxruntime_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
     opts = t.spec.engine.onnxruntime
-    target = (opts.target if opts and opts.target else ("cuda" if t.r.gpu_count else "cpu"))
+    target = execution_target(t.spec, t.r)
     args = [
         "--model-dir", artifact_path(t),
         "--served-model-name", t.r.served_name,

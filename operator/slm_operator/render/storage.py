@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from slm_operator import constants as c
 from slm_operator.render.common import Obj, Target, child_names, metadata
+from slm_operator.resolve import served_from_source
 
 
 def cache_pvc(t: Target) -> Obj | None:
-    if t.spec.model.source.startswith("pvc://") and t.r.format == "none":
+    if served_from_source(t.spec, t.r):
         return None  # served straight from the user's claim
     st = t.spec.storage
     # Retain (default): no owner reference, so garbage collection leaves the cache alone.

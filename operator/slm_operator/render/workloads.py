@@ -18,6 +18,7 @@ from slm_operator.render.common import (
     stable_hash,
 )
 from slm_operator.render.engines import BUILDERS
+from slm_operator.resolve import execution_target, pvc_source, served_from_source
 
 
 def _cache_volume(t: Target) -> Obj:
@@ -35,20 +36,17 @@ def _pod_spec_base() -> Obj:
 
 def quantizer_source(t: Target) -> str:
     """hf:// and s3:// go to the quantizer as is; pvc://CLAIM/PATH becomes the mounted path."""
-    src = t.spec.model.source
-    if not src.startswith("pvc://"):
-        return src
-    _, _, sub = src[len("pvc://"):].partition("/")
-    return f"{c.SOURCE_MOUNT}/{sub}".rstrip("/")
+    pvc = pvc_source(t.spec.model.source)
+    if pvc is None:
+        return t.spec.model.source
+    return f"{c.SOURCE_MOUNT}/{pvc[1]}".rstrip("/")
 
 
 def quantize_job(t: Target, image: str) -> Obj:
     names = child_names(t.name, t.key)
     spec = t.spec
     q = spec.quantization
-    target = "cuda" if t.r.gpu_count else "cpu"
-    if spec.engine.onnxruntime and spec.engine.onnxruntime.target:
-        target = spec.engine.onnxruntime.target
+    target = execution_target(spec, t.r)
     args = [
         "--source", quantizer_source(t),
         "--format", t.r.format,
@@ -131,9 +129,8 @@ def serving_deployment(t: Target, image: str, replicas: int | None) -> Obj:
         {"name": "api-key", "secret": {"secretName": api_key_name, "defaultMode": 0o440,
                                        "items": [{"key": api_key_key, "path": "api-key"}]}},
     ]
-    claim = source_claim(t)
-    if claim and t.r.format == "none":
-        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    if served_from_source(t.spec, t.r):
+        volumes.append({"name": "source", "persistentVolumeClaim": {"claimName": source_claim(t), "readOnly": True}})
     else:
         volumes.append(_cache_volume(t))
     volumes += extra_volumes
