@@ -11,7 +11,10 @@ _SLM_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 bin_version() {
   case "$1" in
     etcd) echo "${ETCD_VERSION}" ;;
-    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) echo "${KUBERNETES_VERSION}" ;;
+    kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
+      echo "${KUBERNETES_VERSION}" ;;
+    containerd | containerd-shim-runc-v2 | ctr) echo "${CONTAINERD_VERSION}" ;;
+    pause) echo "$(sha256sum "${_SLM_LIB_DIR}/pause.c" | cut -c1-12)" ;;
     kwok) echo "${KWOK_VERSION}" ;;
     helm) echo "${HELM_VERSION}" ;;
     fake-provisioner)
@@ -23,12 +26,14 @@ bin_version() {
 bin_path() { echo "${SLM_BIN}/$1-$(bin_version "$1")"; }
 
 SLM_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl fake-provisioner kwok helm"
+# The real node's binaries (built by `build`, used by `up` when containers can run here).
+SLM_NODE_BINARIES="kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause"
 
 # Point ${SLM_ACTIVE_BIN}/<name> at the binaries of the pinned versions (those that exist).
 link_active_bin() {
   mkdir -p "${SLM_ACTIVE_BIN}"
   local name
-  for name in ${SLM_BINARIES}; do
+  for name in ${SLM_BINARIES} ${SLM_NODE_BINARIES}; do
     if [[ -x "$(bin_path "${name}")" ]]; then
       ln -sfn "$(bin_path "${name}")" "${SLM_ACTIVE_BIN}/${name}"
     fi
