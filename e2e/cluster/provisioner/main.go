@@ -5,7 +5,10 @@
 // creates a hostPath PersistentVolume of the requested size, pre-bound to the claim through
 // claimRef, so the in-tree PV controller binds the pair. When a claim goes away the PV
 // controller marks its volume Released; volumes this provisioner made with reclaim policy
-// Delete are then deleted. Informers and a small worker pool keep it quick for ~1000 claims.
+// Delete are then deleted. With -create-dirs (a real node on this host mounts the volumes) the
+// directory is made world-writable before the PV exists, as rancher's local-path-provisioner
+// does, so non-root pods can write to it (hostPath volumes ignore fsGroup), and it is removed
+// with its volume. Informers and a small worker pool keep it quick for ~1000 claims.
 //
 // It is built by e2e/cluster/build inside the Kubernetes wrapper module (same client-go).
 package main
@@ -38,13 +41,14 @@ import (
 const provisionedByAnnotation = "pv.kubernetes.io/provisioned-by"
 
 type provisioner struct {
-	name     string
-	hostRoot string
-	client   kubernetes.Interface
-	claims   corelisters.PersistentVolumeClaimLister
-	volumes  corelisters.PersistentVolumeLister
-	classes  storagelisters.StorageClassLister
-	queue    workqueue.TypedRateLimitingInterface[string]
+	name       string
+	hostRoot   string
+	createDirs bool
+	client     kubernetes.Interface
+	claims     corelisters.PersistentVolumeClaimLister
+	volumes    corelisters.PersistentVolumeLister
+	classes    storagelisters.StorageClassLister
+	queue      workqueue.TypedRateLimitingInterface[string]
 }
 
 // Queue keys: "claim/<namespace>/<name>" or "volume/<name>".
@@ -128,6 +132,15 @@ func (p *provisioner) syncClaim(ctx context.Context, namespace, name string) err
 		reclaim = *class.ReclaimPolicy
 	}
 	hostPathType := corev1.HostPathDirectoryOrCreate
+	if p.createDirs {
+		dir := filepath.Join(p.hostRoot, pvName)
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, 0o777); err != nil { // MkdirAll's mode is masked by umask
+			return err
+		}
+	}
 	pv := &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        pvName,
@@ -179,6 +192,11 @@ func (p *provisioner) syncVolume(ctx context.Context, name string) error {
 		pv.Status.Phase != corev1.VolumeReleased {
 		return nil
 	}
+	if p.createDirs && pv.Spec.HostPath != nil && strings.HasPrefix(pv.Spec.HostPath.Path, p.hostRoot+"/") {
+		if err := os.RemoveAll(pv.Spec.HostPath.Path); err != nil {
+			return err
+		}
+	}
 	err = p.client.CoreV1().PersistentVolumes().Delete(ctx, name, metav1.DeleteOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -192,7 +210,8 @@ func (p *provisioner) syncVolume(ctx context.Context, name string) error {
 func main() {
 	kubeconfig := flag.String("kubeconfig", os.Getenv("KUBECONFIG"), "path to a kubeconfig")
 	name := flag.String("provisioner", "slm.ai/fake-provisioner", "provisioner name StorageClasses refer to")
-	hostRoot := flag.String("host-root", "/tmp/slm-fake-volumes", "directory the hostPath volumes point into (nothing is created)")
+	hostRoot := flag.String("host-root", "/tmp/slm-fake-volumes", "directory the hostPath volumes point into")
+	createDirs := flag.Bool("create-dirs", false, "create each volume's directory (mode 0777) and remove it with the volume")
 	workers := flag.Int("workers", 8, "parallel workers")
 	flag.Parse()
 
@@ -209,12 +228,13 @@ func main() {
 
 	factory := informers.NewSharedInformerFactory(client, 10*time.Minute)
 	p := &provisioner{
-		name:     *name,
-		hostRoot: *hostRoot,
-		client:   client,
-		claims:   factory.Core().V1().PersistentVolumeClaims().Lister(),
-		volumes:  factory.Core().V1().PersistentVolumes().Lister(),
-		classes:  factory.Storage().V1().StorageClasses().Lister(),
+		name:       *name,
+		hostRoot:   *hostRoot,
+		createDirs: *createDirs,
+		client:     client,
+		claims:     factory.Core().V1().PersistentVolumeClaims().Lister(),
+		volumes:    factory.Core().V1().PersistentVolumes().Lister(),
+		classes:    factory.Storage().V1().StorageClasses().Lister(),
 		queue: workqueue.NewTypedRateLimitingQueue(
 			workqueue.DefaultTypedControllerRateLimiter[string]()),
 	}
