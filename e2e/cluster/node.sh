@@ -194,6 +194,8 @@ evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 podPidsLimit: 4096
+# Secret volume updates (key rotation) reach pods within seconds.
+syncFrequency: 10s
 maxPods: 60
 staticPodPath: ""
 EOF

@@ -82,7 +82,11 @@ def quantize_job(t: Target, image: str) -> Obj:
     # Only AWQ/GPTQ calibration needs a GPU. GGUF and ONNX quantize on CPU; none and fp8 only
     # fetch and verify (vLLM quantizes fp8 at load).
     job_gpus = 1 if t.r.gpu_count and t.r.format in ("awq", "gptq") else 0
-    node_selector, tolerations = gpu_scheduling(t) if job_gpus else ({}, [])
+    # The spec's nodeSelector and tolerations apply to the Job too (a node pool, a tainted
+    # real node); only a GPU Job adds the GPU product and taint.
+    node_selector, tolerations = gpu_scheduling(t) if job_gpus else (
+        dict(sorted(spec.node_selector.items())),
+        [tol.model_dump(by_alias=True, exclude_none=True) for tol in spec.tolerations])
     container = {
         "name": "quantize",
         "image": image,
@@ -91,7 +95,9 @@ def quantize_job(t: Target, image: str) -> Obj:
         "args": args,
         "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": f"{c.MODELS_MOUNT}/hf"},
                 {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}],
-        "resources": resources("2", "16Gi" if job_gpus else "8Gi", job_gpus),
+        # One core requested so the Job schedules beside serving pods on a small node; it
+        # may burst to four (conversion and the perplexity check are CPU-bound).
+        "resources": resources("1", "16Gi" if job_gpus else "8Gi", job_gpus, cpu_limit="4"),
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "File",
         "volumeMounts": mounts,
