@@ -42,9 +42,19 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """
     if os.environ.get("SLM_E2E_KUBECONFIG") or shutil.which("go") is None:
         return
-    if not any(item.get_closest_marker("e2e") for item in session.items) or _cluster_running():
+    if not any(item.get_closest_marker("e2e") for item in session.items):
         return
-    subprocess.run([str(CLUSTER_DIR / "build")], check=False, timeout=3 * 3600)
+    if not _cluster_running():
+        subprocess.run([str(CLUSTER_DIR / "build")], check=False, timeout=3 * 3600)
+    if any(item.get_closest_marker("realnode") for item in session.items) and shutil.which("podman"):
+        # The runtime images on a Debian base (cached by their inputs: seconds when unchanged);
+        # a failure shows in the tests that need them.
+        from e2e.realnode import build_images
+
+        try:
+            build_images(["quantizer", "onnxruntime-server", "ollama"])
+        except Exception as e:
+            print(f"building the runtime images failed: {e}")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,139 @@
+"""Support for tests on the real node that e2e/cluster/up starts beside the KWOK nodes.
+
+- `node_state(kubeconfig)`: the real node (name, address) or why there is none.
+- `ensure_images(names)`: the project's images built (`hack/images.sh`, Debian base) and
+  imported into the node's containerd, once per image ID (a stamp per ID under the cache).
+- `port_forward(kubeconfig, ns, target, port)`: `kubectl port-forward` to 127.0.0.1, the way
+  a user reaches a Service from a laptop.
+- `REAL_NODE`: the nodeSelector and toleration an SLMDeployment needs to land on the node.
+
+Constants mirror e2e/cluster/node.sh (label, taint, address); tests read the node's address
+from the Node object rather than assuming it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2e.helpers import CLUSTER_BIN_DIR, CLUSTER_DIR, kubectl_json
+
+REPO = CLUSTER_DIR.parent.parent
+CACHE = Path(os.environ.get("SLM_CACHE", Path.home() / ".cache" / "slm-operator"))
+STATE = Path(os.environ.get("SLM_CLUSTER_DIR", CACHE / "cluster"))
+NODE_NAME = os.environ.get("SLM_NODE_NAME", "slm-node-0")
+CONTAINERD_SOCK = "/run/slm-containerd/containerd.sock"
+IMAGES_SCRIPT = REPO / "hack" / "images.sh"
+
+# What an SLMDeployment (spec.nodeSelector, spec.tolerations) needs to run on the real node.
+REAL_NODE = {
+    "nodeSelector": {"slm.ai/node": "real"},
+    "tolerations": [{"key": "slm.ai/real-node", "operator": "Exists", "effect": "NoSchedule"}],
+}
+
+# Image names as the operator and the chart default to them (render/common.py Images).
+IMAGES = {
+    "quantizer": "ghcr.io/slm-operator/quantizer:0.1.0",
+    "onnxruntime-server": "ghcr.io/slm-operator/onnxruntime-server:0.1.0",
+    "ollama": "ghcr.io/slm-operator/ollama:0.1.0",
+}
+
+
+@dataclass(frozen=True)
+class RealNode:
+    """The real node: its name and InternalIP (pods reach host services on this address)."""
+
+    name: str
+    address: str
+
+
+def node_state(kubeconfig: str) -> RealNode | str:
+    """The real node when it is registered and Ready; else a one-line reason (for a skip)."""
+    try:
+        node = kubectl_json(kubeconfig, "get", "node", NODE_NAME)
+    except Exception:
+        why = STATE / "node-status"
+        reason = why.read_text().strip() if why.exists() else "e2e/cluster/up started no real node"
+        return f"no real node: {reason}"
+    conds = {c["type"]: c["status"] for c in node["status"].get("conditions", [])}
+    if conds.get("Ready") != "True":
+        return f"real node {NODE_NAME} is not Ready: {conds}"
+    address = next(a["address"] for a in node["status"]["addresses"] if a["type"] == "InternalIP")
+    return RealNode(NODE_NAME, address)
+
+
+def _run(*argv: str, timeout: float = 3600, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
+                          env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def build_images(names: list[str]) -> None:
+    """`hack/images.sh build` for these images on the Debian base (a no-op when cached)."""
+    _run("bash", str(IMAGES_SCRIPT), "build", *names, env={"SLM_BASE": "debian"})
+
+
+def ensure_images(names: list[str]) -> dict[str, str]:
+    """Build the images (cached) and import each into the node's containerd once per image ID.
+
+    Returns {short name: image reference}. Raises RuntimeError with the tool's output when a
+    build or an import fails.
+    """
+    build_images(names)
+    ctr = [str(CLUSTER_BIN_DIR / "ctr"), "--address", CONTAINERD_SOCK, "-n", "k8s.io"]
+    present = set(_run(*ctr, "images", "ls", "-q").split())
+    stamps = CACHE / "node-images"
+    stamps.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        ref = IMAGES[name]
+        image_id = _run("podman", "image", "inspect", "--format", "{{.Id}}", ref).strip()
+        stamp = stamps / f"{name}-{image_id[:24]}"
+        if stamp.exists() and ref in present:
+            continue
+        archive = stamps / f"{name}.oci.tar"
+        try:
+            _run("bash", str(IMAGES_SCRIPT), "save", ref, str(archive))
+            _run(*ctr, "images", "import", "--no-unpack=false", str(archive))
+        finally:
+            archive.unlink(missing_ok=True)
+        for old in stamps.glob(f"{name}-*"):
+            old.unlink()
+        stamp.touch()
+    return {n: IMAGES[n] for n in names}
+
+
+@contextmanager
+def port_forward(kubeconfig: str, namespace: str, target: str, port: int, timeout: float = 60) -> Iterator[int]:
+    """`kubectl port-forward <target> :<port>`; yields the local port on 127.0.0.1."""
+    proc = subprocess.Popen(
+        ["kubectl", "--kubeconfig", kubeconfig, "-n", namespace, "port-forward", "--address", "127.0.0.1",
+         target, f":{port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        assert proc.stdout is not None
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            m = re.search(r"Forwarding from 127\.0\.0\.1:(\d+)", line)
+            if m:
+                yield int(m.group(1))
+                return
+            if proc.poll() is not None:
+                break
+        err = proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
+        raise RuntimeError(f"kubectl port-forward {target} did not start: {line!r} {err}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -1,0 +1,269 @@
+"""The product's main job, for real: hub -> quantization Job -> serving pod -> an answer.
+
+Everything a container does runs in a container on the real node (containerd + runc, started
+by e2e/cluster/up): the project's quantizer, ONNX Runtime server and Ollama images, built by
+`hack/images.sh` on a Debian base and imported into the node. The model comes from a local
+Hugging Face hub (e2e/hubserver.py) on the node's address, with real commits and checksums;
+it is a tiny Qwen3-architecture model trained at test time. The operator runs as a process
+against the local control plane. Clients reach the Service through `kubectl port-forward`,
+as a user would, with the official `openai` client.
+
+Each namespace enforces Pod Security "restricted", and every container runs with a read-only
+root filesystem: an engine that writes outside its volumes fails these tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from e2e.helpers import (
+    apply,
+    condition_status,
+    kubectl,
+    kubectl_json,
+    run_operator,
+    wait_for,
+    wait_for_object,
+)
+from e2e.realnode import REAL_NODE, RealNode, ensure_images, node_state, port_forward
+
+pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
+
+HUB_REPO = "slm-e2e/tiny-qwen3"
+READY_TIMEOUT = 600  # a cold quantization of the tiny model plus image start on 2 busy cores
+
+
+@pytest.fixture(scope="session")
+def real_node(kubeconfig: str) -> RealNode:
+    state = node_state(kubeconfig)
+    if isinstance(state, str):
+        pytest.skip(state)
+    return state
+
+
+@pytest.fixture(scope="session")
+def images(real_node: RealNode) -> dict[str, str]:
+    """Built before the first test (conftest.pytest_collection_finish); imported here."""
+    return ensure_images(["quantizer", "onnxruntime-server", "ollama"])
+
+
+@pytest.fixture(scope="session")
+def hub(real_node: RealNode) -> Iterator[Any]:
+    """The local hub on the node's address (pods reach it through the bridge's gateway)."""
+    from e2e.hubserver import HubServer
+    from slm_runtime.tiny_models import tiny_model
+
+    # The same training budget as the quantizer tests (tests/quantizer/quantizer_helpers.py),
+    # so the cached model is shared.
+    steps = int(os.environ.get("SLM_TINY_TRAIN_STEPS", "50"))
+    with HubServer({HUB_REPO: tiny_model("qwen3", train_steps=steps)}, host=real_node.address) as server:
+        yield server
+
+
+def slm(name: str, hub_url: str, revision: str, *, fmt: str, qtype: str, engine: str,
+        gate: int | None = None) -> dict[str, Any]:
+    """A small SLMDeployment for the real node: one replica, explicit resources."""
+    quant: dict[str, Any] = {"format": fmt, "type": qtype}
+    if gate is not None:
+        quant["maxPerplexityIncreasePercent"] = gate
+    return {
+        "apiVersion": "slm.ai/v1alpha1",
+        "kind": "SLMDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"source": f"hf://{HUB_REPO}", "revision": revision, "hub": {"endpoint": hub_url},
+                      "contextLength": 512},
+            "quantization": quant,
+            "engine": {"name": engine},
+            "replicas": 1,
+            "resources": {"cpu": "500m", "memory": "2Gi"},
+            "storage": {"size": "1Gi"},
+            **REAL_NODE,
+        },
+    }
+
+
+def get_slm(kubeconfig: str, ns: str, name: str) -> dict[str, Any]:
+    return kubectl_json(kubeconfig, "-n", ns, "get", "slmdeployment", name)
+
+
+def wait_ready(kubeconfig: str, ns: str, name: str, op: Any, timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """Wait for Ready=True; on Degraded fail at once with the status (and the operator's log)."""
+
+    def check() -> dict[str, Any] | None:
+        obj = get_slm(kubeconfig, ns, name)
+        if condition_status(obj, "Degraded") == "True":
+            pytest.fail(f"{name} is Degraded: {json.dumps(obj.get('status'), indent=1)}\n"
+                        f"operator log:\n{op.output()[-3000:]}\npods:\n{pods_summary(kubeconfig, ns)}")
+        return obj if condition_status(obj, "Ready") == "True" else None
+
+    try:
+        return wait_for(check, timeout, interval=2, what=f"{name} Ready")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}\nstatus: {json.dumps(get_slm(kubeconfig, ns, name).get('status'), indent=1)}\n"
+                             f"pods:\n{pods_summary(kubeconfig, ns)}") from None
+
+
+def pods_summary(kubeconfig: str, ns: str) -> str:
+    try:
+        return kubectl(kubeconfig, "-n", ns, "get", "pods,jobs,events", "-o", "wide")
+    except Exception as e:  # only for failure messages
+        return repr(e)
+
+
+def api_key(kubeconfig: str, ns: str, secret: str) -> str:
+    data = kubectl_json(kubeconfig, "-n", ns, "get", "secret", secret)["data"]
+    return base64.b64decode(data["api-key"]).decode()
+
+
+def assert_restricted_and_read_only(kubeconfig: str, ns: str) -> None:
+    """Every pod of the namespace is admitted under "restricted" with a read-only root, and a
+    write to the root filesystem of a running serving container really fails."""
+    labels = kubectl_json(kubeconfig, "get", "namespace", ns)["metadata"]["labels"]
+    assert labels.get("pod-security.kubernetes.io/enforce") == "restricted"
+    pods = kubectl_json(kubeconfig, "-n", ns, "get", "pods")["items"]
+    assert pods
+    for pod in pods:
+        for container in pod["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, (pod["metadata"]["name"],
+                                                                                   container["name"])
+    running = [p for p in pods if p["status"].get("phase") == "Running"]
+    assert running, "no running pod to check the root filesystem of"
+    for pod in running:
+        container = pod["spec"]["containers"][0]["name"]
+        proc = kubectl(kubeconfig, "-n", ns, "exec", pod["metadata"]["name"], "-c", container, "--",
+                       "python3", "-c",
+                       "import errno\ntry:\n open('/probe','w')\nexcept OSError as e:\n print(errno.errorcode[e.errno])")
+        assert proc.strip() == "EROFS", f"{pod['metadata']['name']}: writing / gave {proc!r}"
+
+
+def chat(port: int, key: str, model: str) -> str:
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0, timeout=120)
+    out = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0)
+    return out.choices[0].message.content or ""
+
+
+def serve_and_answer(kubeconfig: str, ns: str, name: str, model: str) -> tuple[int, str]:
+    """Through the Service: an answer with the key, 401 without or with a wrong one, and the
+    new key (only) after the Secret is rotated. Returns the number of characters answered."""
+    key = api_key(kubeconfig, ns, f"{name}-api-key")
+    with port_forward(kubeconfig, ns, f"service/{name}", 8000) as port:
+        text = wait_for(lambda: chat(port, key, model) or None, timeout=120, interval=2,
+                        what="a first chat completion")
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=30).status_code == 401
+        with pytest.raises(openai.AuthenticationError):
+            chat(port, "not-the-key", model)
+
+        new_key = secrets.token_urlsafe(24)
+        kubectl(kubeconfig, "-n", ns, "patch", "secret", f"{name}-api-key", "--type", "merge", "-p",
+                json.dumps({"data": {"api-key": base64.b64encode(new_key.encode()).decode()}}))
+
+        def rotated() -> bool:
+            try:
+                chat(port, key, model)
+                return False
+            except openai.AuthenticationError:
+                return bool(chat(port, new_key, model))
+
+        wait_for(rotated, timeout=180, interval=3, what="the rotated key to take effect")
+    return len(text), text
+
+
+def test_onnx_hub_to_answer_then_delete_and_reuse(kubeconfig: str, namespace: str, real_node: RealNode,
+                                                  images: dict[str, str], hub: Any) -> None:
+    """(a) ONNX int4 end to end, (d) restricted + read-only root for real, (e) deletion keeps the
+    model cache and a re-created SLMDeployment reuses the artifact without re-quantizing."""
+    ns = namespace
+    revision = hub.commit(HUB_REPO)
+    figures: dict[str, float] = {}
+    with run_operator(kubeconfig, [ns]) as op:
+        t0 = time.monotonic()
+        apply(kubeconfig, slm("tiny-onnx", hub.url, revision, fmt="onnx", qtype="int4", engine="onnxruntime"),
+              namespace=ns)
+        obj = wait_ready(kubeconfig, ns, "tiny-onnx", op)
+        figures["apply_to_ready_s"] = time.monotonic() - t0
+
+        art = obj["status"]["artifact"]
+        assert art["ready"] is True and art["format"] == "onnx"
+        before, after = float(art["perplexityBefore"]), float(art["perplexityAfter"])
+        assert 1 < before < 5000 and 1 < after < 5000, art
+        assert float(art["perplexityIncreasePercent"]) <= 10
+        assert int(art["sizeBytes"]) > 0
+        # The hub saw the pinned commit being fetched by the Job's pod (not from 127.0.0.1).
+        assert any(revision in path for _, path, _ in hub.requests), hub.requests[-5:]
+
+        n, text = serve_and_answer(kubeconfig, ns, "tiny-onnx", "tiny-qwen3")
+        figures["apply_to_first_answer_s"] = time.monotonic() - t0
+        assert n > 0, text
+        assert_restricted_and_read_only(kubeconfig, ns)
+
+        # (e) Delete: the pods go, the model cache stays (storage.retainPolicy Retain, the default).
+        fetched = len(hub.requests)
+        kubectl(kubeconfig, "-n", ns, "delete", "slmdeployment", "tiny-onnx", "--wait=true", timeout=180)
+        wait_for(lambda: not kubectl_json(kubeconfig, "-n", ns, "get", "pods")["items"], timeout=180,
+                 what="the pods to go")
+        pvc = kubectl_json(kubeconfig, "-n", ns, "get", "pvc", "tiny-onnx-model-cache")
+        assert pvc["status"]["phase"] == "Bound"
+
+        apply(kubeconfig, slm("tiny-onnx", hub.url, revision, fmt="onnx", qtype="int4", engine="onnxruntime"),
+              namespace=ns)
+        obj = wait_ready(kubeconfig, ns, "tiny-onnx", op)
+        assert obj["status"]["artifact"]["ready"] is True
+        job = obj["status"]["quantization"].get("job")
+        if job:  # the Job found the artifact on the kept volume and did no work
+            pods = kubectl_json(kubeconfig, "-n", ns, "get", "pods", "-l", f"job-name={job}")["items"]
+            msgs = [json.loads(cs["state"]["terminated"]["message"]) for p in pods
+                    for cs in p["status"].get("containerStatuses", []) if cs["state"].get("terminated")]
+            assert msgs and all(m.get("result") == "AlreadyComplete" for m in msgs), msgs
+        hub_files = [p for _, p, _ in hub.requests[fetched:] if "/resolve/" in p]
+        assert not hub_files, f"re-quantized: downloaded again {hub_files}"
+        n, _ = serve_and_answer(kubeconfig, ns, "tiny-onnx", "tiny-qwen3")
+        assert n > 0
+    print(f"\nreal-node figures (ONNX tiny qwen3): {json.dumps({k: round(v, 1) for k, v in figures.items()})}")
+
+
+def test_gguf_through_ollama(kubeconfig: str, namespace: str, real_node: RealNode, images: dict[str, str],
+                             hub: Any) -> None:
+    """(b) GGUF Q8_0 through the real Ollama image: importer, authenticating proxy, ollama serve."""
+    ns = namespace
+    with run_operator(kubeconfig, [ns]) as op:
+        apply(kubeconfig, slm("tiny-gguf", hub.url, hub.commit(HUB_REPO), fmt="gguf", qtype="Q8_0",
+                              engine="ollama"), namespace=ns)
+        obj = wait_ready(kubeconfig, ns, "tiny-gguf", op)
+        assert obj["status"]["artifact"]["format"] == "gguf"
+        n, text = serve_and_answer(kubeconfig, ns, "tiny-gguf", "tiny-qwen3")
+        assert n > 0, text
+        assert_restricted_and_read_only(kubeconfig, ns)
+
+
+def test_quality_gate_fails_from_the_real_pod(kubeconfig: str, namespace: str, real_node: RealNode,
+                                              images: dict[str, str], hub: Any) -> None:
+    """(c) A gate of 0 % cannot be met by int4: QualityGateFailed from the pod's termination
+    message, with the measured perplexities, and no serving Deployment."""
+    ns = namespace
+    with run_operator(kubeconfig, [ns]):
+        apply(kubeconfig, slm("tiny-gate", hub.url, hub.commit(HUB_REPO), fmt="onnx", qtype="int4",
+                              engine="onnxruntime", gate=0), namespace=ns)
+        obj = wait_for_object(
+            kubeconfig, "-n", ns, "slmdeployment", "tiny-gate",
+            predicate=lambda o: condition_status(o, "Degraded") == "True", timeout=READY_TIMEOUT,
+            what="tiny-gate Degraded")
+        deg = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
+        assert deg["reason"] == "QualityGateFailed", deg
+        assert "perplexity" in deg["message"].lower(), deg
+        assert condition_status(obj, "Ready") == "False"
+        assert not kubectl_json(kubeconfig, "-n", ns, "get", "deployments")["items"]
+        events = kubectl_json(kubeconfig, "-n", ns, "get", "events", "--field-selector",
+                              "involvedObject.name=tiny-gate")["items"]
+        assert any(e["type"] == "Warning" and e["reason"] == "QualityGateFailed" for e in events), events
