@@ -66,7 +66,8 @@ def hub(real_node: RealNode) -> Iterator[Any]:
     # The same training budget as the quantizer tests (tests/quantizer/quantizer_helpers.py),
     # so the cached model is shared.
     steps = int(os.environ.get("SLM_TINY_TRAIN_STEPS", "50"))
-    with HubServer({HUB_REPO: tiny_model("qwen3", train_steps=steps)}, host=real_node.address) as server:
+    with HubServer(host=real_node.address, port=0) as server:
+        server.add_repo(HUB_REPO, tiny_model("qwen3", train_steps=steps))
         yield server
 
 
@@ -185,7 +186,7 @@ def test_onnx_hub_to_answer_then_delete_and_reuse(kubeconfig: str, namespace: st
     """(a) ONNX int4 end to end, (d) restricted + read-only root for real, (e) deletion keeps the
     model cache and a re-created SLMDeployment reuses the artifact without re-quantizing."""
     ns = namespace
-    revision = hub.commit(HUB_REPO)
+    revision = hub.revision(HUB_REPO)
     figures: dict[str, float] = {}
     with run_operator(kubeconfig, [ns]) as op:
         t0 = time.monotonic()
@@ -238,7 +239,7 @@ def test_gguf_through_ollama(kubeconfig: str, namespace: str, real_node: RealNod
     """(b) GGUF Q8_0 through the real Ollama image: importer, authenticating proxy, ollama serve."""
     ns = namespace
     with run_operator(kubeconfig, [ns]) as op:
-        apply(kubeconfig, slm("tiny-gguf", hub.url, hub.commit(HUB_REPO), fmt="gguf", qtype="Q8_0",
+        apply(kubeconfig, slm("tiny-gguf", hub.url, hub.revision(HUB_REPO), fmt="gguf", qtype="Q8_0",
                               engine="ollama"), namespace=ns)
         obj = wait_ready(kubeconfig, ns, "tiny-gguf", op)
         assert obj["status"]["artifact"]["format"] == "gguf"
@@ -253,7 +254,7 @@ def test_quality_gate_fails_from_the_real_pod(kubeconfig: str, namespace: str, r
     message, with the measured perplexities, and no serving Deployment."""
     ns = namespace
     with run_operator(kubeconfig, [ns]):
-        apply(kubeconfig, slm("tiny-gate", hub.url, hub.commit(HUB_REPO), fmt="onnx", qtype="int4",
+        apply(kubeconfig, slm("tiny-gate", hub.url, hub.revision(HUB_REPO), fmt="onnx", qtype="int4",
                               engine="onnxruntime", gate=0), namespace=ns)
         obj = wait_for_object(
             kubeconfig, "-n", ns, "slmdeployment", "tiny-gate",
