@@ -10,7 +10,8 @@
 # - The kubelet and kube-proxy default to oomScoreAdj -999: set to 0 for the same reason.
 # - registry.k8s.io/pause cannot be pulled: a static pause binary (pause.c) is imported under
 #   the name containerd expects.
-# - kubectl logs/exec/port-forward need a routable node address: a dummy interface.
+# - kubectl logs/exec/port-forward need a routable node address: a dummy interface (or an
+#   empty bridge where the kernel lacks the dummy module).
 #
 # The node is tainted and labelled (REAL_NODE_TAINT, REAL_NODE_LABEL) so that only pods that
 # ask for it land there; KWOK's simulated nodes keep every other test's pods.
@@ -47,18 +48,20 @@ node_supported() {
   command -v iptables >/dev/null || { echo "real node: off (no iptables for kube-proxy: apt-get install iptables)"; return 1; }
   grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
     { echo "real node: off (the kernel has no overlay filesystem)"; return 1; }
-  local missing
-  missing="$(missing_binaries ${SLM_NODE_BINARIES})"
-  missing="${missing//kwok-stages/}"
-  [[ -z "${missing// /}" ]] || { echo "real node: off (not built: ${missing}; run e2e/cluster/build)"; return 1; }
   if ! ip link show "${NODE_IFACE}" >/dev/null 2>&1; then
-    ip link add "${NODE_IFACE}" type dummy 2>/dev/null ||
-      { echo "real node: off (cannot create a dummy network interface: no CAP_NET_ADMIN?)"; return 1; }
+    # A dummy interface where the kernel has the module; an empty bridge otherwise (this
+    # machine kind: "Error: Unknown device type." for dummy). Either holds a local address.
+    ip link add "${NODE_IFACE}" type dummy 2>/dev/null || ip link add "${NODE_IFACE}" type bridge 2>/dev/null ||
+      { echo "real node: off (cannot create a network interface for the node address: no CAP_NET_ADMIN?)"; return 1; }
   fi
   if ip -o addr show | grep -v " ${NODE_IFACE} \| ${POD_BRIDGE} " | grep -q "inet ${POD_CIDR%.*}\.\|inet ${NODE_IP}/"; then
     echo "real node: off (${NODE_IP} or ${POD_CIDR} is already used on this host; set SLM_NODE_IP / SLM_POD_CIDR)"
     return 1
   fi
+  local missing
+  missing="$(missing_binaries ${SLM_NODE_BINARIES})"
+  missing="${missing//kwok-stages/}"
+  [[ -z "${missing// /}" ]] || { echo "real node: off (not built: ${missing% }; run e2e/cluster/build)"; return 1; }
   return 0
 }
 
