@@ -58,13 +58,14 @@ def test_one_event_per_change() -> None:
 def test_quantizer_summary_maps_into_artifact_status() -> None:
     import json
 
+    from slm_operator.podfaults import summarise
     from slm_operator.reconciler import _artifact_facts, _termination_summary
 
     msg = {"result": "Succeeded", "message": "ok", "totalBytes": 1234, "perplexityBefore": 56.123456,
            "perplexityAfter": 56.5, "increasePct": 0.67}
     pod = {"metadata": {"creationTimestamp": "2026-01-01T00:00:00Z"}, "status": {"containerStatuses": [
         {"state": {"terminated": {"message": json.dumps(msg)}}}]}}
-    summary = _termination_summary([pod])
+    summary = _termination_summary([summarise(pod)])
     assert _artifact_facts(summary) == {"sizeBytes": 1234, "perplexityBefore": "56.1235", "perplexityAfter": "56.5",
                                         "perplexityIncreasePercent": "0.67"}
-    assert _termination_summary([{"metadata": {}, "status": {}}]) == {}
+    assert _termination_summary([summarise({"metadata": {}, "status": {}})]) == {}

@@ -4,6 +4,10 @@ The reconciler compares desired objects with this cache instead of reading the A
 quiet cluster costs no requests at all. Bodies are kept as compact JSON text: a parsed
 Deployment costs several times its JSON size in Python objects, and a cached child is only
 read when its owner reconciles.
+
+Pods are kept apart, as compact summaries (`podfaults.summarise`: a few hundred bytes each
+instead of a pod's several KiB), indexed by the SLMDeployment that owns them (label
+slm.ai/deployment), so the reconciler can tell why a child is not ready without a request.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from slm_operator import constants as c
 
 Key = tuple[str, str, str]  # kind, namespace, name
+PodKey = tuple[str, str]    # namespace, name
 
 
 class ChildCache:
@@ -22,6 +27,9 @@ class ChildCache:
         self._objs: dict[Key, str] = {}
         self._owner_of: dict[Key, str] = {}
         self._by_owner: dict[tuple[str, str], set[Key]] = {}
+        self._pods: dict[PodKey, str] = {}                       # compact JSON summaries
+        self._pod_owner: dict[PodKey, str] = {}
+        self._pods_by_owner: dict[tuple[str, str], set[str]] = {}
 
     def put(self, kind: str, body: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -59,3 +67,76 @@ class ChildCache:
 
     def __len__(self) -> int:
         return len(self._objs)
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def put_pod(self, summary: dict[str, Any]) -> bool:
+        """Store a pod summary (see podfaults.summarise); True when it differs from the stored one.
+
+        A pod without the owner label is ignored (returns False).
+        """
+        ns, name, owner = summary.get("namespace", ""), summary.get("name", ""), summary.get("owner")
+        if not owner:
+            return False
+        key = (ns, name)
+        text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
+        if self._pods.get(key) == text:
+            return False
+        old_owner = self._pod_owner.get(key)
+        if old_owner and old_owner != owner:
+            self._unindex_pod(key, old_owner)
+        self._pods[key] = text
+        self._pod_owner[key] = owner
+        self._pods_by_owner.setdefault((ns, owner), set()).add(name)
+        return True
+
+    def remove_pod(self, namespace: str, name: str) -> str | None:
+        """Forget a pod; returns the name of its owner SLMDeployment, or None if it was unknown."""
+        key = (namespace, name)
+        if self._pods.pop(key, None) is None:
+            return None
+        owner = self._pod_owner.pop(key, None)
+        if owner:
+            self._unindex_pod(key, owner)
+        return owner
+
+    def _unindex_pod(self, key: PodKey, owner: str) -> None:
+        names = self._pods_by_owner.get((key[0], owner))
+        if names is not None:
+            names.discard(key[1])
+            if not names:
+                del self._pods_by_owner[(key[0], owner)]
+
+    def replace_pods(self, namespace: str | None, summaries: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Make the pods of `namespace` (None: all namespaces) exactly `summaries` (after a re-list).
+
+        Returns the (namespace, owner) pairs whose pods changed, so their owners get reconciled.
+        """
+        changed: set[tuple[str, str]] = set()
+        seen = set()
+        for s in summaries:
+            seen.add((s.get("namespace", ""), s.get("name", "")))
+            if self.put_pod(s):
+                changed.add((s.get("namespace", ""), s["owner"]))
+        for key in [k for k in self._pods if (namespace is None or k[0] == namespace) and k not in seen]:
+            owner = self.remove_pod(*key)
+            if owner:
+                changed.add((key[0], owner))
+        return changed
+
+    def pods(self, namespace: str, owner: str, **match: str) -> list[dict[str, Any]]:
+        """Summaries of the pods of one SLMDeployment whose summary fields equal `match`
+        (e.g. component="server", or job="<job name>"), sorted by name."""
+        out = []
+        for name in sorted(self._pods_by_owner.get((namespace, owner), ())):
+            text = self._pods.get((namespace, name))
+            if text is None:
+                continue
+            summary = json.loads(text)
+            if all(summary.get(k) == v for k, v in match.items()):
+                out.append(summary)
+        return out
+
+    def pod_count(self) -> int:
+        """Number of pod summaries held."""
+        return len(self._pods)

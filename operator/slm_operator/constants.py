@@ -27,6 +27,13 @@ PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 CONDITION_TYPES = (READY, MODEL_READY, AVAILABLE, PROGRESSING, DEGRADED)
 
+# Condition reasons the reconciler sets itself (pod fault reasons: slm_operator.podfaults).
+R_APPLY_REJECTED = "ApplyRejected"                          # the API server refused a write (4xx)
+R_QUANTIZATION_FAILED = "QuantizationFailed"                # the Job failed, not at the quality gate
+R_FAILED_CREATE = "FailedCreate"                            # the Deployment cannot create pods
+R_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"   # the Deployment's rollout timed out
+R_STATUS_REJECTED = "StatusRejected"                        # Event only: the status patch was refused
+
 # Components.
 C_SERVER = "server"
 C_QUANTIZER = "quantizer"

@@ -4,10 +4,19 @@ Only event handlers are used: kopf then stores no progress annotations and adds 
 finalizers, so the operator never writes to an SLMDeployment except its status.
 Children are watched (label app.kubernetes.io/managed-by=slm-operator) to keep the cache
 fresh and to undo edits made by someone else.
+
+Pods are watched too, but not through kopf: kopf filters labels client-side, so a kopf pod
+handler would stream every pod of every watched namespace. The operator's own list+watch
+(`Kube.watch_pods`) sends the managed-by selector to the API server instead: one list and one
+long-lived watch per watched namespace (or one for the cluster), only the operator's pods on
+the wire, a compact summary of each in the cache, and a reconcile of the owning
+SLMDeployment only when a summary changes (a pull failure, a crash, an eviction, a pod
+turning ready), never for the kubelet's routine status updates.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -15,7 +24,7 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
-from slm_operator import api, metrics
+from slm_operator import api, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.kube import Kube
@@ -45,6 +54,7 @@ class State:
     queue: WorkQueue
     reconciler: Reconciler
     conditions: dict[tuple[str, str], dict[str, str]]
+    pod_watches: list[asyncio.Task[None]]
 
 
 STATE = State()
@@ -112,8 +122,50 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.reconciler = Reconciler(STATE.kube, STATE.cache, ctx)
     STATE.queue = WorkQueue(_reconcile, workers=cfg.workers)
     await _prefill(client, cfg)
+    await _start_pod_watches(cfg)
     STATE.queue.start()
-    log.info("slm-operator started: %d children cached, %d workers", len(STATE.cache), cfg.workers)
+    log.info("slm-operator started: %d children and %d pods cached, %d workers", len(STATE.cache),
+             STATE.cache.pod_count(), cfg.workers)
+
+
+POD_SYNC_TIMEOUT = 30.0
+
+
+def _pods_listed(namespace: str | None, summaries: list[dict[str, Any]]) -> None:
+    for key in STATE.cache.replace_pods(namespace, summaries):
+        if hasattr(STATE, "queue"):
+            STATE.queue.enqueue(key)
+
+
+def _pod_event(op: str, summary: dict[str, Any]) -> None:
+    """Keep the pod summary; reconcile the owner only when the summary changed."""
+    ns, name = summary.get("namespace", ""), summary.get("name", "")
+    if op == "DELETED":
+        owner = STATE.cache.remove_pod(ns, name)
+    else:
+        owner = summary.get("owner") if STATE.cache.put_pod(summary) else None
+    if owner and hasattr(STATE, "queue"):
+        STATE.queue.enqueue((ns, owner))
+
+
+async def _start_pod_watches(cfg: OperatorConfig) -> None:
+    """One pod list+watch per watched namespace (or one cluster-wide); waits up to
+    POD_SYNC_TIMEOUT seconds for the first lists, so a restart sees the pods before the first
+    reconcile (and writes nothing), without hanging when pods cannot be listed."""
+    namespaces: list[str | None] = list(cfg.namespaces) or [None]
+    STATE.pod_watches = []
+    synced = []
+    for ns in namespaces:
+        ev = asyncio.Event()
+        synced.append(ev)
+        STATE.pod_watches.append(asyncio.create_task(STATE.kube.watch_pods(
+            ns, MANAGED, summarise=podfaults.summarise, on_list=_pods_listed, on_event=_pod_event,
+            synced=ev), name=f"pod-watch-{ns or 'all'}"))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in synced)), POD_SYNC_TIMEOUT)
+    except TimeoutError:
+        log.warning("pods not listed within %.0fs: pod faults show once the pod watch works "
+                    "(the operator needs list and watch on pods)", POD_SYNC_TIMEOUT)
 
 
 async def _prefill(client: AsyncClient, cfg: OperatorConfig) -> None:
@@ -139,6 +191,9 @@ async def _prefill(client: AsyncClient, cfg: OperatorConfig) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
+    for task in getattr(STATE, "pod_watches", []):
+        task.cancel()
+    await asyncio.gather(*getattr(STATE, "pod_watches", []), return_exceptions=True)
     if hasattr(STATE, "queue"):
         await STATE.queue.stop()
     if hasattr(STATE, "kube"):

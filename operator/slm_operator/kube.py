@@ -6,7 +6,9 @@ benchmarks and tests can prove "zero writes when nothing changed".
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -26,6 +28,30 @@ ServiceMonitorResource = create_namespaced_resource(
 
 def resource_for(obj: dict[str, Any]) -> Any:
     return resource_registry.load(obj["apiVersion"], obj["kind"])
+
+
+# 4xx answers that will not change by retrying the same request soon: the object (or the
+# operator's rights, a quota, an admission webhook) must change first. 408/409/429 are
+# transient; a namespace being deleted (403 "being terminated") is handled by the work queue.
+_TRANSIENT_4XX = {408, 409, 429}
+
+
+def refusal(e: BaseException) -> tuple[int, str] | None:
+    """(HTTP code, the API server's message) when `e` is the server refusing a write for good
+    (a 4xx such as 422 Invalid, 403 Forbidden, 400 BadRequest, 404 NotFound), else None."""
+    if not isinstance(e, ApiError):
+        return None
+    code = getattr(e.status, "code", None) or 0
+    message = getattr(e.status, "message", "") or ""
+    if not 400 <= code < 500 or code in _TRANSIENT_4XX:
+        return None
+    if code == 403 and "being terminated" in message:
+        return None
+    return code, message
+
+
+PodCallback = Callable[[str, dict[str, Any]], None]
+ListCallback = Callable[[str | None, list[dict[str, Any]]], None]
 
 
 class Kube:
@@ -80,6 +106,56 @@ class Kube:
 
         self._count("list", "Pod")
         return [p.to_dict() async for p in self.client.list(Pod, namespace=namespace, labels=labels)]
+
+    async def watch_pods(self, namespace: str | None, labels: dict[str, str], *,
+                         summarise: Callable[[dict[str, Any]], dict[str, Any]],
+                         on_list: ListCallback, on_event: PodCallback,
+                         synced: asyncio.Event | None = None, server_timeout: int = 300,
+                         max_backoff: float = 60.0,
+                         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """List, then watch, the pods matching `labels` (server-side selector) in `namespace`
+        (None: all namespaces), forever; returns only when cancelled.
+
+        Each pod is passed through `summarise` at once, so only summaries are kept. After each
+        (re-)list `on_list(namespace, summaries)` gets the complete set; then every watch event
+        calls `on_event(type, summary)` with type ADDED, MODIFIED or DELETED. `synced` is set
+        after the first successful list. A watch that ends (server timeout) resumes from the
+        last resourceVersion; a 410 Gone or any error leads to a fresh list, after an
+        exponential back-off (1 s doubling to `max_backoff`) for errors. Costs one list plus one
+        long-lived watch per (re-)list, whatever the number of pods or SLMDeployments.
+        """
+        from lightkube.resources.core_v1 import Pod
+
+        scope = namespace or "*"
+        backoff = 1.0
+        warned = False
+        while True:
+            try:
+                self._count("list", "Pod")
+                listing = self.client.list(Pod, namespace=scope, labels=labels)
+                summaries = [summarise(p.to_dict()) async for p in listing]
+                on_list(namespace, summaries)
+                if synced is not None:
+                    synced.set()
+                self._count("watch", "Pod")
+                async for op, pod in self.client.watch(Pod, namespace=scope, labels=labels,
+                                                       resource_version=listing.resourceVersion,
+                                                       server_timeout=server_timeout):
+                    on_event(op, summarise(pod.to_dict()))
+                    backoff = 1.0
+            except asyncio.CancelledError:
+                raise
+            except ApiError as e:
+                if e.status.code == 410:  # resourceVersion too old: list again at once
+                    continue
+                level = logging.WARNING if not warned else logging.DEBUG
+                log.log(level, "pod watch in %s failed (%s %s); pod faults show late until it works; "
+                        "retrying in %.0fs", scope, e.status.code, e.status.message, backoff)
+                warned = True
+            except Exception as e:  # connection errors, timeouts: list again after a pause
+                log.info("pod watch in %s interrupted (%s); listing again in %.0fs", scope, e, backoff)
+            await sleep(backoff)
+            backoff = min(max_backoff, backoff * 2)
 
     async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
         self._count("patch", "SLMDeployment/status")

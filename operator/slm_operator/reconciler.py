@@ -5,11 +5,17 @@ first, then the quantization Job unless the artifact already exists, then — on
 artifact is ready — the serving Deployment, HPA, PDB and ServiceMonitor. Writes happen only
 when the live object (from the watch cache) differs from the desired one, so a reconcile of
 an unchanged SLMDeployment sends no writes at all.
+
+What goes wrong shows in status, never only in the log: a write the API server refuses
+(ApplyRejected), and the pods of the Job or the Deployment failing (podfaults: a missing
+image, a crash, an OOM kill, an eviction, a pod no node can take), each as a reason and a
+sentence naming the child, read from the pod summaries the watch keeps (no request).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import secrets
@@ -18,11 +24,11 @@ from typing import Any
 
 import pydantic
 
-from slm_operator import api, metrics
+from slm_operator import api, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
-from slm_operator.kube import Kube
+from slm_operator.kube import Kube, refusal
 from slm_operator.render import Plan, RenderContext, plan
 from slm_operator.render.common import artifact_path, child_names
 from slm_operator.status import Cond, Observation, build_status, status_changed, transitions
@@ -30,12 +36,21 @@ from slm_operator.status import Cond, Observation, build_status, status_changed,
 log = logging.getLogger(__name__)
 
 SECRET_RETRY_SECONDS = 20.0
+REJECTED_RETRY_SECONDS = 60.0  # a refused write may pass later (quota freed, webhook fixed)
 
 
 @dataclass
 class Outcome:
+    """What one reconcile did: when to look again (seconds; None: on the next event), how
+    many writes it sent, and the writes the API server refused (sentences for status)."""
+
     requeue_after: float | None = None
     writes: int = 0
+    rejected: list[str] = dataclasses.field(default_factory=list)
+
+    def again_after(self, seconds: float) -> None:
+        """Ask for another reconcile within `seconds` (the earliest request wins)."""
+        self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
 
 def _job_condition(job: dict[str, Any], ctype: str) -> bool:
@@ -43,18 +58,25 @@ def _job_condition(job: dict[str, Any], ctype: str) -> bool:
                for x in (job.get("status") or {}).get("conditions") or [])
 
 
+def _job_failed_condition(job: dict[str, Any]) -> dict[str, Any]:
+    return next((x for x in (job.get("status") or {}).get("conditions") or []
+                 if x.get("type") == "Failed" and x.get("status") == "True"), {})
+
+
 def _termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any]:
-    """The quantizer's JSON termination message, from the newest finished pod."""
-    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or "", reverse=True):
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            msg = ((cs.get("state") or {}).get("terminated") or {}).get("message")
-            if msg:
-                try:
-                    data = json.loads(msg)
-                except ValueError:
-                    return {"message": msg[:500]}
-                return data if isinstance(data, dict) else {}
-    return {}
+    """The quantizer's JSON termination message, from the newest finished pod.
+
+    pods: pod summaries (podfaults.summarise). Returns the parsed JSON object, {"message":
+    <first 500 chars>} for a message that is not JSON, or {} when there is none.
+    """
+    msg = podfaults.termination_message(pods)
+    if not msg:
+        return {}
+    try:
+        data = json.loads(msg)
+    except ValueError:
+        return {"message": msg[:500]}
+    return data if isinstance(data, dict) else {}
 
 
 def _artifact_facts(summary: dict[str, Any]) -> dict[str, Any]:
@@ -66,6 +88,46 @@ def _artifact_facts(summary: dict[str, Any]) -> dict[str, Any]:
             for theirs, ours in keys.items() if summary.get(theirs) is not None}
 
 
+# Pod faults after which the Job controller starts another pod (up to backoffLimit).
+_RETRIED = (podfaults.CONTAINER_CRASHING, podfaults.OOM_KILLED, podfaults.EVICTED, podfaults.POD_FAILED)
+
+
+def _decoded(value: str) -> str:
+    try:
+        return base64.b64decode(value).decode("utf-8", "ignore").strip()
+    except ValueError:
+        return ""
+
+
+def _one_line(text: Any, limit: int = 400) -> str:
+    s = podfaults.redact(" ".join(str(text or "").split())).rstrip(". ")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _retries(job: dict[str, Any]) -> str:
+    """' The Job retries (1 of 3 attempts failed).' from the Job's status and backoffLimit."""
+    failed = (job.get("status") or {}).get("failed") or 0
+    limit = (job.get("spec") or {}).get("backoffLimit")
+    if limit is None or not failed:
+        return ""
+    if failed > limit:
+        return ""
+    return f" The Job retries ({failed} of {limit + 1} attempts failed)."
+
+
+def _job_failure_message(job: dict[str, Any], job_name: str, pods: list[dict[str, Any]],
+                         secret_values: list[str]) -> str:
+    """'Job J failed (BackoffLimitExceeded: ...): pod P container C exited with code 1 (Error): ...'"""
+    cond = _job_failed_condition(job)
+    why = cond.get("reason") or "Failed"
+    if cond.get("message"):
+        why += f": {_one_line(cond['message'], 200)}"
+    detail = podfaults.pod_failure(pods, secrets=secret_values)
+    if not detail:
+        detail = f"see kubectl -n {job['metadata'].get('namespace', '')} logs job/{job_name}."
+    return f"Job {job_name} failed ({why}): {detail}"
+
+
 class Reconciler:
     def __init__(self, kube: Kube, cache: ChildCache, ctx: RenderContext) -> None:
         self.kube = kube
@@ -73,6 +135,7 @@ class Reconciler:
         self.ctx = ctx
         self._known_secrets: set[tuple[str, str]] = set()
         self._recorded_jobs: set[str] = set()  # Job uids already counted in the metrics
+        self._status_refusals: set[tuple[str, str]] = set()  # (CR uid, message) already posted
 
     async def reconcile(self, body: dict[str, Any]) -> Outcome:
         meta = body["metadata"]
@@ -107,29 +170,43 @@ class Reconciler:
             await self._write_status(body, obs, old_status, out)
             return out
 
-        missing = await self._check_secrets(cr)
+        secret_values: list[str] = []  # masked in any message quoted from a pod
+        missing = await self._check_secrets(cr, secret_values)
         await self._apply_all([o for o in p.prepare if o["kind"] != "Job"], out)
         if missing:
             obs.problem = Cond(True, "SecretNotFound", missing)
             obs.model = Cond(False, "WaitingForSecret", missing)
-            out.requeue_after = SECRET_RETRY_SECONDS
+            out.again_after(SECRET_RETRY_SECONDS)
+            self._note_rejections(obs, out)
             await self._write_status(body, obs, old_status, out)
             return out
 
-        ready = await self._artifact(cr, p, obs, old_status, out)
+        ready = await self._artifact(cr, p, obs, old_status, out, secret_values)
         if ready:
             await self._apply_all(p.serve, out)
             await self._prune(cr, p, out)
-            self._observe_serving(cr, obs)
+            self._observe_serving(cr, obs, out, secret_values)
         else:
             obs.available = Cond(False, "WaitingForModel", "The serving Deployment starts once the model "
                                  "artifact is ready.")
+        self._note_rejections(obs, out)
         await self._write_status(body, obs, old_status, out)
         return out
 
+    @staticmethod
+    def _note_rejections(obs: Observation, out: Outcome) -> None:
+        """A refused write outranks every other problem: nothing after it can be right."""
+        if out.rejected:
+            more = f" (and {len(out.rejected) - 1} more refused writes)" if len(out.rejected) > 1 else ""
+            obs.problem = Cond(True, c.R_APPLY_REJECTED, out.rejected[0] + more)
+            out.again_after(REJECTED_RETRY_SECONDS)
+
     # -- secrets -------------------------------------------------------------------------
 
-    async def _check_secrets(self, cr: api.SLMDeployment) -> str | None:
+    async def _check_secrets(self, cr: api.SLMDeployment, values: list[str] | None = None) -> str | None:
+        """None when every Secret the spec names exists with its key, else a sentence saying which
+        and how to fix it. The referenced values are appended to `values` (decoded), so that
+        messages quoted from pods can be checked against them."""
         ns = cr.metadata.namespace
         refs: list[tuple[str, api.SecretKeyRef]] = []
         if cr.spec.model.token_secret_ref:
@@ -145,9 +222,12 @@ class Reconciler:
                 return (f"Secret {ref.name} referenced by {field} was not found in namespace {ns}: "
                         f"create it (kubectl -n {ns} create secret generic {ref.name} "
                         f"--from-file={ref.key}=...) and the deployment resumes by itself.")
-            if ref.key not in (secret.get("data") or {}):
+            data = secret.get("data") or {}
+            if ref.key not in data:
                 return (f"Secret {ref.name} referenced by {field} has no key {ref.key!r}: add the key "
                         f"or set {field}.key to an existing one.")
+            if values is not None:
+                values.extend(_decoded(v) for v in data.values() if isinstance(v, str))
         return None
 
     async def _ensure_generated_secret(self, obj: dict[str, Any], out: Outcome) -> None:
@@ -157,10 +237,30 @@ class Reconciler:
             return
         if await self.kube.get("v1", "Secret", key[1], key[0]) is None:
             value = base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
-            await self.kube.create({**obj, "data": {"api-key": value}})
+            try:
+                await self.kube.create({**obj, "data": {"api-key": value}})
+            except Exception as e:
+                if not self._refused(e, "create", obj, out):
+                    raise
+                return
             metrics.WRITES.labels(kind="Secret").inc()
             out.writes += 1
         self._known_secrets.add(key)
+
+    @staticmethod
+    def _refused(e: Exception, verb: str, obj: dict[str, Any], out: Outcome) -> bool:
+        """Record a write the API server refused for good (4xx) as a sentence for status; False
+        for anything else (a transient error: the caller re-raises, the work queue retries)."""
+        r = refusal(e)
+        if r is None:
+            return False
+        code, message = r
+        meta = obj["metadata"]
+        text = (f"The API server refused to {verb} {obj['kind']} {meta['name']} ({code}): "
+                f"{podfaults.redact(' '.join(message.split()))[:600].rstrip('.')}.")
+        log.warning("%s/%s: %s", meta.get("namespace"), meta["name"], text)
+        out.rejected.append(text)
+        return True
 
     # -- apply ---------------------------------------------------------------------------
 
@@ -176,7 +276,12 @@ class Reconciler:
             if kind == "PersistentVolumeClaim" and live is not None and not self._pvc_grows(obj, live):
                 continue  # never shrink a claim; other PVC fields are immutable
             if needs_apply(obj, live):
-                await self.kube.apply(obj)
+                try:
+                    await self.kube.apply(obj)
+                except Exception as e:
+                    if not self._refused(e, "apply", obj, out):
+                        raise
+                    continue
                 metrics.WRITES.labels(kind=kind).inc()
                 out.writes += 1
 
@@ -194,14 +299,19 @@ class Reconciler:
             name = obj["metadata"]["name"]
             if (kind, name) in wanted or kind == "PersistentVolumeClaim":
                 continue
-            await self.kube.delete(obj["apiVersion"], kind, name, cr.metadata.namespace)
+            try:
+                await self.kube.delete(obj["apiVersion"], kind, name, cr.metadata.namespace)
+            except Exception as e:
+                if not self._refused(e, "delete", {**obj, "kind": kind}, out):
+                    raise
+                continue
             metrics.WRITES.labels(kind=kind).inc()
             out.writes += 1
 
     # -- artifact ------------------------------------------------------------------------
 
     async def _artifact(self, cr: api.SLMDeployment, p: Plan, obs: Observation,
-                        old_status: dict[str, Any], out: Outcome) -> bool:
+                        old_status: dict[str, Any], out: Outcome, secret_values: list[str]) -> bool:
         t = p.target
         location = artifact_path(t)
         base = {"key": t.key, "format": t.r.format, "type": t.r.qtype, "location": location}
@@ -220,33 +330,70 @@ class Reconciler:
         job_name = child_names(t.name, t.key)["job"]
         live = self.cache.get("Job", t.namespace, job_name)
         if live is None:
+            rejected = len(out.rejected)
             await self._apply_all([p.job], out)
+            if len(out.rejected) > rejected:
+                obs.model = Cond(False, c.R_APPLY_REJECTED, out.rejected[-1])
+                obs.quantization = {**obs.quantization, "stage": "Pending"}
+                return False
             obs.model = Cond(False, "Quantizing", f"Job {job_name} started: fetch, {t.r.format} "
                              f"{t.r.qtype}, verify.")
             obs.quantization = {**obs.quantization, "stage": "Pending", "job": job_name}
             return False
         if _job_condition(live, "Complete"):
-            summary = _termination_summary(await self.kube.list_pods(t.namespace, {"job-name": job_name}))
+            summary = _termination_summary(await self._job_pods(t.namespace, t.name, job_name))
             self._record_job_metrics(live, t.r.format, "succeeded")
             obs.artifact = {**base, "ready": True, "job": job_name, **_artifact_facts(summary)}
             obs.model = Cond(True, "ArtifactReady", f"{t.r.format} {t.r.qtype} artifact at {location}.")
             obs.quantization = {**obs.quantization, "stage": "Done", "job": job_name}
             return True
         if _job_condition(live, "Failed"):
-            summary = _termination_summary(await self.kube.list_pods(t.namespace, {"job-name": job_name}))
+            pods = await self._job_pods(t.namespace, t.name, job_name)
+            summary = _termination_summary(pods)
             gate = summary.get("result") == "GateFailed"
             self._record_job_metrics(live, t.r.format, "quality_gate_failed" if gate else "failed")
-            reason = "QualityGateFailed" if gate else "QuantizationFailed"
-            detail = str(summary.get("message") or "see the Job's pod logs")[:400]
-            msg = f"Job {job_name} failed: {detail}"
+            if gate:
+                reason = "QualityGateFailed"
+                detail = podfaults.redact(str(summary.get("message") or "see the Job's pod logs"),
+                                          secret_values)[:400]
+                msg = f"Job {job_name} failed: {detail}"
+            else:
+                reason = c.R_QUANTIZATION_FAILED
+                msg = _job_failure_message(live, job_name, pods, secret_values)
             obs.problem = Cond(True, reason, msg)
             obs.model = Cond(False, reason, msg)
             obs.quantization = {**obs.quantization, "stage": "Failed", "job": job_name}
             return False
-        obs.model = Cond(False, "Quantizing", f"Job {job_name} is running: fetch, {t.r.format} "
-                         f"{t.r.qtype}, verify.")
+        running = Cond(False, "Quantizing", f"Job {job_name} is running: fetch, {t.r.format} "
+                       f"{t.r.qtype}, verify.")
+        obs.model = running
         obs.quantization = {**obs.quantization, "stage": "Running", "job": job_name}
+        fault = podfaults.child_fault("Job", job_name, self.cache.pods(t.namespace, t.name, job=job_name),
+                                      secrets=secret_values)
+        if fault is not None:
+            if fault.degraded and fault.reason in _RETRIED:
+                fault = dataclasses.replace(fault, message=fault.message + _retries(live))
+            self._note_fault(fault, obs, out)
         return False
+
+    async def _job_pods(self, namespace: str, owner: str, job_name: str) -> list[dict[str, Any]]:
+        """The Job's pod summaries from the watch; one list request only if the watch has none
+        (not synced yet, or pods already garbage-collected)."""
+        pods = self.cache.pods(namespace, owner, job=job_name)
+        if pods:
+            return pods
+        return [podfaults.summarise(p) for p in await self.kube.list_pods(namespace, {"job-name": job_name})]
+
+    @staticmethod
+    def _note_fault(fault: podfaults.Fault, obs: Observation, out: Outcome) -> None:
+        """A fault of the Job's pods: Degraded (reason, sentence) and the reason the model is not
+        ready; a wait (Unschedulable within its grace period) only the latter, which status
+        shows as Progressing. Either way, look again when time alone could change it."""
+        if fault.recheck_after is not None:
+            out.again_after(fault.recheck_after)
+        if fault.degraded and obs.problem is None:
+            obs.problem = Cond(True, fault.reason, fault.message)
+        obs.model = Cond(False, fault.reason, fault.message)
 
     def _record_job_metrics(self, job: dict[str, Any], fmt: str, outcome: str) -> None:
         uid = job["metadata"].get("uid", "")
@@ -265,18 +412,23 @@ class Reconciler:
 
     # -- serving -------------------------------------------------------------------------
 
-    def _observe_serving(self, cr: api.SLMDeployment, obs: Observation) -> None:
+    def _observe_serving(self, cr: api.SLMDeployment, obs: Observation, out: Outcome | None = None,
+                         secret_values: list[str] | None = None) -> None:
+        out = out or Outcome()
         name = child_names(cr.metadata.name, "")["server"]
         dep = self.cache.get("Deployment", cr.metadata.namespace, name)
         if dep is None:
-            obs.available = Cond(False, "DeploymentPending", f"Deployment {name} is being created.")
+            if not any(f" Deployment {name} " in r for r in out.rejected):
+                obs.available = Cond(False, "DeploymentPending", f"Deployment {name} is being created.")
+            else:
+                obs.available = Cond(False, c.R_APPLY_REJECTED, out.rejected[0])
             return
         spec, st = dep.get("spec") or {}, dep.get("status") or {}
         desired = spec.get("replicas", 1)
         ready = st.get("readyReplicas", 0) or 0
         obs.replicas_desired, obs.replicas_ready = desired, ready
-        available = any(x.get("type") == "Available" and x.get("status") == "True"
-                        for x in st.get("conditions") or [])
+        conds = {x.get("type"): x for x in st.get("conditions") or []}
+        available = (conds.get("Available") or {}).get("status") == "True"
         if available and ready >= 1:
             obs.available = Cond(True, "MinimumReplicasAvailable", f"{ready}/{desired} replicas ready.")
         elif desired == 0:
@@ -284,6 +436,34 @@ class Reconciler:
         else:
             obs.available = Cond(False, "ReplicasNotReady", f"{ready}/{desired} replicas ready: the model "
                                  "server is starting (loading weights can take minutes).")
+        fault = podfaults.child_fault("Deployment", name,
+                                      self.cache.pods(cr.metadata.namespace, cr.metadata.name,
+                                                      component=c.C_SERVER),
+                                      secrets=secret_values or ())
+        if fault is not None and fault.recheck_after is not None:
+            out.again_after(fault.recheck_after)
+        # A fault is Degraded even while other replicas serve (a stuck rollout, one replica
+        # crash-looping); a wait (Unschedulable, within its grace) only explains missing replicas.
+        if fault is not None and (fault.degraded or not obs.available.status):
+            if fault.degraded and obs.problem is None:
+                obs.problem = Cond(True, fault.reason, fault.message)
+            if not obs.available.status:
+                obs.available = Cond(False, fault.reason, fault.message)
+            return
+        failure = conds.get("ReplicaFailure") or {}
+        if failure.get("status") == "True" and obs.problem is None:
+            msg = (f"Deployment {name} cannot create pods ({failure.get('reason') or 'FailedCreate'}: "
+                   f"{_one_line(failure.get('message'))}).")
+            obs.problem = Cond(True, c.R_FAILED_CREATE, msg)
+            if not obs.available.status:
+                obs.available = Cond(False, c.R_FAILED_CREATE, msg)
+            return
+        progress = conds.get("Progressing") or {}
+        if (progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded"
+                and obs.problem is None):
+            msg = (f"Deployment {name} made no progress within its deadline ({ready}/{desired} replicas "
+                   f"ready): {_one_line(progress.get('message'))}.")
+            obs.problem = Cond(True, c.R_PROGRESS_DEADLINE_EXCEEDED, msg)
 
     # -- status --------------------------------------------------------------------------
 
@@ -293,10 +473,20 @@ class Reconciler:
         if not status_changed(new, old):
             return
         meta = body["metadata"]
-        await self.kube.patch_status(meta["name"], meta["namespace"], new)
+        try:
+            await self.kube.patch_status(meta["name"], meta["namespace"], new)
+        except Exception as e:
+            r = refusal(e)
+            if r is not None:  # can't say it in status: say it in an Event (once per message)
+                key = (meta.get("uid") or "", r[1])
+                if key not in self._status_refusals:
+                    self._status_refusals.add(key)
+                    await self.kube.post_event(_event(body, "Warning", c.R_STATUS_REJECTED,
+                                                      f"The API server refused this status ({r[0]}): {r[1]}"))
+            raise
         out.writes += 1
         body["status"] = new  # later reconciles from the same cached body see it
-        event = _transition_event(transitions(new, old), first=not old)
+        event = _transition_event(transitions(new, old), first=not old) or _reason_change_event(new, old)
         if event:
             await self.kube.post_event(_event(body, *event))
 
@@ -316,6 +506,18 @@ def _transition_event(flips: list[tuple[str, str, str, str]], *, first: bool) ->
         return ("Normal", "Recovered", "The earlier problem is resolved.")
     if ready:
         return ("Warning", ready[1], ready[2])
+    return None
+
+
+def _reason_change_event(new: dict[str, Any], old: dict[str, Any] | None) -> tuple[str, str, str] | None:
+    """A Warning when Degraded stays True but for a different reason (the image is there now,
+    but the container crashes): a new problem is news even without a status flip."""
+    def degraded(status: dict[str, Any] | None) -> dict[str, Any]:
+        return next((x for x in (status or {}).get("conditions", []) or [] if x.get("type") == c.DEGRADED), {})
+
+    now_, before = degraded(new), degraded(old)
+    if now_.get("status") == "True" and before.get("status") == "True" and now_.get("reason") != before.get("reason"):
+        return ("Warning", now_["reason"], now_["message"])
     return None
 
 
