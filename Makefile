@@ -47,3 +47,17 @@ demo: venv
 
 demo-down:
 	bash hack/demo.sh down
+
+# Container images, tagged as the chart and the operator default to (ghcr.io/slm-operator/...).
+# SLM_BASE=debian builds the bases from Debian packages (no upstream pulls); SLM_IMAGES="a b"
+# builds some only. Unchanged images are skipped. See hack/images.sh.
+.PHONY: images images-push
+images:
+	bash hack/images.sh build
+
+# Retag as $(REGISTRY)/slm-operator/<name>:<tag> and push; then install the chart with
+# --set global.imageRegistry=$(REGISTRY).
+images-push:
+	@test -n "$(REGISTRY)" || { echo "usage: make images-push REGISTRY=registry.example:5000"; exit 2; }
+	bash hack/images.sh build
+	bash hack/images.sh push "$(REGISTRY)"
