@@ -5,6 +5,7 @@ input is rejected at admission or surfaces as Degraded, and a quiet cluster cost
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.request
@@ -243,3 +244,66 @@ def test_sizing_in_the_cluster(crd: str, namespace: str) -> None:
         assert "GiB" in deg["message"] and "Tesla-T4" in deg["message"] and "awq" in deg["message"]
         assert not kubectl_json(kc, "-n", namespace, "get", "jobs,deployments", "-l",
                                 "slm.ai/deployment=too-big")["items"], "nothing is started for a misfit"
+
+
+def _degraded(kc: str, ns: str, name: str, reason: str, timeout: float = 30) -> dict[str, Any]:
+    cr = wait_for_object(kc, "-n", ns, "slm", name, timeout=timeout, what=f"Degraded {reason}",
+                         predicate=lambda o: any(c["type"] == "Degraded" and c["status"] == "True"
+                                                 and c["reason"] == reason
+                                                 for c in (o.get("status") or {}).get("conditions") or []))
+    return next(c for c in cr["status"]["conditions"] if c["type"] == "Degraded")
+
+
+def test_pod_fault_shows_in_status_within_seconds_and_clears(crd: str, namespace: str) -> None:
+    """KWOK cannot pull images, so the kubelet's report is written by hand into a serving pod's
+    status: the operator's pod watch must turn it into Degraded (reason, sentence naming the
+    Deployment and the pod, a Warning Event) and back once the pod runs again."""
+    kc = crd
+    with run_operator(kc, [namespace]) as op:
+        kubectl(kc, "-n", namespace, "apply", "-f", str(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml"))
+        _ready(kc, namespace, "qwen3-small")
+        pods = kubectl_json(kc, "-n", namespace, "get", "pods", "-l",
+                            "slm.ai/deployment=qwen3-small,app.kubernetes.io/component=server")["items"]
+        victim = pods[0]
+        healthy = {"status": {"conditions": victim["status"]["conditions"],
+                              "containerStatuses": victim["status"]["containerStatuses"]}}
+        ctr = victim["spec"]["containers"][0]
+        pull = {"status": {
+            "conditions": [{**x, "status": "False"} if x["type"] in ("Ready", "ContainersReady") else x
+                           for x in victim["status"]["conditions"]],
+            "containerStatuses": [{
+                "name": ctr["name"], "image": ctr["image"], "imageID": "", "ready": False, "restartCount": 0,
+                "started": False, "state": {"waiting": {
+                    "reason": "ImagePullBackOff",
+                    "message": f'Back-off pulling image "{ctr["image"]}": ErrImagePull: not found'}}}]}}
+        started = time.monotonic()
+        kubectl(kc, "-n", namespace, "patch", "pod", victim["metadata"]["name"], "--subresource=status",
+                "--type=merge", "-p", json.dumps(pull))
+        deg = _degraded(kc, namespace, "qwen3-small", "ImagePullFailed", timeout=20)
+        assert time.monotonic() - started < 20, "seen through the pod watch, not a periodic resync"
+        assert deg["message"].startswith(f"Deployment qwen3-small pod {victim['metadata']['name']} cannot pull "
+                                         f"image {ctr['image']} (ImagePullBackOff: ")
+        wait_for(lambda: [e for e in kubectl_json(kc, "-n", namespace, "get", "events")["items"]
+                          if e["type"] == "Warning" and e["reason"] == "ImagePullFailed"
+                          and e["involvedObject"]["name"] == "qwen3-small"], timeout=20, what="a Warning Event")
+        kubectl(kc, "-n", namespace, "patch", "pod", victim["metadata"]["name"], "--subresource=status",
+                "--type=merge", "-p", json.dumps(healthy))
+        cr = _ready(kc, namespace, "qwen3-small", timeout=30)
+        assert condition_status(cr, "Degraded") == "False"
+        assert "Traceback" not in op.output()
+
+
+def test_a_write_the_api_server_refuses_is_in_status(crd: str, namespace: str) -> None:
+    """A quota that admits no Job: the refusal (403 exceeded quota) is Degraded/ApplyRejected
+    naming the Job, not only a line in the operator's log."""
+    kc = crd
+    kubectl(kc, "-n", namespace, "create", "quota", "no-jobs", "--hard=count/jobs.batch=0")
+    with run_operator(kc, [namespace]) as op:
+        kubectl(kc, "-n", namespace, "apply", "-f", str(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml"))
+        deg = _degraded(kc, namespace, "qwen3-small", "ApplyRejected", timeout=60)
+        assert re.match(r"The API server refused to apply Job qwen3-small-quantize-\w+ \(403\): ", deg["message"])
+        assert "quota" in deg["message"]
+        cr = kubectl_json(kc, "-n", namespace, "get", "slm", "qwen3-small")
+        model = next(c for c in cr["status"]["conditions"] if c["type"] == "ModelReady")
+        assert model["reason"] == "ApplyRejected"
+        assert "Traceback" not in op.output()

@@ -132,9 +132,11 @@ POD_SYNC_TIMEOUT = 30.0
 
 
 def _pods_listed(namespace: str | None, summaries: list[dict[str, Any]]) -> None:
+    """After a (re-)list: the cache holds exactly these pods; owners whose pods changed reconcile."""
     for key in STATE.cache.replace_pods(namespace, summaries):
         if hasattr(STATE, "queue"):
             STATE.queue.enqueue(key)
+    metrics.PODS_CACHED.set(STATE.cache.pod_count())
 
 
 def _pod_event(op: str, summary: dict[str, Any]) -> None:
@@ -146,6 +148,7 @@ def _pod_event(op: str, summary: dict[str, Any]) -> None:
         owner = summary.get("owner") if STATE.cache.put_pod(summary) else None
     if owner and hasattr(STATE, "queue"):
         STATE.queue.enqueue((ns, owner))
+    metrics.PODS_CACHED.set(STATE.cache.pod_count())
 
 
 async def _start_pod_watches(cfg: OperatorConfig) -> None:

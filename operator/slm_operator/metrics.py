@@ -24,6 +24,8 @@ QUANTIZATION_JOBS = Counter("slm_operator_quantization_jobs_total",
 SIZING_REFUSALS = Counter("slm_operator_sizing_refusals_total",
                           "SLMDeployments refused because the model does not fit.", ["engine"])
 QUEUE_DEPTH = Gauge("slm_operator_workqueue_depth", "SLMDeployments waiting for a reconcile.")
+PODS_CACHED = Gauge("slm_operator_pods_cached",
+                    "Pods of the operator's children held as compact summaries (the pod watch).")
 CONDITION = Gauge("slm_operator_slmdeployment_condition",
                   "1 when the SLMDeployment's condition has this status (per object, for alerts).",
                   ["namespace", "name", "condition", "status"])
