@@ -47,6 +47,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                                         "prometheusAdapterRules": {"enabled": True}}},
     "no-crds-no-tests": {"crds": {"install": False}, "tests": {"enabled": False},
                          "serviceAccount": {"annotations": {"iam.example/role": "slm"}}},
+    "hub-mirror": {"hub": {"endpoint": "http://hub-mirror.models.svc:8080", "caBundleSecretName": "corp-ca",
+                           "caBundleKey": "bundle.pem"}},
 }
 
 
@@ -116,6 +118,11 @@ def test_helm_lint_strict(name: str, tmp_path: Path) -> None:
     (["--set", "rbac.scope=everything"], "scope"),               # not one of the choices
     (["--set", "runtimeImages.vllm.tag=", "--set", "runtimeImages.vllm.digest="], "vllm"),  # unpinned
     (["--set", "image.digest=latest"], "digest"),
+    (["--set", "hub.endpoint=hub.mirror:8080"], "endpoint"),              # no scheme
+    (["--set", "hub.endpoint=https://user:pw@hub.mirror"], "endpoint"),    # credentials in the URL
+    (["--set", "hub.endpoint=http://hub.mirror:70000"], "endpoint"),      # port out of range
+    (["--set", "hub.caBundleSecretName=Corp_CA"], "caBundleSecretName"),
+    (["--set", "hub.endpoit=https://hub.mirror"], "endpoit"),
 ])
 def test_schema_rejects_typos_and_wrong_types_with_the_path(args: list[str], expected: str) -> None:
     done = helm("template", RELEASE, str(CHART), *args, *KUBE_VERSION, check=False)
@@ -229,6 +236,17 @@ def test_operator_args_probes_and_runtime_images(rendered: dict[str, list[dict[s
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     ns = operator_container(rendered["namespaces"])["args"]
     assert "--namespace=team-a" in ns and "--namespace=team-b" in ns and "--all-namespaces" not in ns
+
+
+def test_hub_settings_reach_the_operator_env_only_when_set(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    env = {e["name"]: e.get("value") for e in operator_container(rendered["hub-mirror"])["env"]}
+    assert env["SLM_HUB_ENDPOINT"] == "http://hub-mirror.models.svc:8080"
+    assert env["SLM_HUB_CA_BUNDLE_SECRET"] == "corp-ca" and env["SLM_HUB_CA_BUNDLE_KEY"] == "bundle.pem"
+    from slm_operator.hub import HubDefaults  # the operator accepts what the chart renders
+
+    assert HubDefaults.from_env(env).endpoint == "http://hub-mirror.models.svc:8080"
+    defaults = {e["name"] for e in operator_container(rendered["defaults"])["env"]}
+    assert not {n for n in defaults if n.startswith("SLM_HUB_")}
 
 
 def test_registry_override_applies_to_every_image(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -11,11 +11,13 @@ lower-case enum values, lists of named objects rather than maps.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 GROUP = "slm.ai"
 VERSION = "v1alpha1"
@@ -36,6 +38,18 @@ SOURCE_PATTERN = (
     r"^(hf://[A-Za-z0-9][-_.A-Za-z0-9]*/[-_.A-Za-z0-9]+"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*"
     r"|s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/[^\s]*)?)$"
+)
+# A hub base URL: http(s), a DNS name or IPv4 address, an optional port 1-65535 and path; no
+# credentials, query or fragment. No backslashes or quotes: it is also embedded in a CEL rule.
+HUB_ENDPOINT_PATTERN = (
+    r"^https?://[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?"
+    r"(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+    r"(/[-A-Za-z0-9._~!$&()*+,;=:@%/]*)?$"
+)
+HUB_ENDPOINT_MESSAGE = (
+    "model.hub.endpoint must be an http:// or https:// URL with a host (DNS name or IPv4 address), an "
+    "optional port 1-65535 and path, and no credentials, query or fragment, e.g. "
+    "https://hub.mirror.internal or http://hub-mirror.models.svc:8080"
 )
 
 
@@ -99,6 +113,42 @@ class SecretRef(Model):
                                max_length=253)]
 
 
+class CABundleRef(Model):
+    """A PEM CA bundle in a Secret of the CR's namespace."""
+
+    name: Annotated[str, Field(description="Name of the Secret (same namespace).", pattern=DNS_LABEL_PATTERN,
+                               max_length=253)]
+    key: Annotated[str, Field(description="Key holding the PEM bundle.", pattern=SECRET_KEY_PATTERN,
+                              max_length=253)] = "ca.crt"
+
+
+class HubSpec(Model):
+    """The hub an hf:// source is downloaded from: a private mirror or an air-gapped hub.
+    Each field falls back to the operator-wide setting (chart values hub.*)."""
+
+    endpoint: Annotated[str | None, Field(
+        description="Base URL of a Hugging Face-compatible hub, given to the quantization Job as "
+                    "HF_ENDPOINT, e.g. https://hub.mirror.internal or http://hub-mirror.models.svc:8080 "
+                    "(the Job's NetworkPolicy opens its port). Default: the operator's hub.endpoint, "
+                    "else the public hub.",
+        max_length=512,
+        json_schema_extra=rules((f"self.matches('{HUB_ENDPOINT_PATTERN}')", HUB_ENDPOINT_MESSAGE)),
+    )] = None
+    ca_bundle_secret_ref: Annotated[CABundleRef | None, Field(
+        description="Secret with a PEM CA bundle the quantization Job trusts for TLS to the hub "
+                    "(mounted read-only; SSL_CERT_FILE and REQUESTS_CA_BUNDLE point at it). It "
+                    "replaces the image's CA store for the Job: include public roots if the hub "
+                    "redirects elsewhere. Default: the operator's hub.caBundleSecretName.")] = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_a_hub_url(cls, value: str | None) -> str | None:
+        """The CEL rule's check, for specs that reach the operator without admission (same message)."""
+        if value is not None and not re.fullmatch(HUB_ENDPOINT_PATTERN, value):
+            raise PydanticCustomError("hub_endpoint", HUB_ENDPOINT_MESSAGE)
+        return value
+
+
 class ModelSource(Model):
     """Where the model comes from."""
 
@@ -111,6 +161,8 @@ class ModelSource(Model):
              "model.tokenSecretRef only applies to hf:// sources"),
             ("!has(self.s3CredentialsSecretRef) || self.source.startsWith('s3://')",
              "model.s3CredentialsSecretRef only applies to s3:// sources"),
+            ("!has(self.hub) || self.source.startsWith('hf://')",
+             "model.hub only applies to hf:// sources: remove it, or use an hf:// source"),
         ),
     )
 
@@ -128,6 +180,9 @@ class ModelSource(Model):
     token_secret_ref: Annotated[SecretKeyRef | None, Field(
         description="Secret holding a hub token for gated models. Mounted as a file into the "
                     "quantization Job only; never placed in args or env literals.")] = None
+    hub: Annotated[HubSpec | None, Field(
+        description="Hub endpoint and CA bundle for hf:// sources (private mirrors, air-gapped "
+                    "clusters). Omitted: the operator-wide settings.")] = None
     s3_credentials_secret_ref: Annotated[SecretRef | None, Field(
         description="Secret with S3 credentials for s3:// sources: keys AWS_ACCESS_KEY_ID and "
                     "AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL). "

@@ -30,10 +30,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def check_settings() -> None:
+    """Refuse to start on malformed settings (SLM_HUB_*): exit 2 with one line naming the chart
+    value and the fix, also written to the container's termination message when there is one."""
+    from slm_operator.hub import InvalidHubSetting
+    from slm_operator.settings import OperatorConfig
+
+    try:
+        OperatorConfig.from_env()
+    except InvalidHubSetting as e:
+        message = f"slm-operator: invalid setting: {e}"
+        print(message, file=sys.stderr)
+        if os.access("/dev/termination-log", os.W_OK):
+            with open("/dev/termination-log", "w", encoding="utf-8") as f:
+                f.write(message)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    check_settings()
     if args.namespace:
         os.environ["SLM_NAMESPACES"] = ",".join(args.namespace)
     os.environ["SLM_WORKERS"] = str(args.workers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from slm_operator.hub import HubDefaults
 from slm_operator.render.common import Images, RenderContext
 
 
@@ -14,9 +15,16 @@ class OperatorConfig:
     namespaces: tuple[str, ...] = ()
     workers: int = 16
     monitoring_namespace: str = "monitoring"
+    hub: HubDefaults = field(default_factory=HubDefaults)
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
+        """Settings from SLM_* env (the chart sets them).
+
+        Raises:
+            slm_operator.hub.InvalidHubSetting: a malformed SLM_HUB_* value (the message names
+                the chart value and the fix); the operator refuses to start with it.
+        """
         defaults = Images()
         images = Images(
             quantizer=os.environ.get("SLM_IMAGE_QUANTIZER", defaults.quantizer),
@@ -30,6 +38,7 @@ class OperatorConfig:
             namespaces=namespaces,
             workers=int(os.environ.get("SLM_WORKERS", "16")),
             monitoring_namespace=os.environ.get("SLM_MONITORING_NAMESPACE", "monitoring"),
+            hub=HubDefaults.from_env(dict(os.environ)),
         )
 
     def render_context(self, *, service_monitor_crd: bool) -> RenderContext:
@@ -37,4 +46,5 @@ class OperatorConfig:
             images=self.images,
             service_monitor_crd=service_monitor_crd,
             monitoring_namespace_labels=(("kubernetes.io/metadata.name", self.monitoring_namespace),),
+            hub=self.hub,
         )

@@ -45,9 +45,9 @@ def plan(cr: api.SLMDeployment, ctx: RenderContext | None = None) -> Plan:
     ctx = ctx or RenderContext()
     r = resolve(cr.spec)
     t = Target(cr=cr, r=r, key=artifact_key(cr.spec, r))
-    job = quantize_job(t, ctx.images.quantizer) if needs_job(cr.spec, r) else None
+    job = quantize_job(t, ctx.images.quantizer, ctx.hub) if needs_job(cr.spec, r) else None
     prepare = [o for o in (api_key_secret(t), cache_pvc(t), server_policy(t, ctx),
-                           quantizer_policy(t) if job else None, service(t), job) if o]
+                           quantizer_policy(t, ctx) if job else None, service(t), job) if o]
     image = cr.spec.engine.image or ctx.images.for_engine(r.engine)
     replicas = None if cr.spec.autoscaling else (1 if cr.spec.replicas is None else cr.spec.replicas)
     serve = [o for o in (serving_deployment(t, image, replicas), hpa(t), pdb(t),

@@ -9,6 +9,7 @@ from typing import Any
 
 from slm_operator import api
 from slm_operator import constants as c
+from slm_operator.hub import HubDefaults
 from slm_operator.resolve import Resolved, pvc_source
 
 Obj = dict[str, Any]
@@ -36,6 +37,7 @@ class RenderContext:
     monitoring_namespace_labels: tuple[tuple[str, str], ...] = (
         ("kubernetes.io/metadata.name", "monitoring"),
     )
+    hub: HubDefaults = field(default_factory=HubDefaults)  # operator-wide hub endpoint / CA bundle
 
 
 @dataclass(frozen=True)

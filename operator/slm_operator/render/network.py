@@ -2,12 +2,14 @@
 
 Serving pods: ingress only from `access.allowedFrom` (default: this namespace) to the API
 port and from the monitoring namespace to the metrics port; egress only DNS (the model is
-already on disk). Quantization pods: no ingress; egress DNS and HTTPS (the hub).
+already on disk). Quantization pods: no ingress; egress DNS and HTTPS (the hub, S3), plus the
+hub endpoint's port when it is not 443 (see hub.py).
 """
 
 from __future__ import annotations
 
 from slm_operator import constants as c
+from slm_operator import hub
 from slm_operator.render.common import Obj, RenderContext, Target, child_names, metadata, selector
 from slm_operator.render.engines import METRICS_ENDPOINT
 
@@ -58,7 +60,12 @@ def server_policy(t: Target, ctx: RenderContext) -> Obj:
     }
 
 
-def quantizer_policy(t: Target) -> Obj:
+def quantizer_policy(t: Target, ctx: RenderContext) -> Obj:
+    """The quantization Job's NetworkPolicy: no ingress; egress DNS, 443 and the hub's port."""
+    egress = [DNS_EGRESS, {"ports": [{"port": 443, "protocol": "TCP"}]}]
+    hub_rule = hub.egress_rule(hub.effective(t.spec.model, ctx.hub))
+    if hub_rule:
+        egress.append(hub_rule)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -67,6 +74,6 @@ def quantizer_policy(t: Target) -> Obj:
             "podSelector": {"matchLabels": selector(t, c.C_QUANTIZER)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": [],
-            "egress": [DNS_EGRESS, {"ports": [{"port": 443, "protocol": "TCP"}]}],
+            "egress": egress,
         },
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from slm_operator import constants as c
+from slm_operator import hub
 from slm_operator.render.common import (
     Obj,
     Target,
@@ -42,7 +43,11 @@ def quantizer_source(t: Target) -> str:
     return f"{c.SOURCE_MOUNT}/{pvc[1]}".rstrip("/")
 
 
-def quantize_job(t: Target, image: str) -> Obj:
+def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = None) -> Obj:
+    """The quantization Job: fetch, convert/quantize, verify, write the artifact.
+
+    hub_defaults: the operator-wide hub settings; spec.model.hub overrides them (hf:// only).
+    """
     names = child_names(t.name, t.key)
     spec = t.spec
     q = spec.quantization
@@ -75,6 +80,11 @@ def quantize_job(t: Target, image: str) -> Obj:
         mounts.append({"name": "s3-credentials", "mountPath": c.S3_CREDENTIALS_DIR, "readOnly": True})
         volumes.append({"name": "s3-credentials", "secret": {
             "secretName": spec.model.s3_credentials_secret_ref.name, "defaultMode": 0o440}})
+    hub_access = hub.effective(spec.model, hub_defaults or hub.HubDefaults())
+    ca = hub.job_volume(hub_access)
+    if ca:
+        mounts.append(ca[0])
+        volumes.append(ca[1])
     claim = source_claim(t)
     if claim:
         mounts.append({"name": "source", "mountPath": c.SOURCE_MOUNT, "readOnly": True})
@@ -93,8 +103,9 @@ def quantize_job(t: Target, image: str) -> Obj:
         "imagePullPolicy": "IfNotPresent",
         "command": ["python3", "-m", "slm_quantizer"],
         "args": args,
-        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": f"{c.MODELS_MOUNT}/hf"},
-                {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}],
+        "env": sorted([{"name": "HOME", "value": "/tmp"}, {"name": "HF_HOME", "value": f"{c.MODELS_MOUNT}/hf"},
+                       {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}, *hub.job_env(hub_access)],
+                      key=lambda e: e["name"]),
         # One core requested so the Job schedules beside serving pods on a small node; it
         # may burst to four (conversion and the perplexity check are CPU-bound).
         "resources": resources("1", "16Gi" if job_gpus else "8Gi", job_gpus, cpu_limit="4"),
