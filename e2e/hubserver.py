@@ -224,13 +224,15 @@ class HubServer:
         port: TCP port; 0 picks a free one (read it from ``port`` or ``url``).
         token: when set, every request must send ``Authorization: Bearer <token>``.
         tls: (certificate PEM file, key PEM file) to serve https instead of http.
+        verbose: log each request to stderr (as http.server does).
 
     ``requests`` records every request (HubRequest: method, path, auth) for assertions.
     Thread-safe: repos may be added while it serves.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
-                 tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None) -> None:
+                 tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+                 verbose: bool = False) -> None:
         self.token = token
         self.repos: dict[str, Repo] = {}
         self.requests: list[HubRequest] = []
@@ -240,8 +242,9 @@ class HubServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, *args: object) -> None:
-                pass
+            def log_message(self, format: str, *args: Any) -> None:
+                if verbose:
+                    super().log_message(format, *args)
 
             def do_HEAD(self) -> None:
                 hub._handle(self, body=False)
@@ -571,13 +574,14 @@ def main(argv: list[str] | None = None) -> int:
                                         "args). SLM_HUB_TOKEN works too.")
     p.add_argument("--tls-cert", help="Serve https with this certificate (PEM); needs --tls-key.")
     p.add_argument("--tls-key", help="Private key (PEM) of --tls-cert.")
+    p.add_argument("--verbose", "-v", action="store_true", help="Log each request to stderr.")
     args = p.parse_args(argv)
     token = (Path(args.token_file).read_text().strip() if args.token_file
              else os.environ.get("SLM_HUB_TOKEN") or None)
     if bool(args.tls_cert) != bool(args.tls_key):
         p.error("--tls-cert and --tls-key go together")
     hub = HubServer(args.host, args.port, token=token,
-                    tls=(args.tls_cert, args.tls_key) if args.tls_cert else None)
+                    tls=(args.tls_cert, args.tls_key) if args.tls_cert else None, verbose=args.verbose)
     for item in args.repo:
         repo_id, sep, path = item.partition("=")
         if not sep or not Path(path).is_dir():
