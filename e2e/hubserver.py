@@ -360,7 +360,8 @@ class HubServer:
 
     def _error(self, h: BaseHTTPRequestHandler, code: int, error_code: str | None, message: str, body: bool,
                headers: dict[str, str] | None = None) -> None:
-        extra = {"X-Error-Message": message, **({"X-Error-Code": error_code} if error_code else {})}
+        header = message.encode("ascii", "backslashreplace").decode()  # headers are latin-1 at most
+        extra = {"X-Error-Message": header, **({"X-Error-Code": error_code} if error_code else {})}
         self._json(h, code, {"error": message}, body, {**extra, **(headers or {})})
 
     def _split_repo(self, rest: str) -> tuple[Repo | None, str]:
