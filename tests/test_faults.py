@@ -704,3 +704,13 @@ def test_pod_events_reconcile_the_owner_only_on_change(monkeypatch: pytest.Monke
     assert enqueued == [(NS, "qwen3")] * 3
     handlers._pod_event("DELETED", starting)
     assert len(enqueued) == 3, "an unknown pod's deletion is nothing"
+
+
+def test_messages_read_well_without_kubelet_text() -> None:
+    bare = pod("qwen3-7c9f-abcde", phase="Pending", state={"waiting": {"reason": "ErrImagePull"}})
+    assert "(ErrImagePull): build and load it" in classify(bare).message
+    lost = pod("qwen3-7c9f-abcde", phase="Failed", reason="NodeLost", state={"running": {}})
+    assert classify(lost).message == "Deployment qwen3 pod qwen3-7c9f-abcde failed (NodeLost)."
+    dotted = pod("j-1", component="quantizer", job="j", phase="Failed",
+                 state={"terminated": {"exitCode": 1, "reason": "Error", "message": "bad input.\n"}})
+    assert classify(dotted, kind="Job", name="j").message.endswith("code 1 (Error): bad input.")

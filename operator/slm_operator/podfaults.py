@@ -268,8 +268,14 @@ def _exit(term: Mapping[str, Any], secrets: Iterable[str]) -> str:
     head = f"code {code}" if code is not None else "no exit code"
     if reason:
         head += f" ({reason})"
-    msg = tail(term.get("message"), secrets=secrets)
+    msg = tail(term.get("message"), secrets=secrets).rstrip(". ")
     return f"{head}: {msg}" if msg else head
+
+
+def _paren(reason: str, message: str | None, secrets: Iterable[str]) -> str:
+    """'(Reason: message)', or '(Reason)' without a message."""
+    quoted = _quote(message, secrets)
+    return f"({reason}: {quoted})" if quoted else f"({reason})"
 
 
 def _logs_hint(pod: Mapping[str, Any], ctr: Mapping[str, Any], previous: bool) -> str:
@@ -309,8 +315,10 @@ def classify_pod(pod: Mapping[str, Any], *, restart_always: bool,
             if term.get("state") == "terminated" and term.get("exitCode") not in (0, None):
                 return _PodFault(CONTAINER_CRASHING, f"{_ctr_label(ctr)} exited with {_exit(term, secrets)}.",
                                  terminal=True)
-        detail = f"{reason}: {_quote(pod.get('message'), secrets)}" if reason else _quote(pod.get("message"), secrets)
-        return _PodFault(POD_FAILED, f"failed ({detail or 'no reason given'}).", terminal=True)
+        if reason:
+            return _PodFault(POD_FAILED, f"failed {_paren(reason, pod.get('message'), secrets)}.", terminal=True)
+        detail = _quote(pod.get("message"), secrets) or "no reason given"
+        return _PodFault(POD_FAILED, f"failed ({detail}).", terminal=True)
     if pod.get("phase") == "Succeeded":
         return None
     for ctr in pod.get("containers") or []:
@@ -320,10 +328,9 @@ def classify_pod(pod: Mapping[str, Any], *, restart_always: bool,
             hint = ("fix the image name (chart values images.*)" if wreason == "InvalidImageName" else
                     "build and load it (make images) or set the image registry (global.imageRegistry)")
             return _PodFault(IMAGE_PULL_FAILED, f"cannot pull image {ctr.get('image', '?')} "
-                             f"({wreason}: {_quote(st.get('message'), secrets)}): {hint}.")
+                             f"{_paren(wreason, st.get('message'), secrets)}: {hint}.")
         if wreason in START_FAILURES:
-            return _PodFault(wreason, f"{_ctr_label(ctr)} cannot start ({wreason}: "
-                             f"{_quote(st.get('message'), secrets)}).")
+            return _PodFault(wreason, f"{_ctr_label(ctr)} cannot start {_paren(wreason, st.get('message'), secrets)}.")
     for ctr in pod.get("containers") or []:
         st, last = ctr.get("state") or {}, ctr.get("last") or {}
         if st.get("state") == "terminated" and st.get("exitCode") not in (0, None):
