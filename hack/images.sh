@@ -230,8 +230,9 @@ ollama_bin() {
   echo "$out"
 }
 
-# Debian base + /usr/bin/ollama + the runtime libraries it links: what ollama/ollama provides to
-# runtime-images/ollama/Dockerfile, which stays the same for both bases.
+# Debian base + /usr/bin/ollama: what ollama/ollama provides to runtime-images/ollama/Dockerfile,
+# which stays the same for both bases. The cgo build links only libc, libm, libgcc_s and
+# libstdc++, all in the minbase (apt needs them); the build-time --version run proves it.
 ollama_base() {
   local base="$1" bin tmp key ref start
   bin="$(ollama_bin)"
@@ -240,10 +241,6 @@ ollama_base() {
   cat >"$tmp/Dockerfile" <<'EOF'
 ARG BASE
 FROM ${BASE}
-# OpenMP and the C++ runtime for the cgo-built llama.cpp inside ollama.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends libgomp1 libstdc++6 \
- && rm -rf /var/lib/apt/lists/*
 COPY ollama /usr/bin/ollama
 ENV OLLAMA_HOST=0.0.0.0:11434
 RUN ["/usr/bin/ollama", "--version"]
