@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from e2e.helpers import CLUSTER_BIN_DIR, CLUSTER_DIR, apply, kubectl, kubectl_json, run_operator, wait_for  # noqa: E402
-from e2e.realnode import REAL_NODE, IMAGES, ensure_images, node_state, port_forward  # noqa: E402
+from e2e.realnode import IMAGES, REAL_NODE, ensure_images, node_state, port_forward  # noqa: E402
 
 FORMATS = {"onnxruntime": ("onnx", "int4", "onnxruntime-server"), "ollama": ("gguf", "Q8_0", "ollama")}
 REPO = "slm-bench/tiny-qwen3"

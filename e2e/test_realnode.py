@@ -142,9 +142,9 @@ def assert_restricted_and_read_only(kubeconfig: str, ns: str) -> None:
     assert running, "no running pod to check the root filesystem of"
     for pod in running:
         container = pod["spec"]["containers"][0]["name"]
+        probe = "import errno\ntry:\n open('/probe','w')\nexcept OSError as e:\n print(errno.errorcode[e.errno])"
         proc = kubectl(kubeconfig, "-n", ns, "exec", pod["metadata"]["name"], "-c", container, "--",
-                       "python3", "-c",
-                       "import errno\ntry:\n open('/probe','w')\nexcept OSError as e:\n print(errno.errorcode[e.errno])")
+                       "python3", "-c", probe)
         assert proc.strip() == "EROFS", f"{pod['metadata']['name']}: writing / gave {proc!r}"
 
 
