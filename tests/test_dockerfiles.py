@@ -139,3 +139,141 @@ def test_copied_paths_exist_in_the_repo(path):
         sources = [s for s in rest.split()[:-1] if not s.startswith("--")]
         for src in sources:
             assert (REPO / src).exists(), f"{path.relative_to(REPO)}: COPY {src} not found in the repo"
+
+
+# --- hack/images.sh and the images it builds ------------------------------------------------------
+
+IMAGES_SH = REPO / "hack" / "images.sh"
+SETUP_SH = REPO / "hack" / "podman-setup.sh"
+
+
+def _images_sh(*args: str) -> str:
+    out = subprocess.run(["bash", str(IMAGES_SH), *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def _image_refs() -> dict[str, str]:
+    return dict(line.split() for line in _images_sh("list").splitlines())
+
+
+def test_images_sh_builds_what_the_chart_and_the_operator_default_to():
+    import yaml
+
+    from slm_operator.render.common import Images
+
+    refs = _image_refs()
+    chart = yaml.safe_load((REPO / "charts/slm-operator/Chart.yaml").read_text())
+    values = yaml.safe_load((REPO / "charts/slm-operator/values.yaml").read_text())
+    op = values["image"]
+    assert refs["operator"] == f"{op['registry']}/{op['repository']}:{op['tag'] or chart['appVersion']}"
+    for name, key in (("quantizer", "quantizer"), ("vllm", "vllm"), ("ollama", "ollama"),
+                      ("onnxruntime-server", "onnxruntime")):
+        img = values["runtimeImages"][key]
+        assert refs[name] == f"{img['registry']}/{img['repository']}:{img['tag']}"
+        assert refs[name] == getattr(Images(), key)
+    # Every image has its Dockerfile, and images.sh knows every Dockerfile the tests know.
+    assert set(refs) == {"operator", "quantizer", "onnxruntime-server", "ollama", "vllm"}
+
+
+def test_operator_image_fits_the_chart():
+    """The chart gives the operator container args only (and the helm test runs `python -c`): the
+    image's ENTRYPOINT must be the slm-operator console script, as the operator's own user."""
+    instrs = _instructions(REPO / "operator/Dockerfile")
+    final = instrs[max(i for i, (w, _) in enumerate(instrs) if w == "FROM"):]
+    assert [r for w, r in final if w == "ENTRYPOINT"] == ['["slm-operator"]']
+    assert 'slm-operator = "slm_operator.main:main"' in (REPO / "pyproject.toml").read_text()
+    tpl = (REPO / "charts/slm-operator/templates/operator.yaml").read_text()
+    container = tpl[tpl.index("- name: operator"):]
+    container = container[:container.index("volumeMounts:")]
+    assert "args:" in container and "command:" not in container
+    env = " ".join(r for w, r in final if w == "ENV")
+    assert "HOME=/tmp" in env  # the root filesystem is read-only; /tmp is an emptyDir
+
+
+def test_pinned_engine_versions_agree():
+    """The Ollama base tag is the version images.sh builds from ollama's Go module; the vLLM
+    pip stage and the upstream vLLM tag carry the version the launcher is checked against."""
+    sh = IMAGES_SH.read_text()
+    ollama = re.search(r'^OLLAMA_VERSION="([^"]+)"', sh, re.M).group(1)
+    defaults = _arg_defaults(_instructions(REPO / "runtime-images/ollama/Dockerfile"))
+    assert defaults["OLLAMA_IMAGE"] == f"ollama/ollama:{ollama}"
+    vllm_version = re.search(r'^VLLM_VERSION = "([^"]+)"',
+                             (REPO / "runtime-images/vllm/slm_vllm/options.py").read_text(), re.M).group(1)
+    instrs = _instructions(REPO / "runtime-images/vllm/Dockerfile")
+    assert _arg_defaults(instrs)["VLLM_IMAGE"] == f"vllm/vllm-openai:v{vllm_version}"
+    assert any(w == "RUN" and f"vllm=={vllm_version}" in r for w, r in instrs)
+    assert "FROM ${PYTHON_IMAGE} AS vllm-pip" in (REPO / "runtime-images/vllm/Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=IDS)
+def test_builds_need_no_pip_executable_and_keep_a_mounted_pip_cache(path):
+    """SLM_BASE=debian bases have python3 and venv but no `pip`: pip runs from a venv. A pip
+    cache mounted at /root/.cache/pip during the build (images.sh does) must not be wiped."""
+    for w, rest in _instructions(path):
+        if w != "RUN":
+            continue
+        assert not re.search(r"(^|&&|;)\s*pip3?\s", rest), f"RUN {rest}: use a venv's pip"
+        assert "/root/.cache/pip" not in rest or "rm " not in rest, f"RUN {rest} wipes the pip cache"
+
+
+def test_images_sh_parses_copy_sources_like_the_build():
+    """images.sh keys its cache on the files COPY takes from the repository."""
+    for path in DOCKERFILES:
+        rel = str(path.relative_to(REPO))
+        out = subprocess.run(["bash", "-c", f'source <(sed -n "/^copy_sources()/,/^}}/p" {IMAGES_SH}); '
+                              f'REPO={REPO} copy_sources {rel}'], capture_output=True, text=True, timeout=30)
+        expected = [s for w, rest in _instructions(path) if w == "COPY" and "--from" not in rest
+                    for s in rest.split()[:-1] if not s.startswith("--")]
+        assert out.stdout.split() == expected, rel
+
+
+def test_podman_setup_says_why_when_no_engine_exists(tmp_path):
+    """No docker daemon, podman or buildah: one line on stderr and the distinct exit code 3."""
+    for tool in ("bash", "mktemp", "rm", "mkdir", "cp", "grep", "tail", "cut", "cat", "id", "stat",
+                 "timeout", "dirname", "mv"):
+        exe = shutil.which(tool)
+        if exe:
+            (tmp_path / tool).symlink_to(exe)
+    out = subprocess.run(["bash", str(SETUP_SH)], capture_output=True, text=True, timeout=60,
+                         env={"PATH": str(tmp_path), "HOME": str(tmp_path)})
+    assert out.returncode == 3, out.stderr
+    assert out.stdout == "" and len(out.stderr.strip().splitlines()) == 1
+    assert "no container engine" in out.stderr
+
+
+def _local_images() -> tuple[str, dict[str, str]]:
+    engine = shutil.which("podman")
+    if engine is None:
+        pytest.skip("podman not installed: the images are checked where `make images` ran")
+    refs = _image_refs()
+    have = subprocess.run([engine, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+                          capture_output=True, text=True, timeout=60).stdout.split()
+    return engine, {n: r for n, r in refs.items() if r in have}
+
+
+# What each image runs to show it works: its entry point's help, as the pod's user.
+SMOKE = {
+    "operator": ["--help"],
+    "quantizer": ["--help"],
+    "onnxruntime-server": ["--help"],
+    "ollama": ["--help"],
+    "vllm": ["--allow-unauthenticated", "--print-args", "--", "/models/m", "--served-model-name", "m"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOKE))
+def test_built_image_runs_read_only_as_non_root(name):
+    """Pods run under Pod Security restricted with readOnlyRootFilesystem and /tmp an emptyDir:
+    every built image starts that way (skipped for images not built here)."""
+    engine, built = _local_images()
+    if name not in built:
+        pytest.skip(f"{name} not built here (make images; SLM_BASE=debian where bases cannot be pulled)")
+    ref = built[name]
+    cfg = subprocess.run([engine, "image", "inspect", "--format", "{{.Config.User}}", ref],
+                         capture_output=True, text=True, timeout=60).stdout.strip()
+    assert cfg == "65532:65532"
+    out = subprocess.run([engine, "run", "--rm", "--read-only", "--tmpfs", "/tmp", "--user", "65532:65532",
+                          "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--network", "none",
+                          "--no-healthcheck", ref, *SMOKE[name]], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
