@@ -65,6 +65,12 @@ REASONS = (IMAGE_PULL_FAILED, CRASH_LOOP_BACK_OFF, OOM_KILLED, CONTAINER_CRASHIN
 IMAGE_PULL_WAITING = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
                                 "ImageInspectError", "RegistryUnavailable", "SignatureValidationFailed"})
 
+# The kubelet alternates ErrImagePull (an attempt failed) and ImagePullBackOff (waiting to try
+# again, message 'Back-off pulling image "<ref>": ErrImagePull: <error>'); status names both
+# as ImagePullBackOff with the underlying error, so it does not change at every retry.
+_PULL_RETRY = frozenset({"ErrImagePull", "ImagePullBackOff"})
+_BACKOFF_PREFIX = re.compile(r'^\s*(?:Back-off pulling image "[^"]*":?\s*)?(?:ErrImagePull:\s*)?')
+
 KUBELET_MESSAGE_CHARS = 300    # of a kubelet/scheduler message quoted in status
 TAIL_LINES = 3                 # of a termination message quoted in status
 TAIL_CHARS = 300
@@ -283,6 +289,19 @@ def _logs_hint(pod: Mapping[str, Any], ctr: Mapping[str, Any], previous: bool) -
             + (" --previous" if previous else ""))
 
 
+def _exited(pod: Mapping[str, Any], ctr: Mapping[str, Any], term: Mapping[str, Any], secrets: Iterable[str]) -> str:
+    """The same sentence whether the pod's phase is still Running or already Failed."""
+    return f"{_ctr_label(ctr)} exited with {_exit(term, secrets)}; {_logs_hint(pod, ctr, previous=False)}."
+
+
+def failed_attempts(pods: Sequence[Mapping[str, Any]]) -> int:
+    """How many of a Job's pods have failed (phase Failed, or a container that exited non-zero
+    before the phase caught up): the Job's status.failed, known a moment earlier."""
+    return sum(1 for p in pods if p.get("phase") == "Failed" or any(
+        (c.get("state") or {}).get("state") == "terminated" and (c.get("state") or {}).get("exitCode") not in (0, None)
+        for c in p.get("containers") or []))
+
+
 def _oom(pod: Mapping[str, Any], ctr: Mapping[str, Any], term: Mapping[str, Any]) -> _PodFault:
     limit = f" {ctr['memoryLimit']}" if ctr.get("memoryLimit") else ""
     code = term.get("exitCode")
@@ -313,8 +332,7 @@ def classify_pod(pod: Mapping[str, Any], *, restart_always: bool,
         for ctr in pod.get("containers") or []:
             term = ctr.get("state") or {}
             if term.get("state") == "terminated" and term.get("exitCode") not in (0, None):
-                return _PodFault(CONTAINER_CRASHING, f"{_ctr_label(ctr)} exited with {_exit(term, secrets)}.",
-                                 terminal=True)
+                return _PodFault(CONTAINER_CRASHING, _exited(pod, ctr, term, secrets), terminal=True)
         if reason:
             return _PodFault(POD_FAILED, f"failed {_paren(reason, pod.get('message'), secrets)}.", terminal=True)
         detail = _quote(pod.get("message"), secrets) or "no reason given"
@@ -327,8 +345,11 @@ def classify_pod(pod: Mapping[str, Any], *, restart_always: bool,
         if wreason in IMAGE_PULL_WAITING:
             hint = ("fix the image name (chart values images.*)" if wreason == "InvalidImageName" else
                     "build and load it (make images) or set the image registry (global.imageRegistry)")
+            label, message = wreason, st.get("message")
+            if wreason in _PULL_RETRY:  # one stable sentence while the kubelet alternates the two
+                label, message = "ImagePullBackOff", _BACKOFF_PREFIX.sub("", message or "")
             return _PodFault(IMAGE_PULL_FAILED, f"cannot pull image {ctr.get('image', '?')} "
-                             f"{_paren(wreason, st.get('message'), secrets)}: {hint}.")
+                             f"{_paren(label, message, secrets)}: {hint}.")
         if wreason in START_FAILURES:
             return _PodFault(wreason, f"{_ctr_label(ctr)} cannot start {_paren(wreason, st.get('message'), secrets)}.")
     for ctr in pod.get("containers") or []:
@@ -336,8 +357,7 @@ def classify_pod(pod: Mapping[str, Any], *, restart_always: bool,
         if st.get("state") == "terminated" and st.get("exitCode") not in (0, None):
             if st.get("reason") == OOM_KILLED:
                 return _oom(pod, ctr, st)
-            return _PodFault(CONTAINER_CRASHING, f"{_ctr_label(ctr)} exited with {_exit(st, secrets)}; "
-                             f"{_logs_hint(pod, ctr, previous=False)}.")
+            return _PodFault(CONTAINER_CRASHING, _exited(pod, ctr, st, secrets), terminal=not restart_always)
         crashed_before = (last.get("state") == "terminated" and not ctr.get("ready")
                           and (last.get("exitCode") not in (0, None) or last.get("reason") == OOM_KILLED))
         looping = st.get("state") == "waiting" and st.get("reason") == CRASH_LOOP_BACK_OFF

@@ -104,13 +104,12 @@ def _one_line(text: Any, limit: int = 400) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
-def _retries(job: dict[str, Any]) -> str:
-    """' The Job retries (1 of 3 attempts failed).' from the Job's status and backoffLimit."""
-    failed = (job.get("status") or {}).get("failed") or 0
+def _retries(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:
+    """' The Job retries (1 of 3 attempts failed).' from the failed pods (or the Job's status,
+    whichever knows more) and the Job's backoffLimit; '' when no retry is left."""
+    failed = max((job.get("status") or {}).get("failed") or 0, podfaults.failed_attempts(pods))
     limit = (job.get("spec") or {}).get("backoffLimit")
-    if limit is None or not failed:
-        return ""
-    if failed > limit:
+    if limit is None or not failed or failed > limit:
         return ""
     return f" The Job retries ({failed} of {limit + 1} attempts failed)."
 
@@ -368,11 +367,11 @@ class Reconciler:
                        f"{t.r.qtype}, verify.")
         obs.model = running
         obs.quantization = {**obs.quantization, "stage": "Running", "job": job_name}
-        fault = podfaults.child_fault("Job", job_name, self.cache.pods(t.namespace, t.name, job=job_name),
-                                      secrets=secret_values)
+        pods = self.cache.pods(t.namespace, t.name, job=job_name)
+        fault = podfaults.child_fault("Job", job_name, pods, secrets=secret_values)
         if fault is not None:
             if fault.degraded and fault.reason in _RETRIED:
-                fault = dataclasses.replace(fault, message=fault.message + _retries(live))
+                fault = dataclasses.replace(fault, message=fault.message + _retries(live, pods))
             self._note_fault(fault, obs, out)
         return False
 
