@@ -24,7 +24,7 @@ from typing import Any
 
 import pydantic
 
-from slm_operator import api, metrics, podfaults
+from slm_operator import api, hub, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
@@ -215,6 +215,9 @@ class Reconciler:
         if cr.spec.model.s3_credentials_secret_ref:
             name = cr.spec.model.s3_credentials_secret_ref.name
             refs.append(("spec.model.s3CredentialsSecretRef", api.SecretKeyRef(name=name, key="AWS_ACCESS_KEY_ID")))
+        # The hub CA bundle (spec.model.hub.caBundleSecretRef or the chart's hub.caBundleSecretName):
+        # missing, the Job pod would sit in ContainerCreating on a failed mount.
+        refs += hub.secret_refs(cr.spec.model, self.ctx.hub)
         for field, ref in refs:
             secret = await self.kube.get("v1", "Secret", ref.name, ns)
             if secret is None:
