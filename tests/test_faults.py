@@ -725,3 +725,21 @@ def test_messages_read_well_without_kubelet_text() -> None:
     dotted = pod("j-1", component="quantizer", job="j", phase="Failed",
                  state={"terminated": {"exitCode": 1, "reason": "Error", "message": "bad input.\n"}})
     assert "code 1 (Error): bad input; see kubectl" in classify(dotted, kind="Job", name="j").message
+
+
+def test_recreated_deployment_gets_its_api_key_secret_again(world: Any) -> None:
+    """Deleting an SLMDeployment garbage-collects its generated key Secret; a new one of the same
+    name must get a new Secret (seen on the real node: pods waited on a missing Secret mount)."""
+    w = world
+    w.run()
+    secrets = [o for o in w.kube.applied if o["kind"] == "Secret"]
+    assert len(secrets) == 1
+    w.kube.secrets[secrets[0]["metadata"]["name"]] = secrets[0]
+    w.run()
+    assert len([o for o in w.kube.applied if o["kind"] == "Secret"]) == 1, "created once per CR"
+    # Deleted (the Secret goes with it) and created again: a new uid.
+    w.kube.secrets.clear()
+    w.body = {**w.body, "metadata": {**w.body["metadata"], "uid": "cr-uid-2"}, "status": {}}
+    w.run()
+    again = [o for o in w.kube.applied if o["kind"] == "Secret"]
+    assert len(again) == 2 and again[1]["metadata"]["ownerReferences"][0]["uid"] == "cr-uid-2"

@@ -132,7 +132,7 @@ class Reconciler:
         self.kube = kube
         self.cache = cache
         self.ctx = ctx
-        self._known_secrets: set[tuple[str, str]] = set()
+        self._known_secrets: set[tuple[str, str, str]] = set()
         self._recorded_jobs: set[str] = set()  # Job uids already counted in the metrics
         self._status_refusals: set[tuple[str, str]] = set()  # (CR uid, message) already posted
 
@@ -233,8 +233,14 @@ class Reconciler:
         return None
 
     async def _ensure_generated_secret(self, obj: dict[str, Any], out: Outcome) -> None:
-        """Create-once: the random key is written on creation and never rotated by us."""
-        key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        """Create-once: the random key is written on creation and never rotated by us.
+
+        Remembered per owner uid: a Secret garbage-collected with a deleted SLMDeployment is
+        made again for a re-created one of the same name (found on a real node: its pods
+        waited on a missing Secret mount)."""
+        meta = obj["metadata"]
+        owner = next((o.get("uid", "") for o in meta.get("ownerReferences") or []), "")
+        key = (meta["namespace"], meta["name"], owner)
         if key in self._known_secrets:
             return
         if await self.kube.get("v1", "Secret", key[1], key[0]) is None:
