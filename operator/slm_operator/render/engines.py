@@ -55,6 +55,17 @@ def _ports(metrics_separate: bool) -> list[Obj]:
     return ports
 
 
+# What the quantization Job writes for each vLLM format, and so what vLLM must be told.
+# awq/gptq: llm-compressor saves compressed-tensors, with a quantization_config in
+# config.json; vLLM reads the method from there (and picks its Marlin kernels itself), and
+# refuses a --quantization that names another method. fp8: the Job publishes the 16-bit
+# source folder as is and vLLM quantizes at load, so it needs --quantization fp8. none: the
+# source folder as is (a pre-quantized source carries its own quantization_config).
+# The launcher applies the same rule to the artifact it finds (slm_vllm.artifact).
+ARTIFACT_QUANTIZATION = {"awq": "compressed-tensors", "gptq": "compressed-tensors", "fp8": None, "none": None}
+VLLM_QUANTIZATION_FLAG = {"fp8": "fp8"}
+
+
 def vllm_args(t: Target) -> list[str]:
     opts = t.spec.engine.vllm
     r = t.r
@@ -80,9 +91,10 @@ def vllm_args(t: Target) -> list[str]:
         args.append("--enable-prefix-caching")
     if opts and opts.kv_cache_dtype != "auto":
         args += ["--kv-cache-dtype", opts.kv_cache_dtype]
-    if r.format in ("awq", "gptq", "fp8"):
-        args += ["--quantization", {"awq": "awq_marlin", "gptq": "gptq_marlin", "fp8": "fp8"}[r.format]]
-    elif r.format == "none":
+    flag = VLLM_QUANTIZATION_FLAG.get(r.format)
+    if flag:
+        args += ["--quantization", flag]
+    if r.format == "none":
         args += ["--dtype", "bfloat16" if r.qtype == "bf16" else "float16"]
     if t.spec.model.trust_remote_code:
         args.append("--trust-remote-code")

@@ -17,6 +17,23 @@ class GpuRequired(RuntimeError):
     pass
 
 
+# What the serving side relies on: vLLM reads the method from this config (the operator passes
+# no --quantization for awq/gptq; render/engines.py ARTIFACT_QUANTIZATION).
+SAVED_QUANT_METHOD = "compressed-tensors"
+
+
+def check_saved_format(staging: Path) -> str:
+    """The saved config.json names compressed-tensors, as the serving args assume."""
+    import json
+
+    q = json.loads((staging / "config.json").read_text()).get("quantization_config") or {}
+    method = q.get("quant_method")
+    if method != SAVED_QUANT_METHOD:
+        raise RuntimeError(f"llm-compressor saved quant_method {method!r}, not {SAVED_QUANT_METHOD!r}: "
+                           "vLLM would be started with the wrong quantization; the artifact was not written")
+    return method
+
+
 def _perplexity(model, tok, text: str) -> tuple[float, int]:
     import torch
 
@@ -53,6 +70,7 @@ def run(model_dir: Path, method: str, staging: Path, text: str, prompt: str, tru
     oneshot(model=model, dataset=ds, recipe=[modifier], max_seq_length=512, num_calibration_samples=len(samples))
     model.save_pretrained(staging, save_compressed=True)
     tok.save_pretrained(staging)
+    check_saved_format(staging)
     timings["quantize"] = round(time.monotonic() - t, 2)
     del model
     torch.cuda.empty_cache()
