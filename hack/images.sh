@@ -10,6 +10,8 @@
 #                                          with: ctr -n k8s.io images import PATH
 #   hack/images.sh ref NAME                print the reference of one image
 #   hack/images.sh list                    print "NAME REF" for every image
+#   hack/images.sh prune                   remove untagged images (old builds and the build-step
+#                                          cache: frees disk, the next changed build is slower)
 #   hack/images.sh base                    build (cached) the SLM_BASE=debian base, print its ref
 #   hack/images.sh ollama-bin              build (cached) the ollama binary, print its path
 # NAMEs: operator quantizer onnxruntime-server ollama vllm. References are what the chart and the
@@ -294,6 +296,8 @@ build_one() {
   if ! engine_build -f "$REPO/$df" -t "$ref" --label "$LABEL_KEY=$hash" "${args[@]}" "$REPO" \
        >"$CACHE/logs/build-$name.log" 2>&1; then
     tail -n 30 "$CACHE/logs/build-$name.log" >&2
+    [[ -z "${SLM_BASE:-}" ]] && log "the upstream bases (python, ollama/ollama, vllm/vllm-openai) are pulled" \
+      "by short name; where they cannot be pulled, SLM_BASE=debian builds the bases from Debian packages"
     die "building $name failed; full log: $CACHE/logs/build-$name.log"
   fi
   printf '%-20s built   %5s s  %9s  %s\n' "$name" "$((SECONDS - start))" "$(image_size_mb "$ref")" "$ref"
@@ -352,6 +356,7 @@ case "${1:-build}" in
   ref) ref_of "${2:?usage: images.sh ref NAME}" ;;
   list) for n in "${ALL[@]}"; do echo "$n $(ref_of "$n")"; done ;;
   base) engine >/dev/null; debian_base ;;
+  prune) case "$(engine)" in buildah) buildah rmi --prune ;; *) e image prune -f ;; esac >/dev/null ;;
   ollama-bin) ollama_bin ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) cmd_build "$@" ;;

@@ -202,7 +202,10 @@ def test_pinned_engine_versions_agree():
                              (REPO / "runtime-images/vllm/slm_vllm/options.py").read_text(), re.M).group(1)
     instrs = _instructions(REPO / "runtime-images/vllm/Dockerfile")
     assert _arg_defaults(instrs)["VLLM_IMAGE"] == f"vllm/vllm-openai:v{vllm_version}"
-    assert any(w == "RUN" and f"vllm=={vllm_version}" in r for w, r in instrs)
+    assert any(w == "RUN" and f"vllm=={vllm_version}" in r and "-c /opt/vllm-constraints.txt" in r
+               for w, r in instrs)
+    constraints = (REPO / "tests/engines/vllm-constraints.txt").read_text()
+    assert f"\nvllm=={vllm_version}\n" in constraints
     assert "FROM ${PYTHON_IMAGE} AS vllm-pip" in (REPO / "runtime-images/vllm/Dockerfile").read_text()
 
 
