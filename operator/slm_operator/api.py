@@ -15,7 +15,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
@@ -31,13 +31,45 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # becomes a label value capped at 63): 40 + 18 = 58 leaves room.
 MAX_NAME_LENGTH = 40
 
-QUANTITY_PATTERN = r"^([+]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+# A Kubernetes quantity as resource.ParseQuantity reads it (no sign: these are sizes).
+QUANTITY_PATTERN = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# The CR name: a DNS-1035 label, because it is also the Service's name (the strictest of the
+# children's name rules: Service DNS-1035 label; Deployment, Secret, PVC, Job, HPA, PDB,
+# NetworkPolicy, ServiceMonitor DNS-1123 subdomain; the Job name is also a label value).
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MESSAGE = (
+    "metadata.name must start with a lower-case letter, contain only lower-case letters, digits "
+    "and '-' (no dots or underscores) and end with a letter or digit, because it also names the "
+    "Service (a DNS-1035 label): e.g. phi-3-5-mini instead of phi-3.5-mini"
+)
+NAME_LENGTH_MESSAGE = (
+    f"metadata.name must be at most {MAX_NAME_LENGTH} characters so that child object names fit "
+    "(the quantization Job adds 18 characters and must stay a 63-character label value)"
+)
+# A Secret (or other object) name: a DNS-1123 subdomain.
+OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# Label keys (also annotation keys): an optional DNS-subdomain prefix and "/", then a name of
+# at most 63 letters, digits, '-', '_' and '.' that starts and ends with a letter or digit.
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$"
+LABEL_KEY_WORDS = ("a label key: an optional DNS prefix and '/', then at most 63 letters, digits, "
+                   "'-', '_' and '.' starting and ending with a letter or digit (e.g. "
+                   "node.kubernetes.io/instance-type)")
+LABEL_VALUE_WORDS = ("at most 63 letters, digits, '-', '_' and '.', starting and ending with a "
+                     "letter or digit (or empty)")
 SOURCE_PATTERN = (
     r"^(hf://[A-Za-z0-9][-_.A-Za-z0-9]*/[-_.A-Za-z0-9]+"
     r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/[^\s]*"
     r"|s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/[^\s]*)?)$"
+)
+SOURCE_MESSAGE = (
+    "model.source must be hf://ORG/NAME (a Hugging Face repo id: for "
+    "https://huggingface.co/Qwen/Qwen3-0.6B write hf://Qwen/Qwen3-0.6B and put a branch, tag or commit "
+    "in model.revision), pvc://CLAIM/PATH (a PersistentVolumeClaim in this namespace) or "
+    "s3://BUCKET/PREFIX"
 )
 # A hub base URL: http(s), a DNS name or IPv4 address, an optional port 1-65535 and path; no
 # credentials, query or fragment. No backslashes or quotes: it is also embedded in a CEL rule.
@@ -52,10 +84,57 @@ HUB_ENDPOINT_MESSAGE = (
     "https://hub.mirror.internal or http://hub-mirror.models.svc:8080"
 )
 
+SECRET_NAME_WORDS = ("a Secret name: at most 253 lower-case letters, digits, '-' and '.', starting and "
+                     "ending with a letter or digit")
+SECRET_KEY_WORDS = "a key of the Secret: letters, digits, '-', '_' and '.'"
+
 
 def rules(*pairs: tuple[str, str]) -> dict[str, Any]:
     """CEL validation rules (rule, message) for a model's JSON schema."""
     return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in pairs]}
+
+
+def _cel_string(pattern: str) -> str:
+    if "'" in pattern:
+        raise ValueError(f"pattern {pattern!r} cannot be a raw CEL string")
+    return f"r'{pattern}'"
+
+
+def matching(pattern: str, message: str) -> tuple[Any, Any]:
+    """Annotated metadata: the value must match `pattern`, else `message` (words, not the regex).
+
+    The same check runs in pydantic (specs that reach the operator without admission) and as
+    a CEL rule in the CRD, so admission and `slmctl validate` say the same sentence. A plain
+    JSON-schema `pattern` would make the API server quote the regular expression instead."""
+    rx = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not rx.fullmatch(value):
+            raise PydanticCustomError("pattern_in_words", message)
+        return value
+
+    return AfterValidator(check), Field(json_schema_extra=rules(
+        (f"self.matches({_cel_string(pattern)})", message)))
+
+
+def label_map(field: str, *, values: bool = True, max_items: int = 32) -> tuple[Any, ...]:
+    """Annotated metadata for a map of labels (keys and values checked) or annotations (keys)."""
+    key_rx, value_rx = re.compile(LABEL_KEY_PATTERN), re.compile(LABEL_VALUE_PATTERN)
+    key_msg = f"{field} keys must each be {LABEL_KEY_WORDS}"
+    value_msg = f"{field} values must each be a label value: {LABEL_VALUE_WORDS}"
+
+    def check(value: Any) -> Any:
+        for k, v in (value or {}).items():
+            if len(k) > 317 or not key_rx.fullmatch(k):
+                raise PydanticCustomError("label_key", key_msg)
+            if values and not value_rx.fullmatch(v):
+                raise PydanticCustomError("label_value", value_msg)
+        return value
+
+    pairs = [(f"self.all(k, size(k) <= 317 && k.matches({_cel_string(LABEL_KEY_PATTERN)}))", key_msg)]
+    if values:
+        pairs.append((f"self.all(k, self[k].matches({_cel_string(LABEL_VALUE_PATTERN)}))", value_msg))
+    return AfterValidator(check), Field(max_length=max_items, json_schema_extra=rules(*pairs))
 
 
 class Model(BaseModel):
@@ -100,26 +179,26 @@ FORMAT_TYPES: dict[str, tuple[str, ...]] = {
 class SecretKeyRef(Model):
     """A key of a Secret in the CR's namespace."""
 
-    name: Annotated[str, Field(description="Name of the Secret (same namespace).", pattern=DNS_LABEL_PATTERN,
-                               max_length=253)]
-    key: Annotated[str, Field(description="Key inside the Secret.", pattern=SECRET_KEY_PATTERN,
-                              max_length=253)] = "token"
+    name: Annotated[str, Field(description="Name of the Secret (same namespace).", max_length=253),
+                    *matching(OBJECT_NAME_PATTERN, f"name must be {SECRET_NAME_WORDS}")]
+    key: Annotated[str, Field(description="Key inside the Secret.", max_length=253),
+                   *matching(SECRET_KEY_PATTERN, f"key must be {SECRET_KEY_WORDS}")] = "token"
 
 
 class SecretRef(Model):
     """A Secret in the CR's namespace."""
 
-    name: Annotated[str, Field(description="Name of the Secret (same namespace).", pattern=DNS_LABEL_PATTERN,
-                               max_length=253)]
+    name: Annotated[str, Field(description="Name of the Secret (same namespace).", max_length=253),
+                    *matching(OBJECT_NAME_PATTERN, f"name must be {SECRET_NAME_WORDS}")]
 
 
 class CABundleRef(Model):
     """A PEM CA bundle in a Secret of the CR's namespace."""
 
-    name: Annotated[str, Field(description="Name of the Secret (same namespace).", pattern=DNS_LABEL_PATTERN,
-                               max_length=253)]
-    key: Annotated[str, Field(description="Key holding the PEM bundle.", pattern=SECRET_KEY_PATTERN,
-                              max_length=253)] = "ca.crt"
+    name: Annotated[str, Field(description="Name of the Secret (same namespace).", max_length=253),
+                    *matching(OBJECT_NAME_PATTERN, f"name must be {SECRET_NAME_WORDS}")]
+    key: Annotated[str, Field(description="Key holding the PEM bundle.", max_length=253),
+                   *matching(SECRET_KEY_PATTERN, f"key must be {SECRET_KEY_WORDS}")] = "ca.crt"
 
 
 class HubSpec(Model):
@@ -170,13 +249,15 @@ class ModelSource(Model):
         description="Model location: hf://ORG/NAME (Hugging Face hub), pvc://CLAIM/PATH (a "
                     "PersistentVolumeClaim in this namespace) or s3://BUCKET/PREFIX. Immutable: "
                     "create a new SLMDeployment to serve another model.",
-        pattern=SOURCE_PATTERN, max_length=512,
+        max_length=512,
         json_schema_extra=rules(("self == oldSelf",
                                  "model.source is immutable: create a new SLMDeployment instead")),
-    )]
+    ), *matching(SOURCE_PATTERN, SOURCE_MESSAGE)]
     revision: Annotated[str | None, Field(
-        description="Hub revision to pin: a commit SHA (recommended), tag or branch.",
-        pattern=r"^[-_./A-Za-z0-9]{1,128}$")] = None
+        description="Hub revision to pin: a commit SHA (recommended), tag or branch.", max_length=128),
+        *matching(r"^[-_./A-Za-z0-9]{1,128}$",
+                  "model.revision must be a commit SHA, tag or branch name: letters, digits, '-', '_', "
+                  "'.' and '/' (e.g. main, v1.0 or a 40-hex commit)")] = None
     token_secret_ref: Annotated[SecretKeyRef | None, Field(
         description="Secret holding a hub token for gated models. Mounted as a file into the "
                     "quantization Job only; never placed in args or env literals.")] = None
@@ -192,7 +273,10 @@ class ModelSource(Model):
                     "models whose code you have reviewed.")] = False
     served_name: Annotated[str | None, Field(
         description="Model name clients pass in requests (default: the model's repo name, "
-                    "lower-cased).", pattern=r"^[-_.:/A-Za-z0-9]{1,128}$")] = None
+                    "lower-cased).", max_length=128),
+        *matching(r"^[-_.:/A-Za-z0-9]{1,128}$",
+                  "model.servedName must be 1 to 128 letters, digits, '-', '_', '.', ':' and '/' "
+                  "(e.g. qwen3-0.6b)")] = None
     context_length: Annotated[int | None, Field(
         description="Maximum context length to serve (tokens): vLLM --max-model-len, Ollama num_ctx, "
                     "the ONNX server's --max-model-len. Default: chosen by sizing so the KV cache for "
@@ -204,7 +288,7 @@ class Quantization(Model):
 
     model_config = ConfigDict(
         json_schema_extra=rules(
-            ("!has(self.type) || "
+            ("!has(self.type) || !has(self.format) || "
              "(self.format == 'none' && self.type in ['bf16', 'fp16']) || "
              "(self.format == 'gguf' && self.type in ['Q4_K_M', 'Q5_K_M', 'Q8_0', 'Q6_K', 'Q4_0']) || "
              "(self.format == 'onnx' && self.type in ['int4', 'fp16']) || "
@@ -279,7 +363,10 @@ class OllamaOptions(Model):
                                          ge=256, le=1048576)] = None
     num_parallel: Annotated[int, Field(description="OLLAMA_NUM_PARALLEL.", ge=1, le=64)] = 4
     keep_alive: Annotated[str, Field(description="OLLAMA_KEEP_ALIVE (-1 keeps the model loaded).",
-                                     pattern=r"^(-1|[0-9]+[smh]?)$")] = "-1"
+                                     max_length=16),
+                          *matching(r"^(-1|[0-9]+[smh]?)$",
+                                    "engine.ollama.keepAlive must be -1 (keep the model loaded) or a "
+                                    "whole number of seconds, minutes or hours such as 300, 5m or 1h")] = "-1"
 
 
 class OnnxRuntimeOptions(Model):
@@ -307,8 +394,11 @@ class EngineSpec(Model):
 class GPU(Model):
     count: Annotated[int, Field(description="GPUs per replica (nvidia.com/gpu).", ge=0, le=8)] = 1
     product: Annotated[str | None, Field(
-        description="GPU product label value (nvidia.com/gpu.product), e.g. NVIDIA-L4; used for "
-                    "scheduling and sizing.", pattern=r"^[-_.A-Za-z0-9]{1,63}$")] = None
+        description="GPU product label value (nvidia.com/gpu.product), e.g. NVIDIA-L4 or "
+                    "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb; used for scheduling and sizing.", max_length=63),
+        *matching(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+                  "resources.gpu.product must be the node's nvidia.com/gpu.product label value, e.g. "
+                  f"NVIDIA-L4: {LABEL_VALUE_WORDS.replace(' (or empty)', '')}")] = None
 
 
 class Resources(Model):
@@ -316,9 +406,14 @@ class Resources(Model):
 
     gpu: GPU | None = None
     cpu: Annotated[str | None, Field(description="CPU request and limit (e.g. \"4\", \"500m\").",
-                                     pattern=QUANTITY_PATTERN)] = None
+                                     max_length=32),
+                   *matching(QUANTITY_PATTERN, "resources.cpu must be a Kubernetes quantity such as "
+                             "4, 0.5 or 500m (a number with an optional suffix m, k, Ki, M, Mi, G, Gi...)")] = None
     memory: Annotated[str | None, Field(description="Memory request and limit (e.g. \"16Gi\").",
-                                        pattern=QUANTITY_PATTERN)] = None
+                                        max_length=32),
+                      *matching(QUANTITY_PATTERN, "resources.memory must be a Kubernetes quantity such "
+                                "as 16Gi or 512Mi (a number with an optional suffix Ki, Mi, Gi, Ti, k, M, "
+                                "G, T...)")] = None
 
 
 class MetricType(StrEnum):
@@ -377,10 +472,12 @@ class Autoscaling(Model):
 class PeerSelector(Model):
     """Who may call the endpoint (a NetworkPolicy peer)."""
 
-    namespace_selector: Annotated[dict[str, str] | None, Field(
-        description="matchLabels for namespaces; omitted means this namespace only.")] = None
-    pod_selector: Annotated[dict[str, str] | None, Field(
-        description="matchLabels for pods; omitted means all pods of the selected namespaces.")] = None
+    namespace_selector: Annotated[dict[str, Annotated[str, Field(max_length=63)]] | None, Field(
+        description="matchLabels for namespaces; omitted means this namespace only."),
+        *label_map("access.allowedFrom[].namespaceSelector")] = None
+    pod_selector: Annotated[dict[str, Annotated[str, Field(max_length=63)]] | None, Field(
+        description="matchLabels for pods; omitted means all pods of the selected namespaces."),
+        *label_map("access.allowedFrom[].podSelector")] = None
 
 
 class Access(Model):
@@ -402,7 +499,9 @@ class Storage(Model):
 
     size: Annotated[str | None, Field(
         description="PVC size. Default: from sizing (model + artifact, with headroom). Can only "
-                    "grow.", pattern=QUANTITY_PATTERN)] = None
+                    "grow.", max_length=32),
+        *matching(QUANTITY_PATTERN, "storage.size must be a Kubernetes quantity such as 20Gi or 500Gi "
+                  "(a number with an optional suffix Ki, Mi, Gi, Ti, k, M, G, T...)")] = None
     storage_class_name: Annotated[str | None, Field(
         description="StorageClass (immutable). Omitted: the cluster default.", max_length=253,
         json_schema_extra=rules(("self == oldSelf", "storage.storageClassName is immutable")),
@@ -422,9 +521,24 @@ class Monitoring(Model):
 
 
 class Toleration(Model):
-    key: str | None = None
+    """A pod toleration, checked as the API server checks a pod's."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+             "tolerations[].operator must be Exists when key is empty (that tolerates every taint)"),
+            ("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+             "tolerations[].value must be empty when operator is Exists"),
+            ("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+             "tolerations[].tolerationSeconds needs effect NoExecute"),
+        ),
+    )
+
+    key: Annotated[str | None, Field(max_length=317),
+                   *matching(f"^$|{LABEL_KEY_PATTERN}", f"tolerations[].key must be {LABEL_KEY_WORDS}")] = None
     operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    value: Annotated[str | None, Field(max_length=63),
+                     *matching(LABEL_VALUE_PATTERN, f"tolerations[].value must be {LABEL_VALUE_WORDS}")] = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = None
 
@@ -440,6 +554,13 @@ class SLMDeploymentSpec(Model):
              "(self.engine.name == 'onnxruntime' && self.quantization.format == 'onnx')",
              "quantization.format is not served by engine.name: vllm serves none|awq|gptq|fp8, "
              "ollama serves gguf, onnxruntime serves onnx"),
+            ("!has(self.quantization) || !has(self.quantization.type) || has(self.quantization.format) || "
+             "(self.engine.name == 'ollama' && "
+             "self.quantization.type in ['Q4_K_M', 'Q5_K_M', 'Q8_0', 'Q6_K', 'Q4_0']) || "
+             "(self.engine.name == 'onnxruntime' && self.quantization.type in ['int4', 'fp16']) || "
+             "(self.engine.name == 'vllm' && self.quantization.type in ['bf16', 'fp16'])",
+             "quantization.type needs quantization.format (or an engine.name whose default format takes "
+             "that type): e.g. format: gguf for Q4_K_M, onnx for int4, awq for w4a16"),
             ("!has(self.replicas) || !has(self.autoscaling)",
              "set either replicas or autoscaling (the HPA owns the replica count)"),
             ("self.engine.name != 'vllm' || !has(self.resources) || !has(self.resources.gpu) || "
@@ -477,22 +598,32 @@ class SLMDeploymentSpec(Model):
     access: Access = Access()
     storage: Storage = Storage()
     monitoring: Monitoring = Monitoring()
-    node_selector: Annotated[dict[str, str], Field(
-        description="Extra node labels the serving pods require.")] = {}
+    node_selector: Annotated[dict[str, Annotated[str, Field(max_length=63)]], Field(
+        description="Extra node labels the serving pods require."), *label_map("nodeSelector")] = {}
     tolerations: Annotated[list[Toleration], Field(description="Extra tolerations.",
                                                    max_length=16)] = []
-    pod_annotations: Annotated[dict[str, str], Field(
-        description="Annotations added to serving pods.")] = {}
+    pod_annotations: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(
+        description="Annotations added to serving pods."),
+        *label_map("podAnnotations", values=False, max_items=64)] = {}
 
 
 class ObjectMeta(Model):
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: Annotated[str, AfterValidator(lambda v: _check_name(v))]
     namespace: str = "default"
     uid: str | None = None
     generation: int | None = None
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
+
+
+def _check_name(name: str) -> str:
+    """The CRD's metadata.name rules, for CRs that reach the operator without admission."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise PydanticCustomError("name_length", NAME_LENGTH_MESSAGE)
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise PydanticCustomError("name_pattern", NAME_MESSAGE)
+    return name
 
 
 class SLMDeployment(Model):

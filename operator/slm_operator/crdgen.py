@@ -20,7 +20,7 @@ from slm_operator import api
 
 KEEP = {
     "type", "description", "enum", "pattern", "minimum", "maximum", "minLength", "maxLength",
-    "minItems", "maxItems", "items", "properties", "required", "additionalProperties",
+    "minItems", "maxItems", "maxProperties", "items", "properties", "required", "additionalProperties",
     "default", "x-kubernetes-validations",
 }
 
@@ -42,6 +42,8 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         merged = {**inner, **_structural(rest, defs)} if rest else inner
         if inner_rules and "x-kubernetes-validations" in rest:
             merged["x-kubernetes-validations"] = inner_rules + rest["x-kubernetes-validations"]
+        if merged.get("type") == "object" and "maxLength" in merged:
+            merged["maxProperties"] = merged.pop("maxLength")
         return merged
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -60,6 +62,8 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out["type"] = "string"
     if "properties" in out:
         out["type"] = "object"
+    if out.get("type") == "object" and "maxLength" in out:  # pydantic spells a dict's bound maxLength
+        out["maxProperties"] = out.pop("maxLength")
     if isinstance(out.get("default"), dict):
         out["default"] = {}
     if out.get("default") is None:
@@ -90,11 +94,11 @@ def build_crd() -> dict[str, Any]:
                 "x-kubernetes-preserve-unknown-fields": True,
             },
         },
-        "x-kubernetes-validations": [{
-            "rule": f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
-            "message": f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters so "
-                       "that child object names fit",
-        }],
+        "x-kubernetes-validations": [
+            {"rule": f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}", "message": api.NAME_LENGTH_MESSAGE},
+            {"rule": f"self.metadata.name.matches({api._cel_string(api.NAME_PATTERN)})",
+             "message": api.NAME_MESSAGE},
+        ],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

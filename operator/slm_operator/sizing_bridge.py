@@ -70,9 +70,11 @@ def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
     gpu = res.gpu if res and res.gpu else None
     q = spec.quantization
     guess_engine = engine if engine != "auto" else None
+    # A type without a format (admitted when the engine's default format takes it) means that format.
+    fmt = str(q.format) if q and q.format else (DEFAULT_FORMAT.get(engine) if q and q.type else None)
     try:
         d = autoconfigure(
-            facts, engine=engine, quant_format=str(q.format) if q and q.format else None,
+            facts, engine=engine, quant_format=fmt,
             quant_type=q.type if q and q.type else None,
             gpu_product=gpu.product if gpu and gpu.count else None,
             gpu_count=gpu.count if gpu else None, cpu_only=bool(gpu is not None and gpu.count == 0),

@@ -72,7 +72,10 @@ def _cel_errors(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
         except Exception as e:  # a rule that cannot evaluate is a rejection at admission too
             errors.append(f"{path or '<root>'}: rule {rule['rule']!r} failed to evaluate: {e}")
             continue
-        if isinstance(ok, celpy.CELEvalError) or not bool(ok):
+        if isinstance(ok, celpy.CELEvalError):
+            errors.append(f"{path or '<root>'}: rule {rule['rule']!r} failed to evaluate: {ok}")
+            continue
+        if not bool(ok):
             errors.append(f"{path or '<root>'}: {rule['message']}")
     if isinstance(obj, dict):
         for key, sub in schema.get("properties", {}).items():
