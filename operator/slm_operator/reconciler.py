@@ -164,8 +164,11 @@ class Reconciler:
 
         if not r.fits:
             metrics.SIZING_REFUSALS.labels(engine=r.engine).inc()
-            obs.problem = Cond(True, "DoesNotFit", r.reason)
-            obs.model = Cond(False, "DoesNotFit", "Not fetched: the model does not fit the hardware.")
+            # Catalog facts admission cannot see (slmctl validate says the same): the fit, a gated
+            # model without a token, an unknown GPU label, a dtype the model family cannot run in.
+            obs.problem = Cond(True, r.refusal, r.reason)
+            obs.model = Cond(False, r.refusal, "Not fetched: the model does not fit the hardware."
+                             if r.refusal == "DoesNotFit" else f"Not fetched: fix {r.refusal_field} first.")
             await self._write_status(body, obs, old_status, out)
             return out
 

@@ -36,6 +36,9 @@ class Resolved:
     total_bytes: int | None = None
     served_name: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # When fits is False: the Degraded condition's reason and the spec field to fix.
+    refusal: str = "DoesNotFit"
+    refusal_field: str = "spec"
 
 
 def served_name(spec: api.SLMDeploymentSpec) -> str:

@@ -9,13 +9,14 @@ stated defaults) and says in status that the fit was not checked.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from slm_operator import api
 from slm_operator.resolve import Resolved, served_name
 from slm_operator.sizing.autoconfig import autoconfigure
-from slm_operator.sizing.catalog import lookup_model
-from slm_operator.sizing.errors import SizingError
+from slm_operator.sizing.catalog import gated_repo, lookup_model
+from slm_operator.sizing.errors import GatedModelError, SizingError
 
 DEFAULT_FORMAT = {"vllm": "none", "ollama": "gguf", "onnxruntime": "onnx"}
 GIB = 1 << 30
@@ -61,7 +62,37 @@ def _unchecked(spec: api.SLMDeploymentSpec, engine: str, why: str) -> Resolved:
     )
 
 
+def _refused(spec: api.SLMDeploymentSpec, engine: str, e: SizingError) -> Resolved:
+    fallback = _unchecked(spec, engine, "")
+    return Resolved(**{**fallback.__dict__, "fits": False, "reason": str(e), "tier": None,
+                       "refusal": e.condition_reason, "refusal_field": e.field})
+
+
+def check_gated(spec: api.SLMDeploymentSpec) -> None:
+    """A model the hub gates, named by its own repo id (not a public re-upload), needs a token."""
+    m = spec.model
+    if m.token_secret_ref is not None or not m.source.startswith("hf://") or (m.hub and m.hub.endpoint):
+        return
+    repo = gated_repo(m.source)
+    if repo:
+        raise GatedModelError(
+            f"{repo} is gated on the Hugging Face hub: the download needs a token. Accept the model's "
+            f"licence on https://huggingface.co/{repo} with your hub account, store a read token in a "
+            "Secret (kubectl create secret generic hf-token --from-literal=token=hf_...) and set "
+            "model.tokenSecretRef.name to it.")
+
+
 def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
+    r = _resolve(spec)
+    try:
+        check_gated(spec)
+    except SizingError as e:  # the sizing stands (render is unchanged); the deployment cannot start
+        return dataclasses.replace(r, fits=False, reason=str(e), refusal=e.condition_reason,
+                                   refusal_field=e.field)
+    return r
+
+
+def _resolve(spec: api.SLMDeploymentSpec) -> Resolved:
     engine = str(spec.engine.name)
     facts = lookup_model(spec.model.source)
     if facts is None:
@@ -81,8 +112,7 @@ def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
             context=_context(spec, guess_engine or "vllm"),
             concurrency=_concurrency(spec, guess_engine or "vllm"))
     except SizingError as e:
-        fallback = _unchecked(spec, engine, "")
-        return Resolved(**{**fallback.__dict__, "fits": False, "reason": str(e), "tier": None})
+        return _refused(spec, engine, e)
     k8s = d.resources.to_kubernetes()
     cpu = res.cpu if res and res.cpu else k8s["requests"]["cpu"]
     memory = res.memory if res and res.memory else k8s["requests"]["memory"]
@@ -90,7 +120,9 @@ def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
     cpu_limit = res.cpu if res and res.cpu else k8s["limits"].get("cpu")
     return Resolved(
         engine=d.engine, format=d.quant_format, qtype=d.quant_type, gpu_count=d.gpu_count,
-        gpu_product=gpu.product if gpu else d.gpu_product, cpu=cpu, memory=memory,
+        # The catalog's label value (an alias such as "L4" becomes NVIDIA-L4): it goes into the
+        # nodeSelector, where only the node's own label value matches.
+        gpu_product=d.gpu_product or (gpu.product if gpu else None), cpu=cpu, memory=memory,
         cpu_limit=cpu_limit, memory_limit=memory_limit,
         context_length=d.context, gpu_memory_utilization_percent=d.vllm_gpu_memory_utilization_percent,
         storage_size=spec.storage.size or _gi(d.storage_bytes), tier=d.tier, fits=d.fits, reason=d.reason,

@@ -3,7 +3,9 @@
 Three passes, as the API server does them: the CRD's OpenAPI schema (types, enums,
 patterns, bounds), defaulting, then the CRD's CEL rules (evaluated with cel-python on the
 defaulted object). Transition rules (those using oldSelf) need a previous object and are
-skipped offline. A last pass runs the sizing check the operator would run.
+skipped offline. A last pass runs the checks the operator makes from its catalog (the fit,
+gated models without a token, GPU product labels, dtypes a model family cannot run in), which
+admission cannot see; the operator reports those as Degraded with the same sentence.
 """
 
 from __future__ import annotations
@@ -115,6 +117,8 @@ def validate(obj: dict[str, Any], *, check_fit: bool = True) -> list[str]:
     from slm_operator.resolve import resolve
 
     r = resolve(api.SLMDeployment.model_validate(full).spec)
-    if not r.fits:
-        return [f"spec: does not fit: {r.reason}"]
+    if not r.fits:  # catalog facts admission cannot see: fit, gated models, GPU products, dtypes
+        if r.refusal == "DoesNotFit":
+            return [f"{r.refusal_field}: does not fit: {r.reason}"]
+        return [f"{r.refusal_field}: {r.reason}"]
     return []

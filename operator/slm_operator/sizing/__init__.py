@@ -18,17 +18,20 @@ from slm_operator.sizing.catalog import (
     tier_for,
 )
 from slm_operator.sizing.errors import (
+    GatedModelError,
     InvalidQuantizationError,
+    MigSliceError,
     SizingError,
     UnknownGpuError,
     UnknownModelError,
+    UnsupportedDtypeError,
     UnsupportedModelError,
 )
 from slm_operator.sizing.estimate import MemoryEstimate, estimate, kv_cache_bytes, weight_bytes
 from slm_operator.sizing.quant import parse_quant
 
 __all__ = [
-    "GpuProduct", "InvalidQuantizationError", "MemoryEstimate", "ModelFacts", "Resources",
+    "GatedModelError", "GpuProduct", "InvalidQuantizationError", "MigSliceError", "UnsupportedDtypeError", "MemoryEstimate", "ModelFacts", "Resources",
     "SizingDecision", "SizingError", "UnknownGpuError", "UnknownModelError", "UnsupportedModelError",
     "autoconfigure", "estimate", "facts_from_config", "fetch_config", "hub_repo_id", "kv_cache_bytes",
     "list_gpus", "list_models", "lookup_gpu", "lookup_model", "parse_quant", "resolve_model",

@@ -48,7 +48,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from slm_operator.sizing.catalog import GIB, MIB, GpuProduct, ModelFacts, lookup_gpu, tier_for
-from slm_operator.sizing.errors import InvalidQuantizationError, SizingError
+from slm_operator.sizing.errors import (
+    InvalidQuantizationError,
+    MigSliceError,
+    SizingError,
+    UnsupportedDtypeError,
+)
 from slm_operator.sizing.estimate import (
     CUDA_GRAPHS_BYTES,
     HOST_BASE_BYTES,
@@ -70,9 +75,16 @@ from slm_operator.sizing.quant import (
 ONNX_BUILDER_ARCHITECTURES = frozenset({
     "LlamaForCausalLM", "MistralForCausalLM", "Phi3ForCausalLM", "PhiForCausalLM",
     "Qwen2ForCausalLM", "Qwen3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
-    "Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", "GraniteForCausalLM",
-    "OlmoForCausalLM", "NemotronForCausalLM", "SmolLM3ForCausalLM",
+    "GraniteForCausalLM", "OlmoForCausalLM", "NemotronForCausalLM", "SmolLM3ForCausalLM",
 })
+# Families the project's quantizer refuses to export to ONNX (the pinned onnxruntime-genai
+# builder fails on Gemma3's per-layer-type rope settings; runtime-images/quantizer onnx.py).
+ONNX_REFUSED_FAMILIES = frozenset({"gemma3", "gemma3_text"})
+# Families that overflow to inf/NaN in float16 and that vLLM refuses to run in float16
+# (vLLM config _FLOAT16_NOT_SUPPORTED_MODELS): they need bfloat16 (compute capability 8.0+)
+# or float32. vLLM's AWQ/GPTQ kernels on GPUs without bfloat16 compute in float16 too.
+FP16_UNSAFE_FAMILIES = frozenset({"gemma2", "gemma3", "gemma3_text", "plamo2", "glm4"})
+BF16_GPU_EXAMPLES = "NVIDIA-L4, NVIDIA-A10G or NVIDIA-A100-SXM4-40GB"
 MIN_CONTEXT = 4096            # context floor when we choose the context ourselves
 DEFAULT_CPU_CONTEXT = 4096    # Ollama num_ctx / GenAI max_length default when not given
 UNCHECKED_GPU_CONTEXT = 8192  # vLLM max_model_len when no GPU product is named
@@ -313,6 +325,12 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
     if engine == "vllm" and device == "cpu":
         raise SizingError("vLLM needs a GPU: name a GPU product/count, or use engine ollama or onnxruntime on CPU.")
     tp = max(1, gpu_count or 1) if device == "gpu" else 0
+    if gpu is not None and gpu.mig_profile and tp > 1:
+        raise MigSliceError(
+            f"{gpu.product} is one MIG slice and a container sees only one MIG device, so "
+            f"resources.gpu.count {tp} cannot be served (no tensor parallelism across slices): set "
+            "resources.gpu.count to 1 and pick a larger slice or a whole GPU if the model does not fit.")
+    _check_family(facts, engine, device, gpu, fmt_in, quant_type)
     if engine == "vllm" and facts.attention_heads % tp:
         raise SizingError(f"vLLM tensor parallelism needs the attention heads ({facts.attention_heads}) "
                           f"to divide evenly across {tp} GPUs; use a GPU count that divides them.")
@@ -320,6 +338,9 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
         raise SizingError(f"Context {context} is outside 256..{facts.max_context} "
                           f"(the maximum of {facts.name}).")
 
+    if gpu is not None and gpu.shared:
+        notes.append(f"{gpu.product} is shared with other pods (time-slicing or MPS): the fit below assumes "
+                     "this pod has the whole GPU memory")
     bf16 = gpu.bf16 if gpu else True
     if fmt_in:
         fmt, qtype = normalize(fmt_in, quant_type or default_type(fmt_in, bf16_supported=bf16))
@@ -384,6 +405,31 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
         vllm_max_model_len=trial.context if engine == "vllm" else None,
         vllm_gpu_memory_utilization_percent=util, storage_bytes=_storage(facts, est),
         alternative=alternative, recommendation=recommendation)
+
+
+def _check_family(facts: ModelFacts, engine: str, device: str, gpu: GpuProduct | None,
+                  fmt: str | None, qtype: str | None) -> None:
+    """Refuse what the model's family cannot do, before any memory arithmetic."""
+    family = facts.family.lower()
+    if family in ONNX_REFUSED_FAMILIES and (engine == "onnxruntime" or fmt == "onnx"):
+        raise InvalidQuantizationError(
+            f"{facts.name} ({family}) cannot be exported to ONNX by the quantizer (its builder does not "
+            "handle this family's rope settings): use engine ollama with quantization.format gguf, or "
+            "vllm on a GPU.")
+    if family not in FP16_UNSAFE_FAMILIES:
+        return
+    why = (f"{facts.name} ({family}) overflows to inf/NaN in float16, and vLLM refuses float16 for this "
+           "family")
+    if qtype and qtype.lower() == "fp16" and fmt in ("none", "onnx"):
+        err = UnsupportedDtypeError(f"{why}: use quantization.type bf16 (format none) on a GPU with "
+                                    f"bfloat16 such as {BF16_GPU_EXAMPLES}, or gguf/int4 on CPU.")
+        err.field = "spec.quantization.type"
+        raise err
+    if engine == "vllm" and device == "gpu" and gpu is not None and not gpu.bf16:
+        raise UnsupportedDtypeError(
+            f"{why}. {gpu.product} (compute capability {gpu.compute_capability}) has no bfloat16, and "
+            "vLLM's AWQ/GPTQ kernels there compute in float16 too: use a GPU with compute capability 8.0 "
+            f"or newer ({BF16_GPU_EXAMPLES}), or serve it on CPU with engine ollama (gguf).")
 
 
 def _fit_reason(facts, engine, fmt, qtype, device, tp, gpu, trial: _Trial, checked: bool) -> str:

@@ -159,6 +159,7 @@ class GpuProduct:
     compute_capability: str
     aliases: tuple[str, ...] = field(default_factory=tuple)
     mig_profile: str | None = None
+    shared: bool = False  # GFD's "-SHARED" suffix: time-slicing or MPS shares the memory
 
     @property
     def memory_bytes(self) -> int:
@@ -272,6 +273,16 @@ def lookup_model(source: str) -> ModelFacts | None:
         if len(hits) == 1:
             return hits[0]
     return None
+
+
+def gated_repo(source: str) -> str | None:
+    """The hub repo id when the source names a model the hub gates (its own id or a listed alias,
+    not a public re-upload matched by name), else None."""
+    repo = hub_repo_id(source)
+    if repo is None:
+        return None
+    facts = _indexes()[0].get(repo.lower())
+    return repo if facts is not None and facts.gated else None
 
 
 def resolve_model(source: str, revision: str | None = None, token: str | None = None, *,
@@ -446,7 +457,14 @@ def _sliding(text: dict[str, Any], layers: int, max_ctx: int) -> tuple[int | Non
 
 # -- GPUs -------------------------------------------------------------------------------
 
-_MIG_RE = re.compile(r"^(?P<base>.+)-MIG-(?P<profile>\d+g\.(?P<gb>\d+)gb)$", re.IGNORECASE)
+# GFD's MIG forms: "<product>-MIG-<profile>" with profiles such as 1g.5gb, 3g.40gb, 7g.141gb,
+# compute-instance profiles (1c.3g.20gb) and media-extension ones (1g.10gb+me, written
+# 1g.10gb.me or 1g.10gb-me in labels, where '+' is not allowed).
+_MIG_RE = re.compile(r"^(?P<base>.+)-MIG-(?P<profile>(\d+c\.)?\d+g\.(?P<gb>\d+)gb([.+-]me(\.all)?)?)$",
+                     re.IGNORECASE)
+_SHARED_SUFFIX = "-SHARED"  # GFD appends it when time-slicing or MPS shares each GPU
+_LABEL_HELP = ("copy the value from the node (kubectl get nodes -L nvidia.com/gpu.product), or omit "
+               "resources.gpu.product and size the pods yourself with resources.memory and resources.gpu.count")
 # A MIG slice "Ng.Mgb" exposes a little less than M GiB (1g.5gb: 4864 MiB, 3g.20gb:
 # 19968 MiB, 7g.40gb: 40192 MiB on A100/H100); 972 MiB per "gb" stays under all of them.
 _MIG_MIB_PER_GB = 972
@@ -461,15 +479,39 @@ def lookup_gpu(product: str) -> GpuProduct:
 
     Raises UnknownGpuError listing the known products when it is not in the catalog.
     """
-    key = _norm_gpu(product)
-    mig = _MIG_RE.match(product.strip())
+    label = product.strip()
+    if label.upper().endswith(_SHARED_SUFFIX) and len(label) > len(_SHARED_SUFFIX):
+        base = lookup_gpu(label[: -len(_SHARED_SUFFIX)])
+        return replace(base, product=label, name=f"{base.name} (shared)", shared=True, aliases=())
+    mig = _MIG_RE.match(label)
     if mig:
-        base = lookup_gpu(mig.group("base"))
-        return replace(base, product=product.strip(), memory_mib=int(mig.group("gb")) * _MIG_MIB_PER_GB,
-                       name=f"{base.name} MIG {mig.group('profile')}", mig_profile=mig.group("profile"), aliases=())
+        try:
+            base = _lookup_whole_gpu(mig.group("base"))
+        except UnknownGpuError:
+            raise UnknownGpuError(
+                f"resources.gpu.product {label!r} is a MIG slice of {mig.group('base')!r}, a GPU the sizing "
+                f"catalog does not know (known: {_known()}): {_LABEL_HELP}.") from None
+        gb = int(mig.group("gb"))
+        memory = min(gb * _MIG_MIB_PER_GB, base.memory_mib)
+        if gb < 1 or gb * 1000 > base.memory_mib * 1.1:
+            raise UnknownGpuError(f"resources.gpu.product {label!r}: a {mig.group('profile')} slice cannot exist "
+                                  f"on {base.product} ({base.memory_mib} MiB): {_LABEL_HELP}.")
+        return replace(base, product=label, memory_mib=memory, name=f"{base.name} MIG {mig.group('profile')}",
+                       mig_profile=mig.group("profile"), aliases=())
+    return _lookup_whole_gpu(label)
+
+
+def _known() -> str:
+    return ", ".join(g.product for g in list_gpus())
+
+
+def _lookup_whole_gpu(product: str) -> GpuProduct:
+    key = _norm_gpu(product)
     for g in list_gpus():
         if key == g.product.lower() or key in (_norm_gpu(a) for a in g.aliases):
             return g
-    known = ", ".join(g.product for g in list_gpus())
-    raise UnknownGpuError(f"GPU product {product!r} is not in the sizing catalog (known: {known}); "
-                          "use the node's nvidia.com/gpu.product label value.")
+    hint = ""
+    if "-mig-" in key:
+        hint = " It looks like a MIG slice, but its profile is not of the form 1g.5gb, 3g.40gb or 1c.3g.20gb."
+    raise UnknownGpuError(f"resources.gpu.product {product!r} is not in the sizing catalog (known: "
+                          f"{_known()}, their -MIG-<profile> slices and -SHARED forms).{hint} Fix: {_LABEL_HELP}.")

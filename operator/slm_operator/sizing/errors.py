@@ -5,7 +5,13 @@ from __future__ import annotations
 
 
 class SizingError(ValueError):
-    """Base class: the inputs cannot be sized (the message says why and what to do)."""
+    """Base class: the inputs cannot be sized (the message says why and what to do).
+
+    ``condition_reason`` is the CamelCase reason of the Degraded condition the operator sets;
+    ``field`` the spec field `slmctl validate` names."""
+
+    condition_reason = "DoesNotFit"
+    field = "spec"
 
 
 class UnknownModelError(SizingError):
@@ -19,6 +25,33 @@ class UnsupportedModelError(SizingError):
 class UnknownGpuError(SizingError):
     """The GPU product is not in the catalog's table."""
 
+    condition_reason = "UnknownGPUProduct"
+    field = "spec.resources.gpu.product"
+
 
 class InvalidQuantizationError(SizingError):
     """A quantization format/type or an engine/format combination that does not exist."""
+
+    condition_reason = "UnsupportedQuantization"
+    field = "spec.quantization"
+
+
+class UnsupportedDtypeError(InvalidQuantizationError):
+    """The model family cannot compute in the only dtype the GPU (or the format) offers."""
+
+    condition_reason = "UnsupportedDtype"
+    field = "spec.resources.gpu.product"
+
+
+class GatedModelError(SizingError):
+    """The hub gates the model: a token is needed and none is given."""
+
+    condition_reason = "HubTokenRequired"
+    field = "spec.model.tokenSecretRef"
+
+
+class MigSliceError(SizingError):
+    """More than one MIG slice per container: CUDA sees only one."""
+
+    condition_reason = "UnsupportedGPUCount"
+    field = "spec.resources.gpu.count"
