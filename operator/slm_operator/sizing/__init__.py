@@ -31,9 +31,10 @@ from slm_operator.sizing.estimate import MemoryEstimate, estimate, kv_cache_byte
 from slm_operator.sizing.quant import parse_quant
 
 __all__ = [
-    "GatedModelError", "GpuProduct", "InvalidQuantizationError", "MigSliceError", "UnsupportedDtypeError", "MemoryEstimate", "ModelFacts", "Resources",
-    "SizingDecision", "SizingError", "UnknownGpuError", "UnknownModelError", "UnsupportedModelError",
-    "autoconfigure", "estimate", "facts_from_config", "fetch_config", "hub_repo_id", "kv_cache_bytes",
-    "list_gpus", "list_models", "lookup_gpu", "lookup_model", "parse_quant", "resolve_model",
-    "tier_for", "weight_bytes",
+    "GatedModelError", "GpuProduct", "InvalidQuantizationError", "MemoryEstimate", "MigSliceError",
+    "ModelFacts", "Resources", "SizingDecision", "SizingError", "UnknownGpuError",
+    "UnknownModelError", "UnsupportedDtypeError", "UnsupportedModelError", "autoconfigure",
+    "estimate", "facts_from_config", "fetch_config", "hub_repo_id", "kv_cache_bytes", "list_gpus",
+    "list_models", "lookup_gpu", "lookup_model", "parse_quant", "resolve_model", "tier_for",
+    "weight_bytes",
 ]
