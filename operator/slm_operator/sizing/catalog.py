@@ -492,8 +492,11 @@ def lookup_gpu(product: str) -> GpuProduct:
                 f"resources.gpu.product {label!r} is a MIG slice of {mig.group('base')!r}, a GPU the sizing "
                 f"catalog does not know (known: {_known()}): {_LABEL_HELP}.") from None
         gb = int(mig.group("gb"))
-        memory = min(gb * _MIG_MIB_PER_GB, base.memory_mib)
-        if gb < 1 or gb * 1000 > base.memory_mib * 1.1:
+        # A slice owns n eighths of the memory (1g.5gb on a 40 GB A100: one; 1g.10gb: two) and
+        # sees about 95 % of them (4864 MiB of 5120); take the smaller of that and the name's figure.
+        eighths = max(1, round(8 * gb / round(base.memory_mib / 1024)))
+        memory = min(gb * _MIG_MIB_PER_GB, int(base.memory_mib * eighths / 8 * 0.95))
+        if gb < 1 or eighths > 8 or gb * 1000 > base.memory_mib * 1.1:
             raise UnknownGpuError(f"resources.gpu.product {label!r}: a {mig.group('profile')} slice cannot exist "
                                   f"on {base.product} ({base.memory_mib} MiB): {_LABEL_HELP}.")
         return replace(base, product=label, memory_mib=memory, name=f"{base.name} MIG {mig.group('profile')}",
