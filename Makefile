@@ -24,6 +24,7 @@ lint: venv
 # Every test: fast tests, runtime-image tests on CPU, e2e on the local control plane.
 test: venv
 	$(VENV)/bin/ruff check .
+	bash hack/host-deps.sh
 	e2e/cluster/build
 	bash tests/engines/vllm_env.sh
 	bash hack/checkov-env.sh >/dev/null
@@ -43,6 +44,7 @@ cluster-down:
 	e2e/cluster/down
 
 demo: venv
+	bash hack/host-deps.sh
 	bash hack/demo.sh
 
 demo-down:
