@@ -21,6 +21,13 @@ from slm_runtime.secrets import redact
 
 # Only what conversion needs: configs, weights, tokenizer files. No *.bin/*.pt pickles.
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
+# Exactly one weight set: the one transformers (and vLLM, llama.cpp's converter, the ONNX
+# builder) loads from the folder's top level: model.safetensors, or the shards its index
+# names (model-00001-of-00004.safetensors ...). Repos also ship other copies of the same
+# weights: Mistral's consolidated.safetensors beside the shards, original/ or onnx/ folders,
+# per-dtype variants; taking them doubles the download (27 GiB into a 17 GiB claim).
+TRANSFORMERS_WEIGHTS = ["model.safetensors", "model-[0-9]*-of-[0-9]*.safetensors"]
+FETCH_PATTERNS = [p for p in ALLOW_PATTERNS if p != "*.safetensors"] + TRANSFORMERS_WEIGHTS
 
 
 class SourceError(RuntimeError):
@@ -42,9 +49,26 @@ def allowed(rel: str) -> bool:
     return not any(part.startswith(".") for part in rel.split("/")) and any(fnmatch(rel, p) for p in ALLOW_PATTERNS)
 
 
+def _is_weights(rel: str) -> bool:
+    return rel.endswith(".safetensors")
+
+
+def select_files(rels: list[str]) -> list[str]:
+    """The files we take from a listing: allowed() ones, with exactly one weight set.
+
+    Weights: the top-level transformers set (TRANSFORMERS_WEIGHTS) when there is one; else
+    the top-level *.safetensors (a folder of one other set, e.g. only consolidated.safetensors);
+    never weights in subfolders. Sorted, '/'-separated.
+    """
+    rels = [r for r in rels if allowed(r)]
+    weights = [r for r in rels if _is_weights(r) and "/" not in r]
+    chosen = [r for r in weights if any(fnmatch(r, p) for p in TRANSFORMERS_WEIGHTS)] or weights
+    return sorted(r for r in rels if not _is_weights(r) or r in chosen)
+
+
 def model_files(folder: Path) -> list[str]:
-    """The allowed files under folder (relative, '/'-separated, sorted); links are followed."""
-    return sorted(rel for p in folder.rglob("*") if p.is_file() and allowed(rel := p.relative_to(folder).as_posix()))
+    """The files we take under folder (select_files; relative, sorted); links are followed."""
+    return select_files([p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()])
 
 
 def _digest(path: Path, algo: str) -> str:
@@ -83,23 +107,25 @@ def _folder_bytes(folder: Path, follow_links: bool = False) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and (follow_links or not p.is_symlink()))
 
 
-def _hub_metadata(repo: str, revision: str | None,
-                  token: str | None) -> tuple[int | None, str | None, dict[str, tuple[str, str]]]:
-    """Total size of the files we will download, the commit sha and the published checksums."""
+def _hub_metadata(repo: str, revision: str | None, token: str | None
+                  ) -> tuple[int | None, str | None, dict[str, tuple[str, str]], list[str] | None]:
+    """Total size of the files we will download, the commit sha, the published checksums and
+    the files to download (select_files of the repo's listing; None: no listing)."""
     from huggingface_hub import HfApi
 
     try:
         info = HfApi().model_info(repo, revision=revision, token=token, files_metadata=True)
     except Exception:  # metadata feeds progress and checks; the download reports real errors
-        return None, None, {}
-    siblings = [s for s in info.siblings or [] if allowed(s.rfilename)]
+        return None, None, {}, None
+    chosen = set(select_files([s.rfilename for s in info.siblings or []]))
+    siblings = [s for s in info.siblings or [] if s.rfilename in chosen]
     checksums: dict[str, tuple[str, str]] = {}
     for s in siblings:
         if s.lfs is not None and getattr(s.lfs, "sha256", None):
             checksums[s.rfilename] = ("sha256", s.lfs.sha256)
         elif s.blob_id:
             checksums[s.rfilename] = ("git-sha1", s.blob_id)
-    return sum(s.size or 0 for s in siblings) or None, info.sha, checksums
+    return sum(s.size or 0 for s in siblings) or None, info.sha, checksums, sorted(chosen)
 
 
 def download(repo: str, revision: str | None, cache_dir: Path, token: str | None) -> Fetched:
@@ -109,7 +135,7 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
 
     disable_progress_bars()  # progress goes out as JSON lines instead
     cache_dir.mkdir(parents=True, exist_ok=True)
-    total, sha, checksums = _hub_metadata(repo, revision, token)
+    total, sha, checksums, files = _hub_metadata(repo, revision, token)
     progress.emit("download", repo=repo, revision=revision, bytes=_folder_bytes(cache_dir), total=total)
     done = threading.Event()
 
@@ -122,14 +148,15 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
     started = time.monotonic()
     try:
         path = snapshot_download(repo_id=repo, revision=revision, cache_dir=str(cache_dir), token=token,
-                                 allow_patterns=ALLOW_PATTERNS)
+                                 allow_patterns=files or FETCH_PATTERNS)
     except Exception as exc:
         raise SourceError(f"download of {repo}@{revision or 'default'} failed: "
                           f"{type(exc).__name__}: {redact(str(exc), token)}") from None
     finally:
         done.set()
         reporter.join()
-    size = _folder_bytes(Path(path), follow_links=True)
+    # What we took (select_files), not everything in the snapshot folder (an older run's files).
+    size = sum((Path(path) / rel).stat().st_size for rel in model_files(Path(path)))
     progress.emit("download", bytes=size, total=total or size, seconds=round(time.monotonic() - started, 2))
     return Fetched(Path(path), sha or Path(path).name, size, checksums)
 
@@ -144,7 +171,8 @@ def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Pat
                                           "records the objects' ETag fingerprint instead")
         try:
             bucket, prefix = s3.parse_url(source)
-            got = s3.download(source, cache_dir / "s3" / bucket / prefix, ALLOW_PATTERNS, s3_credentials_dir)
+            got = s3.download(source, cache_dir / "s3" / bucket / prefix, ALLOW_PATTERNS, s3_credentials_dir,
+                              select=select_files)
         except s3.S3Error as exc:
             raise SourceError(str(exc)) from None
         return Fetched(got.path, got.fingerprint, got.bytes, {k: ("md5", v) for k, v in got.md5.items()})

@@ -17,6 +17,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -114,8 +115,9 @@ def _list(client: Any, bucket: str, prefix: str, patterns: list[str]) -> list[di
     return objects
 
 
-def download(source: str, dest: Path, patterns: list[str], credentials_dir: Path | str | None) -> S3Download:
-    """Mirror the objects under source matching patterns into dest (resumable)."""
+def download(source: str, dest: Path, patterns: list[str], credentials_dir: Path | str | None,
+             select: Callable[[list[str]], list[str]] | None = None) -> S3Download:
+    """Mirror the objects under source matching patterns (and kept by select) into dest (resumable)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     bucket, prefix = parse_url(source)
@@ -125,6 +127,9 @@ def download(source: str, dest: Path, patterns: list[str], credentials_dir: Path
         objects = _list(client, bucket, prefix, patterns)
     except (ClientError, BotoCoreError) as exc:
         raise _error(exc, f"listing s3://{bucket}/{prefix}", creds) from None
+    if select is not None:
+        keep = set(select([o["rel"] for o in objects]))
+        objects = [o for o in objects if o["rel"] in keep]
     if not any(o["rel"] == "config.json" for o in objects):
         raise S3Error(f"s3://{bucket}/{prefix} has no config.json: not a Hugging Face model folder")
     total = sum(o["size"] for o in objects)
