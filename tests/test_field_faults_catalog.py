@@ -276,3 +276,39 @@ def test_a_refused_pvc_growth_leaves_the_rest_reconciled_and_the_new_generation_
     del w.kube.refuse["PersistentVolumeClaim"]
     w.run()
     assert w.cond("Degraded")["status"] == "False"
+
+
+CHILD_KINDS = ["Secret", "PersistentVolumeClaim", "NetworkPolicy", "Service", "Job", "Deployment",
+               "PodDisruptionBudget", "HorizontalPodAutoscaler"]
+
+
+@pytest.mark.parametrize("kind", CHILD_KINDS)
+def test_a_refused_write_of_any_child_kind_is_degraded_and_the_rest_is_applied(world: Any, kind: str) -> None:  # noqa: F811
+    from slm_operator.render import plan
+
+    w = world
+    spec = w.body["spec"]
+    if kind == "HorizontalPodAutoscaler":
+        spec.pop("replicas", None)
+        spec["autoscaling"] = {"minReplicas": 2, "maxReplicas": 3}
+    wanted = {o["kind"] for o in plan(api.SLMDeployment.model_validate(defaulted(w.body)),
+                                      w.rec.ctx).all()}
+    assert kind in wanted
+    w.kube.refuse[kind] = (422, f'{kind} "x" is invalid: spec: Invalid value: "y": refused for the test')
+    w.run()
+    w.live_children()
+    job = next((o for o in w.kube.applied if o["kind"] == "Job"), None)
+    if job is not None:
+        live = w.cache.get("Job", NS, job["metadata"]["name"])
+        live["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+        w.cache.put("Job", live)
+    w.run()
+    applied = {o["kind"] for o in w.kube.applied}
+    blocked = {kind} | ({"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"} & wanted
+                        if kind == "Job" else set())  # serving waits for the artifact the Job makes
+    assert wanted - blocked <= applied, f"not applied after the refused {kind}: {wanted - blocked - applied}"
+    deg = w.cond("Degraded")
+    assert (deg["status"], deg["reason"]) == ("True", "ApplyRejected")
+    assert f" {kind} " in deg["message"] and "refused for the test" in deg["message"]
+    assert all(c["observedGeneration"] == 1 for c in w.body["status"]["conditions"])
+    assert any(e["type"] == "Warning" and e["reason"] == "ApplyRejected" for e in w.kube.events)
