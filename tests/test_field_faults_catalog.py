@@ -312,3 +312,17 @@ def test_a_refused_write_of_any_child_kind_is_degraded_and_the_rest_is_applied(w
     assert f" {kind} " in deg["message"] and "refused for the test" in deg["message"]
     assert all(c["observedGeneration"] == 1 for c in w.body["status"]["conditions"])
     assert any(e["type"] == "Warning" and e["reason"] == "ApplyRejected" for e in w.kube.events)
+
+
+# -- kin of item 6: other catalog facts admission cannot see name their field ---------------------
+
+def test_a_context_beyond_the_model_names_model_context_length() -> None:
+    spec = gguf("hf://Qwen/Qwen3-0.6B", contextLength=200000)
+    errs = validate(body(spec))
+    assert len(errs) == 1 and errs[0].startswith("spec.model.contextLength: Context 200000 is outside 256..40960")
+    assert resolve(cr(spec).spec).refusal == "ContextTooLong"
+
+
+def test_a_gpu_count_that_does_not_divide_the_heads_names_the_count() -> None:
+    errs = validate(body(vllm("hf://Qwen/Qwen3-0.6B", "NVIDIA-L4", count=3)))
+    assert len(errs) == 1 and errs[0].startswith("spec.resources.gpu.count: vLLM tensor parallelism")

@@ -47,7 +47,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from slm_operator.sizing.catalog import GIB, MIB, GpuProduct, ModelFacts, lookup_gpu, tier_for
+from slm_operator.sizing.catalog import MIB, GpuProduct, ModelFacts, lookup_gpu, tier_for
 from slm_operator.sizing.errors import (
     InvalidQuantizationError,
     MigSliceError,
@@ -60,6 +60,7 @@ from slm_operator.sizing.estimate import (
     MemoryEstimate,
     estimate,
     gib,
+    storage_bytes,
     weight_bytes,
 )
 from slm_operator.sizing.quant import (
@@ -258,9 +259,8 @@ def _resources(facts: ModelFacts, engine: str, device: str, tp: int, est: Memory
 
 
 def _storage(facts: ModelFacts, est: MemoryEstimate) -> int:
-    source = facts.params * 2  # the hub's 16-bit safetensors
-    artifact = 0 if est.quant_format == "none" else est.weights_bytes
-    return math.ceil((source + artifact) * 1.2 / GIB) * GIB
+    # The Job's peak on the PVC, per format (estimate.job_disk_parts, docs/sizing.md).
+    return storage_bytes(facts, est.quant_format, est.quant_type, device=est.device)
 
 
 def _seqs(n: int) -> str:
@@ -332,11 +332,14 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
             "resources.gpu.count to 1 and pick a larger slice or a whole GPU if the model does not fit.")
     _check_family(facts, engine, device, gpu, fmt_in, quant_type)
     if engine == "vllm" and facts.attention_heads % tp:
-        raise SizingError(f"vLLM tensor parallelism needs the attention heads ({facts.attention_heads}) "
-                          f"to divide evenly across {tp} GPUs; use a GPU count that divides them.")
+        raise _error(SizingError(
+            f"vLLM tensor parallelism needs the attention heads ({facts.attention_heads}) to divide evenly "
+            f"across {tp} GPUs; use a GPU count that divides them."), "UnsupportedGPUCount", "spec.resources.gpu.count")
     if context is not None and not 256 <= context <= facts.max_context:
-        raise SizingError(f"Context {context} is outside 256..{facts.max_context} "
-                          f"(the maximum of {facts.name}).")
+        raise _error(SizingError(
+            f"Context {context} is outside 256..{facts.max_context} (the maximum of {facts.name}); set "
+            f"model.contextLength (or the engine's own option) to at most {facts.max_context}."),
+            "ContextTooLong", "spec.model.contextLength")
 
     if gpu is not None and gpu.shared:
         notes.append(f"{gpu.product} is shared with other pods (time-slicing or MPS): the fit below assumes "
@@ -405,6 +408,11 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
         vllm_max_model_len=trial.context if engine == "vllm" else None,
         vllm_gpu_memory_utilization_percent=util, storage_bytes=_storage(facts, est),
         alternative=alternative, recommendation=recommendation)
+
+
+def _error(e: SizingError, reason: str, field: str) -> SizingError:
+    e.condition_reason, e.field = reason, field
+    return e
 
 
 def _check_family(facts: ModelFacts, engine: str, device: str, gpu: GpuProduct | None,
