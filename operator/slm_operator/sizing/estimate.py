@@ -256,6 +256,44 @@ def estimate(facts: ModelFacts, *, engine: str, quant_format: str, quant_type: s
         kv_bytes_per_element=kv_elem, overheads=parts)
 
 
+# -- storage: the model-cache PVC at the quantization Job's peak ------------------------------
+
+SOURCE_BYTES_PER_PARAM = 2   # the hub's 16-bit safetensors, one weight set (fetch.select_files)
+STORAGE_HEADROOM = 1.2       # tokenizer/config files, filesystem overhead, estimate error
+
+
+def gguf_f16_bytes(facts: ModelFacts) -> int:
+    """llama.cpp's F16 reference GGUF: text matrices and embeddings 16-bit, norms F32, no vision."""
+    norms = facts.other_params
+    return (facts.text_params - norms) * 2 + norms * 4
+
+
+def job_disk_parts(facts: ModelFacts, quant_format: str, quant_type: str | None = None, *,
+                   device: str = "gpu") -> dict[str, int]:
+    """Bytes on the model-cache PVC at the quantization Job's peak, by part.
+
+    source      the download cache (one 16-bit weight set), kept for resumable restarts.
+    reference   gguf only: the F16 GGUF the converter writes and the quantizer reads, in a
+                scratch folder on the same PVC, alive until the quality check ends.
+    artifact    the published artifact (quantized weights); none and fp8 publish the
+                source files as hard links into the download cache (same volume): 0 more.
+    """
+    fmt, qtype = normalize(quant_format, quant_type)
+    parts = {"source": facts.params * SOURCE_BYTES_PER_PARAM}
+    if fmt == "gguf":
+        parts["reference"] = gguf_f16_bytes(facts)
+    if fmt not in ("none", "fp8"):
+        parts["artifact"] = weight_bytes(facts, fmt, qtype, device=device)
+    return parts
+
+
+def storage_bytes(facts: ModelFacts, quant_format: str, quant_type: str | None = None, *,
+                  device: str = "gpu") -> int:
+    """The PVC default: the Job's peak (job_disk_parts) x STORAGE_HEADROOM, rounded up to GiB."""
+    peak = sum(job_disk_parts(facts, quant_format, quant_type, device=device).values())
+    return math.ceil(peak * STORAGE_HEADROOM / GIB) * GIB
+
+
 def gib(n_bytes: int) -> str:
     """"12.3 GiB" (one decimal)."""
     return f"{n_bytes / GIB:.1f} GiB"
