@@ -193,3 +193,38 @@ def gpu_scheduling(t: Target) -> tuple[dict[str, str], list[Obj]]:
             node_selector[c.GPU_PRODUCT_LABEL] = t.r.gpu_product
         tolerations.append({"key": c.GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
     return dict(sorted(node_selector.items())), tolerations
+
+
+# -- working space: every emptyDir's sizeLimit, derived from the sizing estimate -----------------
+
+GIB = 1 << 30
+TMP_BYTES = {"vllm": 4 * GIB, "ollama": 1 * GIB, "onnxruntime": 1 * GIB}  # caches only (docs/sizing.md)
+JOB_TMP_BYTES = 2 * GIB   # the Job's downloads, scratch and F16 reference live on the PVC
+SHM_BYTES_PER_GPU = 1 * GIB
+WORKING_HEADROOM = 1.2
+
+
+def gi(n_bytes: int) -> str:
+    return f"{max(1, -(-n_bytes // GIB))}Gi"
+
+
+def artifact_bytes(t: Target) -> int:
+    """The served artifact's size: the weights estimate; for a model outside the catalog the
+    model-cache claim's size (the artifact lives on it, so it cannot be larger)."""
+    if t.r.weights_bytes:
+        return t.r.weights_bytes
+    from slm_operator.diff import parse_quantity
+
+    return int(parse_quantity(t.spec.storage.size or t.r.storage_size) or 0)
+
+
+def ollama_models_bytes(t: Target) -> int:
+    """OLLAMA_MODELS: Ollama copies the whole GGUF into its blob store, plus its manifests."""
+    return int(artifact_bytes(t) * WORKING_HEADROOM) + GIB
+
+
+def empty_dir(name: str, n_bytes: int, *, memory: bool = False) -> Obj:
+    spec: Obj = {"sizeLimit": gi(n_bytes)}
+    if memory:
+        spec["medium"] = "Memory"
+    return {"name": name, "emptyDir": spec}

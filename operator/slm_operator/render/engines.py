@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from slm_operator import constants as c
 from slm_operator.render.common import (
+    SHM_BYTES_PER_GPU,
+    TMP_BYTES,
     Obj,
     Target,
     artifact_path,
     container_security_context,
+    empty_dir,
     engine_resources,
+    gi,
+    ollama_models_bytes,
     resources,
 )
 from slm_operator.resolve import execution_target, served_from_source
@@ -29,6 +34,20 @@ def _probes(path_ready: str, path_live: str, port: str = "http") -> Obj:
         "readinessProbe": {"httpGet": {"path": path_ready, "port": port}, "periodSeconds": 5,
                            "failureThreshold": 3, "timeoutSeconds": 5},
     }
+
+
+OLLAMA_MODELS_DIR = "/var/lib/ollama-models"
+
+
+def tmp_volume(t: Target) -> Obj:
+    """The pod's /tmp (caches only; docs/sizing.md): its sizeLimit by engine."""
+    return empty_dir("tmp", TMP_BYTES[t.r.engine])
+
+
+def _with_scratch(res: Obj, n_bytes: int) -> Obj:
+    """Request the disk the pod's emptyDirs may fill, so the scheduler accounts for it."""
+    res["requests"]["ephemeral-storage"] = gi(n_bytes)
+    return res
 
 
 def _env(pairs: dict[str, str]) -> list[Obj]:
@@ -114,13 +133,14 @@ def vllm_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
                      "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
         "ports": _ports(metrics_separate=False),
         **_probes("/health", "/health"),
-        "resources": engine_resources(t),
+        "resources": _with_scratch(engine_resources(t), TMP_BYTES["vllm"]),
         "securityContext": container_security_context(),
         "volumeMounts": [*_mounts(t, cache_read_only=True), {"name": "dshm", "mountPath": "/dev/shm"}],
     }
-    # Tensor parallel workers share tensors through /dev/shm.
-    extra_volumes = [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
-    return [container], extra_volumes
+    # vLLM's workers exchange messages (and NCCL its buffers) through /dev/shm: memory-backed,
+    # so it counts against the memory limit; 1 GiB per GPU is ample for both.
+    shm = SHM_BYTES_PER_GPU * max(1, t.r.gpu_count)
+    return [container], [empty_dir("dshm", shm, memory=True)]
 
 
 def onnxruntime_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
@@ -152,7 +172,7 @@ def onnxruntime_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]
         "env": _env({"HOME": "/tmp"}),
         "ports": _ports(metrics_separate=True),
         **_probes("/ready", "/health"),
-        "resources": engine_resources(t),
+        "resources": _with_scratch(engine_resources(t), TMP_BYTES["onnxruntime"]),
         "securityContext": container_security_context(),
         "volumeMounts": _mounts(t, cache_read_only=True),
     }
@@ -176,7 +196,9 @@ def ollama_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
         "env": _env({
             "HOME": "/tmp",
             "OLLAMA_HOST": "127.0.0.1:11434",
-            "OLLAMA_MODELS": "/tmp/ollama-models",
+            # Ollama copies the GGUF into its blob store: a volume of its own, sized from the
+            # artifact (not /tmp, capped for caches).
+            "OLLAMA_MODELS": OLLAMA_MODELS_DIR,
             "OLLAMA_NUM_PARALLEL": str(opts.num_parallel if opts else 4),
             "OLLAMA_KEEP_ALIVE": opts.keep_alive if opts else "-1",
             "OLLAMA_NOPRUNE": "1",
@@ -188,9 +210,10 @@ def ollama_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
                           "failureThreshold": 4, "timeoutSeconds": 10},
         "readinessProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 15,
                            "failureThreshold": 3, "timeoutSeconds": 10},
-        "resources": engine_resources(t),
+        "resources": _with_scratch(engine_resources(t), TMP_BYTES["ollama"] + ollama_models_bytes(t)),
         "securityContext": container_security_context(),
-        "volumeMounts": _mounts(t, cache_read_only=True),
+        "volumeMounts": [*_mounts(t, cache_read_only=True),
+                         {"name": "ollama-models", "mountPath": OLLAMA_MODELS_DIR}],
     }
     proxy = {
         "name": "auth-proxy",
@@ -212,7 +235,7 @@ def ollama_containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
                          {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True}],
     }
-    return [server, proxy], []
+    return [server, proxy], [empty_dir("ollama-models", ollama_models_bytes(t))]
 
 
 BUILDERS = {

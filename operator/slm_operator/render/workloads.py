@@ -5,11 +5,14 @@ from __future__ import annotations
 from slm_operator import constants as c
 from slm_operator import hub
 from slm_operator.render.common import (
+    JOB_TMP_BYTES,
     Obj,
     Target,
     artifact_path,
     child_names,
     container_security_context,
+    empty_dir,
+    gi,
     gpu_scheduling,
     metadata,
     pod_security_context,
@@ -18,7 +21,7 @@ from slm_operator.render.common import (
     source_claim,
     stable_hash,
 )
-from slm_operator.render.engines import BUILDERS
+from slm_operator.render.engines import BUILDERS, tmp_volume
 from slm_operator.resolve import execution_target, pvc_source, served_from_source
 
 
@@ -41,6 +44,12 @@ def quantizer_source(t: Target) -> str:
     if pvc is None:
         return t.spec.model.source
     return f"{c.SOURCE_MOUNT}/{pvc[1]}".rstrip("/")
+
+
+def _job_resources(job_gpus: int) -> Obj:
+    res = resources("1", "16Gi" if job_gpus else "8Gi", job_gpus, cpu_limit="4")
+    res["requests"]["ephemeral-storage"] = gi(JOB_TMP_BYTES)
+    return res
 
 
 def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = None) -> Obj:
@@ -67,7 +76,9 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
         args.append("--trust-remote-code")
     mounts = [{"name": "model-cache", "mountPath": c.MODELS_MOUNT},
               {"name": "tmp", "mountPath": "/tmp"}]
-    volumes = [_cache_volume(t), {"name": "tmp", "emptyDir": {"sizeLimit": "20Gi"}}]
+    # /tmp holds caches only: the download, the scratch work and GGUF's F16 reference are on
+    # the PVC, which sizing makes large enough for the peak (docs/sizing.md).
+    volumes = [_cache_volume(t), empty_dir("tmp", JOB_TMP_BYTES)]
     if spec.model.token_secret_ref:
         ref = spec.model.token_secret_ref
         args += ["--token-file", c.HF_TOKEN_FILE]
@@ -108,9 +119,11 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
                       key=lambda e: e["name"]),
         # One core requested so the Job schedules beside serving pods on a small node; it
         # may burst to four (conversion and the perplexity check are CPU-bound).
-        "resources": resources("1", "16Gi" if job_gpus else "8Gi", job_gpus, cpu_limit="4"),
+        "resources": _job_resources(job_gpus),
         "securityContext": container_security_context(),
-        "terminationMessagePolicy": "File",
+        # The quantizer's JSON summary file when it wrote one (QualityGateFailed reads it); the
+        # last log lines when it was killed before writing it (OOM, a native crash).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
     }
     pod_spec: Obj = {**_pod_spec_base(), "restartPolicy": "Never", "containers": [container],
@@ -137,12 +150,16 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
 def serving_deployment(t: Target, image: str, replicas: int | None) -> Obj:
     names = child_names(t.name, t.key)
     containers, extra_volumes = BUILDERS[t.r.engine](t, image)
+    for ctr in containers:
+        # A crash-looping server writes no termination file: the kubelet then keeps the last
+        # log lines as the message, which the Degraded condition quotes.
+        ctr["terminationMessagePolicy"] = "FallbackToLogsOnError"
     api_key_name = (t.spec.access.api_key_secret_ref.name if t.spec.access.api_key_secret_ref
                     else names["api_key"])
     api_key_key = (t.spec.access.api_key_secret_ref.key if t.spec.access.api_key_secret_ref
                    else "api-key")
     volumes = [
-        {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}},
+        tmp_volume(t),
         {"name": "api-key", "secret": {"secretName": api_key_name, "defaultMode": 0o440,
                                        "items": [{"key": api_key_key, "path": "api-key"}]}},
     ]
