@@ -10,6 +10,7 @@ admission cannot see; the operator reports those as Degraded with the same sente
 
 from __future__ import annotations
 
+import copy
 from functools import cache
 from typing import Any
 
@@ -89,6 +90,19 @@ def _cel_errors(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
     return errors
 
 
+def structural_defaults(obj: Any, schema: dict[str, Any]) -> Any:
+    """Fill schema defaults in place, as the API server does before it runs the CEL rules."""
+    if isinstance(obj, dict) and "properties" in schema:
+        for key, sub in schema["properties"].items():
+            if key not in obj and "default" in sub:
+                obj[key] = copy.deepcopy(sub["default"])
+            if key in obj:
+                obj[key] = structural_defaults(obj[key], sub)
+    elif isinstance(obj, list) and "items" in schema:
+        return [structural_defaults(x, schema["items"]) for x in obj]
+    return obj
+
+
 def defaulted(obj: dict[str, Any]) -> dict[str, Any]:
     """The object as the API server stores it: spec defaults filled in."""
     cr = api.SLMDeployment.model_validate(obj)
@@ -106,12 +120,20 @@ def validate(obj: dict[str, Any], *, check_fit: bool = True) -> list[str]:
         return ["metadata.name: required"]
     errors = _schema_errors(obj) + _unknown_fields(obj, _schema(), "")
     if errors:
+        if not any("is not of type" in e or "unknown field" in e for e in errors):
+            # Out-of-range values: the API server still runs the CEL rules (types are sound).
+            errors += _cel_errors(structural_defaults(copy.deepcopy(obj), _schema()), _schema(), "")
         return errors
+    # The API server runs every CEL rule on the structurally defaulted object and reports them all;
+    # so do we. The typed models repeat the field-level rules (same sentences) and add nothing
+    # admission would not say, so their errors only count where CEL did not already say it.
+    errors = _cel_errors(structural_defaults(copy.deepcopy(obj), _schema()), _schema(), "")
     try:
         full = defaulted(obj)
     except pydantic.ValidationError as e:
-        return [f"{_path(err['loc'])}: {err['msg']}" for err in e.errors()]
-    errors = _cel_errors(full, _schema(), "")
+        said = {m.split(": ", 1)[-1] for m in errors}
+        return errors + [f"{_path(err['loc'])}: {err['msg']}" for err in e.errors() if err["msg"] not in said]
+    errors += [e for e in _cel_errors(full, _schema(), "") if e not in errors]
     if errors or not check_fit:
         return errors
     from slm_operator.resolve import resolve
