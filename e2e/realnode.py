@@ -101,7 +101,8 @@ def ensure_images(names: list[str]) -> dict[str, str]:
             continue
         archive = stamps / f"{name}.oci.tar"
         try:
-            _run("bash", str(IMAGES_SCRIPT), "save", ref, str(archive))
+            archive.unlink(missing_ok=True)  # podman save refuses to overwrite
+            _run("podman", "save", "-q", "--format", "oci-archive", "-o", str(archive), ref)
             _run(*ctr, "images", "import", "--no-unpack=false", str(archive))
         finally:
             archive.unlink(missing_ok=True)
