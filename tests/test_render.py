@@ -303,3 +303,14 @@ def test_only_calibrating_formats_take_a_gpu_for_the_job() -> None:
         job = by_kind(render(cr(spec)))["Job"][0]
         limits = job["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert limits.get("nvidia.com/gpu") == gpus, fmt
+
+
+def test_job_fails_at_once_on_permanent_quantizer_exit_codes() -> None:
+    for spec in (VLLM, ONNX, OLLAMA):
+        job = by_kind(render(cr(spec)))["Job"][0]
+        policy = job["spec"]["podFailurePolicy"]
+        fail = next(r for r in policy["rules"] if r["action"] == "FailJob")
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert fail["onExitCodes"]["containerName"] == container["name"]
+        assert fail["onExitCodes"]["values"] == [2, 3, 4, 6]  # slm_quantizer.cli.PERMANENT_EXIT_CODES
+        assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it

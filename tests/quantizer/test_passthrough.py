@@ -133,7 +133,8 @@ def test_hub_none_verifies_published_checksums(tiny, quantize, tmp_path):
         cache = tmp_path / "cache2"
         bad = quantize("hf://acme/tiny", tmp_path / "models" / "bad", "none", "bf16", "--download-dir", str(cache),
                        env={**env, "HF_ENDPOINT": hub.url})
-    assert bad.rc == 2 and bad.termination["result"] == "SourceError"
+    # The mismatching file is removed: a retry fetches it again (exit 5, retried by the Job).
+    assert bad.rc == 5 and bad.termination["result"] == "SourceUnavailable"
     assert "model.safetensors: sha256 checksum mismatch" in bad.termination["message"]
     assert not (tmp_path / "models" / "bad").exists()
     # The bad file was removed from the cache, so a rerun downloads it again.

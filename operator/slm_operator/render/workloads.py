@@ -46,6 +46,22 @@ def quantizer_source(t: Target) -> str:
     return f"{c.SOURCE_MOUNT}/{pvc[1]}".rstrip("/")
 
 
+# The quantizer's exit codes (slm_quantizer.cli EXIT_CODES) a rerun cannot change: bad source
+# or arguments 2, quality gate 3, unsupported combination 4, conversion refused 6. Transient
+# ones (1 unknown, 5 source unavailable, OOM 137) count against backoffLimit.
+QUANTIZER_PERMANENT_EXIT_CODES = [2, 3, 4, 6]
+
+
+def pod_failure_policy() -> Obj:
+    """Fail the Job at once on a permanent exit code (no re-download); a pod disrupted by the
+    cluster (preemption, drain, eviction by the taint manager) is retried without counting."""
+    return {"rules": [
+        {"action": "FailJob", "onExitCodes": {"containerName": "quantize", "operator": "In",
+                                              "values": QUANTIZER_PERMANENT_EXIT_CODES}},
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]}
+
+
 def _job_resources(job_gpus: int) -> Obj:
     res = resources("1", "16Gi" if job_gpus else "8Gi", job_gpus, cpu_limit="4")
     res["requests"]["ephemeral-storage"] = gi(JOB_TMP_BYTES)
@@ -139,6 +155,7 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
         "spec": {
             "backoffLimit": 2,
             "activeDeadlineSeconds": 6 * 3600,
+            "podFailurePolicy": pod_failure_policy(),
             "template": {
                 "metadata": {"labels": {**metadata(t, "", c.C_QUANTIZER)["labels"]}},
                 "spec": pod_spec,

@@ -1,10 +1,21 @@
 """python -m slm_quantizer: fetch -> convert/quantize -> verify (quality gate) -> atomic artifact.
 
 Formats none and fp8 only fetch and verify (passthrough.py); the others convert and pass a
-perplexity gate. Exit codes: 0 done (or already complete), 1 failure, 2 bad arguments/source
-(unreadable token or S3 credentials, refused download, broken model folder), 3 quality gate
-failed, 4 unsupported combination. Every exit writes a JSON summary to --termination-log:
-  {"result": "Succeeded|AlreadyComplete|GateFailed|Unsupported|SourceError|Failed",
+perplexity gate. Exit codes (EXIT_CODES; the operator's Job podFailurePolicy fails at once on
+the permanent ones, PERMANENT_EXIT_CODES, and retries the rest):
+  0 done (or already complete)
+  1 unexpected failure (retried: the cause is not known)
+  2 bad arguments or source: unreadable token or S3 credentials, a repo/revision/bucket that does
+    not exist or may not be read, a broken model folder (permanent)
+  3 quality gate failed (permanent)
+  4 unsupported combination (permanent)
+  5 source unavailable for now: network trouble, hub throttling or server errors, a checksum
+    mismatch (the file is removed first) (retried)
+  6 conversion failed: llama.cpp's converter or quantizer, or the ONNX builder, refused this
+    model (permanent: the same inputs fail the same way)
+Every exit writes a JSON summary to --termination-log:
+  {"result": "Succeeded|AlreadyComplete|GateFailed|Unsupported|SourceError|SourceUnavailable|
+              ConversionFailed|Failed",
    "message": "...", "format", "type", "artifact", "perplexityBefore", "perplexityAfter",
    "increasePct", "gatePct", "totalBytes"}
 """
@@ -35,7 +46,12 @@ FORMAT_TYPES = {
 }
 SAMPLE_PROMPT = "The baker opened"
 PASSTHROUGH = ("none", "fp8")
-EXIT_FAILED, EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED = 1, 2, 3, 4
+EXIT_FAILED, EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED, EXIT_SOURCE_UNAVAILABLE, EXIT_CONVERSION = 1, 2, 3, 4, 5, 6
+EXIT_CODES = {"Failed": EXIT_FAILED, "SourceError": EXIT_USAGE, "GateFailed": EXIT_GATE,
+              "Unsupported": EXIT_UNSUPPORTED, "SourceUnavailable": EXIT_SOURCE_UNAVAILABLE,
+              "ConversionFailed": EXIT_CONVERSION}
+# A rerun with the same inputs cannot succeed: the Job fails at once (no re-download).
+PERMANENT_EXIT_CODES = (EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED, EXIT_CONVERSION)
 
 
 class GateFailed(RuntimeError):
@@ -208,8 +224,14 @@ def main(argv: list[str] | None = None) -> int:
         summary, code = {**base, "result": "GateFailed", "message": str(exc)}, EXIT_GATE
     except (Unsupported, *_unsupported_errors()) as exc:
         summary, code = {**base, "result": "Unsupported", "message": str(exc)}, EXIT_UNSUPPORTED
-    except (fetch.SourceError, SecretFileError, *_source_errors()) as exc:
+    except fetch.SourceError as exc:
+        result = "SourceUnavailable" if exc.transient else "SourceError"
+        summary, code = {**base, "result": result, "message": str(exc)}, EXIT_CODES[result]
+    except (SecretFileError, *_source_errors()) as exc:
         summary, code = {**base, "result": "SourceError", "message": str(exc)}, EXIT_USAGE
+    except _conversion_errors() as exc:
+        msg = redact(str(exc), *secrets)
+        summary, code = {**base, "result": "ConversionFailed", "message": msg}, EXIT_CONVERSION
     except Exception as exc:
         msg = redact(f"{type(exc).__name__}: {exc}", *secrets)
         summary, code = {**base, "result": "Failed", "message": msg}, EXIT_FAILED
@@ -224,6 +246,12 @@ def _unsupported_errors() -> tuple[type[Exception], ...]:
     from . import awq, passthrough
 
     return (awq.GpuRequired, passthrough.Unsupported)
+
+
+def _conversion_errors() -> tuple[type[Exception], ...]:
+    from . import gguf, onnx
+
+    return (gguf.GgufError, onnx.OnnxError)
 
 
 def _s3_secrets(folder: Path | None) -> list[str | None]:

@@ -31,7 +31,30 @@ FETCH_PATTERNS = [p for p in ALLOW_PATTERNS if p != "*.safetensors"] + TRANSFORM
 
 
 class SourceError(RuntimeError):
-    """The source cannot be resolved or downloaded (message is safe to show: no token)."""
+    """The source cannot be resolved or downloaded (message is safe to show: no token).
+
+    transient: a rerun may succeed (network trouble, hub throttling or server errors, a
+    checksum mismatch whose file was removed); the CLI exits with a retried code then."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+def transient_download_error(exc: BaseException) -> bool:
+    """Whether a hub download error may go away on a retry.
+
+    Permanent: the repo, revision or file does not exist, or the token may not read it
+    (401/403/404, gated). Transient: connection errors, timeouts, 408/429/5xx.
+    """
+    names = {type(e).__name__ for e in (exc, exc.__cause__, exc.__context__) if e is not None}
+    if names & {"RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError", "EntryNotFoundError",
+                "RemoteEntryNotFoundError", "DisabledRepoError", "LocalEntryNotFoundError"}:
+        return "LocalEntryNotFoundError" in names and "offline" not in str(exc).lower()
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return status in (408, 425, 429) or status >= 500
+    return True  # connection reset, timeout, DNS: the network, not the request
 
 
 @dataclass(frozen=True)
@@ -94,7 +117,7 @@ def verify_checksums(fetched: Fetched) -> dict[str, int]:
         if _digest(path, algo) != want:
             path.unlink(missing_ok=True)
             raise SourceError(f"{rel}: {algo} checksum mismatch after download (file removed; rerun to fetch "
-                              "it again)")
+                              "it again)", transient=True)
         checked += 1
     summary = {"verified": checked, "notPublished": len(files) - checked}
     progress.emit("verify", checksums=summary)
@@ -151,7 +174,8 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
                                  allow_patterns=files or FETCH_PATTERNS)
     except Exception as exc:
         raise SourceError(f"download of {repo}@{revision or 'default'} failed: "
-                          f"{type(exc).__name__}: {redact(str(exc), token)}") from None
+                          f"{type(exc).__name__}: {redact(str(exc), token)}",
+                          transient=transient_download_error(exc)) from None
     finally:
         done.set()
         reporter.join()
@@ -174,7 +198,7 @@ def resolve(source: str, revision: str | None, *, cache_dir: Path, pvc_root: Pat
             got = s3.download(source, cache_dir / "s3" / bucket / prefix, ALLOW_PATTERNS, s3_credentials_dir,
                               select=select_files)
         except s3.S3Error as exc:
-            raise SourceError(str(exc)) from None
+            raise SourceError(str(exc), transient=exc.transient) from None
         return Fetched(got.path, got.fingerprint, got.bytes, {k: ("md5", v) for k, v in got.md5.items()})
     if source.startswith("hf://"):
         repo = source[len("hf://"):].strip("/")

@@ -32,7 +32,19 @@ SECRET_KEYS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
 class S3Error(RuntimeError):
-    """The bucket cannot be listed or read (message safe to show: no secret in it)."""
+    """The bucket cannot be listed or read (message safe to show: no secret in it).
+
+    transient: a retry may succeed (connection trouble, throttling, a server error); False for
+    what the same inputs always meet (access denied, no such bucket, not a model folder)."""
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# S3 error codes a retry cannot fix.
+PERMANENT_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "NoSuchBucket", "NoSuchKey",
+                   "ExpiredToken", "InvalidBucketName", "AllAccessDisabled", "InvalidToken"}
 
 
 @dataclass(frozen=True)
@@ -100,7 +112,8 @@ def _error(exc: Exception, what: str, creds: dict[str, str]) -> S3Error:
              "AccessDenied": "the credentials may not read this bucket/prefix",
              "NoSuchBucket": "the bucket does not exist", "ExpiredToken": "the session token has expired"}
     detail = f"{code}: {hints.get(code, '')}".rstrip(": ") if code else f"{type(exc).__name__}: {exc}"
-    return S3Error(redact(f"S3 {what} failed: {detail}", *(creds.get(k) for k in SECRET_KEYS)))
+    return S3Error(redact(f"S3 {what} failed: {detail}", *(creds.get(k) for k in SECRET_KEYS)),
+                   transient=code not in PERMANENT_CODES)
 
 
 def _list(client: Any, bucket: str, prefix: str, patterns: list[str]) -> list[dict[str, Any]]:
