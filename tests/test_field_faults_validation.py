@@ -161,6 +161,7 @@ BAD_VALUES = [
     ({"resources": {"memory": "16GB"}}, "resources.memory must be a Kubernetes quantity"),
     ({"resources": {"memory": "-1Gi"}}, "resources.memory must be a Kubernetes quantity"),
     ({"storage": {"size": "20 Gi"}}, "storage.size must be a Kubernetes quantity"),
+    ({"storage": {"storageClassName": "Fast_SSD"}}, "storage.storageClassName must be a StorageClass name"),
     ({"resources": {"gpu": {"count": 1, "product": "-NVIDIA-L4"}}}, "nvidia.com/gpu.product label value"),
     ({"access": {"apiKeySecretRef": {"name": "Api_Key"}}}, "a Secret name"),
     ({"engine": {"name": "ollama", "ollama": {"keepAlive": "5 minutes"}}}, "keepAlive must be -1"),
@@ -185,7 +186,7 @@ GOOD_VALUES = [
     {"podAnnotations": {"example.com/team": "any value, with spaces"}},
     {"resources": {"cpu": "500m", "memory": "1.5Gi"}},
     {"resources": {"cpu": ".5", "memory": "2e9"}},
-    {"storage": {"size": "1Ti"}},
+    {"storage": {"size": "1Ti", "storageClassName": "premium-rwo.v2"}},
     {"access": {"apiKeySecretRef": {"name": "corp.api-key", "key": "KEY_1"}}},
 ]
 
@@ -301,3 +302,16 @@ def test_a_type_without_format_reaches_sizing() -> None:
     doc = body({"model": ONNX["model"], "engine": {"name": "ollama"}, "quantization": {"type": "Q5_K_M"}})
     r = resolve(api.SLMDeployment.model_validate(defaulted(doc)).spec)
     assert (r.format, r.qtype) == ("gguf", "Q5_K_M")
+
+
+def test_every_field_documented_immutable_keeps_its_transition_rule() -> None:
+    """A field's pattern rule must add to its other rules, not replace them (model.source lost
+    `self == oldSelf` once that way)."""
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    immutable = [(path, node) for path, node in _walk(schema) if "mmutable" in node.get("description", "")
+                 and "type" in node]
+    assert {p.rsplit(".", 1)[-1] for p, _ in immutable} >= {"source", "storageClassName"}
+    for path, node in immutable:
+        assert any(r["rule"] == "self == oldSelf" for r in node.get("x-kubernetes-validations", [])), path
+    source = schema["properties"]["spec"]["properties"]["model"]["properties"]["source"]
+    assert [r["rule"].split("(")[0] for r in source["x-kubernetes-validations"]] == ["self.matches", "self == oldSelf"]

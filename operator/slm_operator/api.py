@@ -100,12 +100,14 @@ def _cel_string(pattern: str) -> str:
     return f"r'{pattern}'"
 
 
-def matching(pattern: str, message: str) -> tuple[Any, Any]:
+def matching(pattern: str, message: str, *also: tuple[str, str]) -> tuple[Any, Any]:
     """Annotated metadata: the value must match `pattern`, else `message` (words, not the regex).
 
     The same check runs in pydantic (specs that reach the operator without admission) and as
     a CEL rule in the CRD, so admission and `slmctl validate` say the same sentence. A plain
-    JSON-schema `pattern` would make the API server quote the regular expression instead."""
+    JSON-schema `pattern` would make the API server quote the regular expression instead.
+    Other rules of the field go in `also`: a second Field(json_schema_extra=...) would replace
+    these, not add to them."""
     rx = re.compile(pattern)
 
     def check(value: Any) -> Any:
@@ -114,7 +116,7 @@ def matching(pattern: str, message: str) -> tuple[Any, Any]:
         return value
 
     return AfterValidator(check), Field(json_schema_extra=rules(
-        (f"self.matches({_cel_string(pattern)})", message)))
+        (f"self.matches({_cel_string(pattern)})", message), *also))
 
 
 def label_map(field: str, *, values: bool = True, max_items: int = 32) -> tuple[Any, ...]:
@@ -250,9 +252,8 @@ class ModelSource(Model):
                     "PersistentVolumeClaim in this namespace) or s3://BUCKET/PREFIX. Immutable: "
                     "create a new SLMDeployment to serve another model.",
         max_length=512,
-        json_schema_extra=rules(("self == oldSelf",
-                                 "model.source is immutable: create a new SLMDeployment instead")),
-    ), *matching(SOURCE_PATTERN, SOURCE_MESSAGE)]
+    ), *matching(SOURCE_PATTERN, SOURCE_MESSAGE,
+                 ("self == oldSelf", "model.source is immutable: create a new SLMDeployment instead"))]
     revision: Annotated[str | None, Field(
         description="Hub revision to pin: a commit SHA (recommended), tag or branch.", max_length=128),
         *matching(r"^[-_./A-Za-z0-9]{1,128}$",
@@ -503,9 +504,10 @@ class Storage(Model):
         *matching(QUANTITY_PATTERN, "storage.size must be a Kubernetes quantity such as 20Gi or 500Gi "
                   "(a number with an optional suffix Ki, Mi, Gi, Ti, k, M, G, T...)")] = None
     storage_class_name: Annotated[str | None, Field(
-        description="StorageClass (immutable). Omitted: the cluster default.", max_length=253,
-        json_schema_extra=rules(("self == oldSelf", "storage.storageClassName is immutable")),
-    )] = None
+        description="StorageClass (immutable). Omitted: the cluster default.", max_length=253),
+        *matching(OBJECT_NAME_PATTERN, "storage.storageClassName must be a StorageClass name: at most 253 "
+                  "lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
+                  ("self == oldSelf", "storage.storageClassName is immutable"))] = None
     access_mode: Annotated[Literal["ReadWriteOnce", "ReadWriteMany"], Field(
         description="ReadWriteMany lets replicas on several nodes share one cache.",
         json_schema_extra=rules(("self == oldSelf", "storage.accessMode is immutable")),
