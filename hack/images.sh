@@ -330,7 +330,8 @@ cmd_push() {
     fi
     dst="$registry/${src#ghcr.io/}"
     e tag "$src" "$dst"
-    e push "${flags[@]}" "$dst" >&2
+    e push -q "${flags[@]}" "$dst" >&2
+    e rmi "$dst" >/dev/null 2>&1 || true   # drop the extra local name; the image keeps its own
     echo "pushed $dst"
   done
 }
@@ -351,12 +352,13 @@ cmd_save() {
 
 case "${1:-build}" in
   build) shift || true; cmd_build "$@" ;;
-  push) shift; cmd_push "$@" ;;
-  save) shift; cmd_save "$@" ;;
+  # engine first in this shell: its exit status (3: no engine works here) is the script's.
+  push) shift; engine >/dev/null; cmd_push "$@" ;;
+  save) shift; engine >/dev/null; cmd_save "$@" ;;
   ref) ref_of "${2:?usage: images.sh ref NAME}" ;;
   list) for n in "${ALL[@]}"; do echo "$n $(ref_of "$n")"; done ;;
   base) engine >/dev/null; debian_base ;;
-  prune) case "$(engine)" in buildah) buildah rmi --prune ;; *) e image prune -f ;; esac >/dev/null ;;
+  prune) engine >/dev/null; case "$ENGINE" in buildah) buildah rmi --prune ;; *) e image prune -f ;; esac >/dev/null ;;
   ollama-bin) ollama_bin ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) cmd_build "$@" ;;
