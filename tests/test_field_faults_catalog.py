@@ -233,7 +233,9 @@ def test_shared_gpus_are_known_and_say_so() -> None:
 
 
 @pytest.mark.parametrize(("given", "label"), [("L4", "NVIDIA-L4"), ("nvidia-l4", "NVIDIA-L4"), ("T4", "Tesla-T4"),
-                                              ("NVIDIA-A100-SXM4-40GB-MIG-1g.5gb", "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb")])
+                                              ("NVIDIA-A100-SXM4-40GB-MIG-1g.5gb", "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"),
+                                              ("A100-MIG-3g.20gb", "NVIDIA-A100-SXM4-40GB-MIG-3g.20gb"),
+                                              ("T4-SHARED", "Tesla-T4-SHARED")])
 def test_the_node_selector_gets_the_node_label_value_not_the_alias(given: str, label: str) -> None:
     from slm_operator.render import RenderContext, render
 

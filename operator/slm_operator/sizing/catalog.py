@@ -482,7 +482,8 @@ def lookup_gpu(product: str) -> GpuProduct:
     label = product.strip()
     if label.upper().endswith(_SHARED_SUFFIX) and len(label) > len(_SHARED_SUFFIX):
         base = lookup_gpu(label[: -len(_SHARED_SUFFIX)])
-        return replace(base, product=label, name=f"{base.name} (shared)", shared=True, aliases=())
+        return replace(base, product=base.product + _SHARED_SUFFIX, name=f"{base.name} (shared)", shared=True,
+                       aliases=())
     mig = _MIG_RE.match(label)
     if mig:
         try:
@@ -499,7 +500,9 @@ def lookup_gpu(product: str) -> GpuProduct:
         if gb < 1 or eighths > 8 or gb * 1000 > base.memory_mib * 1.1:
             raise UnknownGpuError(f"resources.gpu.product {label!r}: a {mig.group('profile')} slice cannot exist "
                                   f"on {base.product} ({base.memory_mib} MiB): {_LABEL_HELP}.")
-        return replace(base, product=label, memory_mib=memory, name=f"{base.name} MIG {mig.group('profile')}",
+        # The node's label value: the catalog's product (an alias such as "A100" resolved) + the profile.
+        return replace(base, product=f"{base.product}-MIG-{mig.group('profile')}", memory_mib=memory,
+                       name=f"{base.name} MIG {mig.group('profile')}",
                        mig_profile=mig.group("profile"), aliases=())
     return _lookup_whole_gpu(label)
 
