@@ -604,8 +604,9 @@ class SLMDeploymentSpec(Model):
         description="Extra node labels the serving pods require."), *label_map("nodeSelector")] = {}
     tolerations: Annotated[list[Toleration], Field(description="Extra tolerations.",
                                                    max_length=16)] = []
-    pod_annotations: Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(
-        description="Annotations added to serving pods."),
+    pod_annotations: Annotated[dict[str, Annotated[str, Field(max_length=2048)]], Field(
+        description="Annotations added to serving pods (at most 64, values up to 2048 characters: "
+                    "the API server caps all of a pod's annotations at 256 KiB)."),
         *label_map("podAnnotations", values=False, max_items=64)] = {}
 
 
