@@ -40,7 +40,6 @@ HERE="$REPO/hack"
 CACHE="${SLM_CACHE:-$HOME/.cache/slm-operator}"
 LABEL_KEY="io.slm-operator.inputs"
 OLLAMA_VERSION="0.13.5"   # also runtime-images/ollama/Dockerfile's OLLAMA_IMAGE default
-VLLM_VERSION="$(sed -n 's/^VLLM_VERSION = "\([^"]*\)".*/\1/p' "$REPO/runtime-images/vllm/slm_vllm/options.py")"
 LLAMA_CPP_VERSION="$(sed -n 's/^LLAMA_CPP_VERSION=//p' "$REPO/runtime-images/install-ml-deps.sh")"
 DEBIAN_SUITE="bookworm"   # python3 is 3.11 there, as in the python:3.11 upstream bases
 DEBIAN_PACKAGES="python3,python3-venv,python-is-python3,ca-certificates"

@@ -280,3 +280,12 @@ def test_built_image_runs_read_only_as_non_root(name):
                           "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--network", "none",
                           "--no-healthcheck", ref, *SMOKE[name]], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+
+
+def test_image_scripts_pass_shellcheck():
+    exe = shutil.which("shellcheck")
+    if exe is None:
+        pytest.skip("shellcheck not installed (apt-get install shellcheck)")
+    out = subprocess.run([exe, "-S", "warning", str(IMAGES_SH), str(SETUP_SH)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout
