@@ -162,6 +162,8 @@ BAD_VALUES = [
     ({"resources": {"memory": "-1Gi"}}, "resources.memory must be a Kubernetes quantity"),
     ({"storage": {"size": "20 Gi"}}, "storage.size must be a Kubernetes quantity"),
     ({"storage": {"storageClassName": "Fast_SSD"}}, "storage.storageClassName must be a StorageClass name"),
+    ({"engine": {"name": "onnxruntime", "image": "ghcr.io/Org/slm server:1"}},
+     "engine.image must be an image reference"),
     ({"resources": {"gpu": {"count": 1, "product": "-NVIDIA-L4"}}}, "nvidia.com/gpu.product label value"),
     ({"access": {"apiKeySecretRef": {"name": "Api_Key"}}}, "a Secret name"),
     ({"engine": {"name": "ollama", "ollama": {"keepAlive": "5 minutes"}}}, "keepAlive must be -1"),
@@ -187,6 +189,7 @@ GOOD_VALUES = [
     {"resources": {"cpu": "500m", "memory": "1.5Gi"}},
     {"resources": {"cpu": ".5", "memory": "2e9"}},
     {"storage": {"size": "1Ti", "storageClassName": "premium-rwo.v2"}},
+    {"engine": {"name": "onnxruntime", "image": "localhost:5000/slm/onnx-server:0.1@sha256:" + "a" * 64}},
     {"access": {"apiKeySecretRef": {"name": "corp.api-key", "key": "KEY_1"}}},
 ]
 

@@ -47,6 +47,13 @@ NAME_LENGTH_MESSAGE = (
     f"metadata.name must be at most {MAX_NAME_LENGTH} characters so that child object names fit "
     "(the quantization Job adds 18 characters and must stay a 63-character label value)"
 )
+# A container image reference (distribution/reference): [domain[:port]/]path[:tag][@digest].
+_DOMAIN_PART = r"([a-zA-Z0-9]|[a-zA-Z0-9][-a-zA-Z0-9]*[a-zA-Z0-9])"
+_PATH_PART = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+IMAGE_PATTERN = (
+    rf"^({_DOMAIN_PART}(\.{_DOMAIN_PART})*(:[0-9]+)?/)?{_PATH_PART}(/{_PATH_PART})*"
+    r"(:[A-Za-z0-9_][-A-Za-z0-9_.]{0,127})?(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
 # A Secret (or other object) name: a DNS-1123 subdomain.
 OBJECT_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
@@ -386,7 +393,10 @@ class EngineSpec(Model):
     name: Annotated[Engine, Field(description="vllm | ollama | onnxruntime | auto (sizing "
                                               "chooses for the hardware).")] = Engine.AUTO
     image: Annotated[str | None, Field(description="Override the engine image (pin a tag or "
-                                                   "digest).", max_length=512)] = None
+                                                   "digest).", max_length=512),
+                     *matching(IMAGE_PATTERN, "engine.image must be an image reference: [REGISTRY[:PORT]/]"
+                               "PATH[:TAG][@DIGEST] with a lower-case PATH and no spaces, e.g. "
+                               "registry.example.com/slm/vllm:0.11.0 or ...@sha256:<64 hex>")] = None
     vllm: VLLMOptions | None = None
     ollama: OllamaOptions | None = None
     onnxruntime: OnnxRuntimeOptions | None = None
