@@ -30,6 +30,31 @@ def _cache_volume(t: Target) -> Obj:
             "persistentVolumeClaim": {"claimName": child_names(t.name, t.key)["cache"]}}
 
 
+def shares_one_node(t: Target) -> bool:
+    """Whether every pod of this deployment must run on one node.
+
+    The design (docs/sizing.md, "Replicas and the model claim"): all pods that mount the
+    model claim (the serving replicas, a rollout's surge pod, the quantization Job) read one
+    volume. A ReadWriteOnce volume
+    attaches to one node at a time, so they are kept on one node by a required pod affinity;
+    with storage.accessMode ReadWriteMany they may spread (and are spread, preferably).
+    A pvc:// source served as is mounts the user's claim: storage.accessMode then states
+    that claim's mode.
+    """
+    return t.spec.storage.access_mode != "ReadWriteMany"
+
+
+def claim_placement(t: Target) -> Obj:
+    """affinity / topologySpreadConstraints for a pod that mounts the model claim."""
+    peers = {"matchLabels": {c.L_DEPLOYMENT: t.name}}
+    if shares_one_node(t):
+        return {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": peers, "topologyKey": "kubernetes.io/hostname"}]}}}
+    return {"topologySpreadConstraints": [
+        {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": selector(t, c.C_SERVER)}}]}
+
+
 def _pod_spec_base() -> Obj:
     return {
         "automountServiceAccountToken": False,
@@ -144,6 +169,8 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
     }
     pod_spec: Obj = {**_pod_spec_base(), "restartPolicy": "Never", "containers": [container],
                      "volumes": volumes}
+    if shares_one_node(t):  # beside the serving pods that hold the ReadWriteOnce claim
+        pod_spec.update(claim_placement(t))
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
     if tolerations:
@@ -190,7 +217,7 @@ def serving_deployment(t: Target, image: str, replicas: int | None) -> Obj:
     pod_annotations = {**t.spec.pod_annotations,
                        c.A_SPEC_HASH: stable_hash([containers, volumes])}
     pod_spec: Obj = {**_pod_spec_base(), "containers": containers, "volumes": volumes,
-                     "terminationGracePeriodSeconds": 60}
+                     "terminationGracePeriodSeconds": 60, **claim_placement(t)}
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
     if tolerations:
