@@ -328,3 +328,22 @@ def test_a_context_beyond_the_model_names_model_context_length() -> None:
 def test_a_gpu_count_that_does_not_divide_the_heads_names_the_count() -> None:
     errs = validate(body(vllm("hf://Qwen/Qwen3-0.6B", "NVIDIA-L4", count=3)))
     assert len(errs) == 1 and errs[0].startswith("spec.resources.gpu.count: vLLM tensor parallelism")
+
+
+@pytest.mark.parametrize(("spec", "reason", "field"), [
+    (vllm("hf://unsloth/gemma-3-4b-it", "Tesla-T4"), "UnsupportedDtype", "resources.gpu.product"),
+    (vllm("hf://Qwen/Qwen3-0.6B", "NVIDIA-B300-SXM6-288GB"), "UnknownGPUProduct", "resources.gpu.product"),
+    (vllm("hf://Qwen/Qwen3-0.6B", "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb", count=2), "UnsupportedGPUCount",
+     "resources.gpu.count"),
+], ids=["bf16", "unknown-gpu", "mig-count"])
+def test_catalog_refusals_are_degraded_with_their_reason_and_a_warning(world: Any, spec: dict[str, Any],  # noqa: F811
+                                                                       reason: str, field: str) -> None:
+    w = world
+    w.body["spec"] = spec
+    w.run()
+    deg = w.cond("Degraded")
+    assert (deg["status"], deg["reason"]) == ("True", reason) and field in deg["message"]
+    assert w.kube.events[-1]["type"] == "Warning" and w.kube.events[-1]["reason"] == reason
+    assert not any(o["kind"] in ("Job", "Deployment") for o in w.kube.applied)
+    offline = validate(body(spec))
+    assert len(offline) == 1 and offline[0].startswith(f"spec.{field}: ") and deg["message"] in offline[0]

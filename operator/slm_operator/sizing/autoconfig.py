@@ -436,8 +436,9 @@ def _check_family(facts: ModelFacts, engine: str, device: str, gpu: GpuProduct |
     if engine == "vllm" and device == "gpu" and gpu is not None and not gpu.bf16:
         raise UnsupportedDtypeError(
             f"{why}. {gpu.product} (compute capability {gpu.compute_capability}) has no bfloat16, and "
-            "vLLM's AWQ/GPTQ kernels there compute in float16 too: use a GPU with compute capability 8.0 "
-            f"or newer ({BF16_GPU_EXAMPLES}), or serve it on CPU with engine ollama (gguf).")
+            "vLLM's AWQ/GPTQ kernels there compute in float16 too: set resources.gpu.product to a GPU with "
+            f"compute capability 8.0 or newer ({BF16_GPU_EXAMPLES}), or serve it on CPU with engine ollama "
+            "(gguf).")
 
 
 def _fit_reason(facts, engine, fmt, qtype, device, tp, gpu, trial: _Trial, checked: bool) -> str:
