@@ -334,7 +334,8 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
     if engine == "vllm" and facts.attention_heads % tp:
         raise _error(SizingError(
             f"vLLM tensor parallelism needs the attention heads ({facts.attention_heads}) to divide evenly "
-            f"across {tp} GPUs; use a GPU count that divides them."), "UnsupportedGPUCount", "spec.resources.gpu.count")
+            f"across {tp} GPUs; set resources.gpu.count to a number that divides them."),
+            "UnsupportedGPUCount", "spec.resources.gpu.count")
     if context is not None and not 256 <= context <= facts.max_context:
         raise _error(SizingError(
             f"Context {context} is outside 256..{facts.max_context} (the maximum of {facts.name}); set "
