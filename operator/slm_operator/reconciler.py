@@ -31,6 +31,7 @@ from slm_operator.diff import needs_apply, parse_quantity
 from slm_operator.kube import Kube, refusal
 from slm_operator.render import Plan, RenderContext, plan
 from slm_operator.render.common import artifact_path, child_names
+from slm_operator.sizing_bridge import gated_refusal, refused
 from slm_operator.status import Cond, Observation, build_status, status_changed, transitions
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,9 @@ class Reconciler:
         }.items() if v is not None and v != ""}
         obs.quantization = {"format": r.format, "type": r.qtype}
         obs.endpoint = f"http://{meta['name']}.{meta['namespace']}.svc:{c.API_PORT}/v1"
+        gated = gated_refusal(cr.spec, self.ctx.hub.endpoint)
+        if gated is not None and r.fits:
+            r = refused(r, gated)
 
         if not r.fits:
             metrics.SIZING_REFUSALS.labels(engine=r.engine).inc()

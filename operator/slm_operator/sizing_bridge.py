@@ -68,31 +68,32 @@ def _refused(spec: api.SLMDeploymentSpec, engine: str, e: SizingError) -> Resolv
                        "refusal": e.condition_reason, "refusal_field": e.field})
 
 
-def check_gated(spec: api.SLMDeploymentSpec) -> None:
-    """A model the hub gates, named by its own repo id (not a public re-upload), needs a token."""
+def gated_refusal(spec: api.SLMDeploymentSpec, operator_hub_endpoint: str | None = None) -> SizingError | None:
+    """A model the hub gates, named by its own repo id (not a public re-upload), needs a token.
+
+    None when a token is given, the source is not the hub, or a mirror is named (in the spec or
+    operator-wide): a private mirror decides for itself. A catalog fact admission cannot see:
+    the operator reports it as Degraded, `slmctl validate` offline; the sizing stands."""
     m = spec.model
-    if m.token_secret_ref is not None or not m.source.startswith("hf://") or (m.hub and m.hub.endpoint):
-        return
+    if (m.token_secret_ref is not None or not m.source.startswith("hf://") or (m.hub and m.hub.endpoint)
+            or operator_hub_endpoint):
+        return None
     repo = gated_repo(m.source)
     if repo:
-        raise GatedModelError(
+        return GatedModelError(
             f"{repo} is gated on the Hugging Face hub: the download needs a token. Accept the model's "
             f"licence on https://huggingface.co/{repo} with your hub account, store a read token in a "
             "Secret (kubectl create secret generic hf-token --from-literal=token=hf_...) and set "
             "model.tokenSecretRef.name to it.")
+    return None
+
+
+def refused(r: Resolved, e: SizingError) -> Resolved:
+    """r, marked as refused for e (the sizing stands, so render is unchanged)."""
+    return dataclasses.replace(r, fits=False, reason=str(e), refusal=e.condition_reason, refusal_field=e.field)
 
 
 def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
-    r = _resolve(spec)
-    try:
-        check_gated(spec)
-    except SizingError as e:  # the sizing stands (render is unchanged); the deployment cannot start
-        return dataclasses.replace(r, fits=False, reason=str(e), refusal=e.condition_reason,
-                                   refusal_field=e.field)
-    return r
-
-
-def _resolve(spec: api.SLMDeploymentSpec) -> Resolved:
     engine = str(spec.engine.name)
     facts = lookup_model(spec.model.source)
     if facts is None:

@@ -137,8 +137,13 @@ def validate(obj: dict[str, Any], *, check_fit: bool = True) -> list[str]:
     if errors or not check_fit:
         return errors
     from slm_operator.resolve import resolve
+    from slm_operator.sizing_bridge import gated_refusal, refused
 
-    r = resolve(api.SLMDeployment.model_validate(full).spec)
+    spec = api.SLMDeployment.model_validate(full).spec
+    r = resolve(spec)
+    gated = gated_refusal(spec)  # offline: no operator-wide hub mirror is known
+    if gated is not None and r.fits:
+        r = refused(r, gated)
     if not r.fits:  # catalog facts admission cannot see: fit, gated models, GPU products, dtypes
         if r.refusal == "DoesNotFit":
             return [f"{r.refusal_field}: does not fit: {r.reason}"]
