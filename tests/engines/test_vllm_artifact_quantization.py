@@ -24,7 +24,7 @@ from slm_operator.render.engines import ARTIFACT_QUANTIZATION
 from slm_operator.validate import defaulted
 from slm_quantizer import awq
 from slm_vllm import VLLM_VERSION
-from slm_vllm.artifact import agree_with_folder, folder_quantization
+from slm_vllm.artifact import agree_with_folder, fit_max_len, folder_quantization
 from slm_vllm.launcher import plan
 
 HERE = Path(__file__).resolve().parent
@@ -141,6 +141,23 @@ def test_launcher_drops_a_flag_the_folder_contradicts(tmp_path, flag, kept):
     assert agree_with_folder([str(_folder(tmp_path, "fp8")), "--quantization", "fp8"])[1] is None
 
 
+def _short_folder(tmp_path: Path, **extra) -> Path:
+    folder = tmp_path / "short"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({**BASE_CONFIG, "max_position_embeddings": 2048, **extra}))
+    return folder
+
+
+def test_launcher_lowers_a_context_the_folder_does_not_support(tmp_path):
+    folder = _short_folder(tmp_path)
+    args, note = fit_max_len([str(folder), "--max-model-len", "4096", "--port", "8000"])
+    assert args == [str(folder), "--max-model-len", "2048", "--port", "8000"] and "2048" in note
+    assert fit_max_len([str(folder), "--max-model-len=1024"]) == ([str(folder), "--max-model-len=1024"], None)
+    # Scaled rope: vLLM's own arithmetic decides; the launcher leaves the flag alone.
+    scaled = _short_folder(tmp_path, rope_scaling={"rope_type": "yarn", "factor": 4.0})
+    assert fit_max_len([str(scaled), "--max-model-len", "8192"])[1] is None
+
+
 @pytest.fixture(scope="module")
 def vllm_python() -> Path:
     python = VENV / "bin" / "python"
@@ -167,7 +184,12 @@ def test_vllm_accepts_every_formats_rendered_args_for_its_artifact(tmp_path, vll
     # The old render (--quantization awq_marlin on a compressed-tensors folder): vLLM must refuse it,
     # so the passes above mean something.
     wrong = [str(tmp_path / "awq"), "--quantization", "awq_marlin"]
-    results = _vllm_check(vllm_python, [*cases, wrong])
+    # A model outside the catalog gets the default context; its folder supports less.
+    short, _, _ = plan([str(_short_folder(tmp_path)), "--max-model-len", "4096"], {"VLLM_API_KEY": "k"})
+    too_long = [str(tmp_path / "short"), "--max-model-len", "4096"]
+    results = _vllm_check(vllm_python, [*cases, short[2:], too_long, wrong])
+    assert results[-3]["ok"], results[-3]
+    assert not results[-2]["ok"] and "max_model_len" in results[-2]["error"], results[-2]
     for fmt, res in zip(FORMATS, results, strict=False):
         assert res["ok"], (fmt, res)
         want = ARTIFACT_QUANTIZATION[fmt] or ("fp8" if fmt == "fp8" else None)

@@ -78,3 +78,51 @@ def agree_with_folder(args: Sequence[str]) -> tuple[list[str], str | None]:
     del args[start:start + length]
     return args, (f"dropped --quantization {value}: {model}/config.json says quant_method {method!r}, "
                   "which vLLM reads from the folder")
+
+
+# config.json keys vLLM derives the longest context from (the smallest present wins).
+_LENGTH_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "max_sequence_length",
+                "max_seq_length", "seq_len")
+
+
+def folder_max_len(model: str | Path) -> int | None:
+    """The context vLLM derives from the folder's config, when it is plain (no rope scaling)."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    text = config.get("text_config") or config
+    if text.get("rope_scaling") or (text.get("rope_parameters") or {}).get("rope_type", "default") != "default":
+        return None  # scaled rope: vLLM's own arithmetic; leave the flag to it
+    lengths = [int(v) for k in _LENGTH_KEYS if isinstance(v := text.get(k), int) and v > 0]
+    return min(lengths) if lengths else None
+
+
+def fit_max_len(args: Sequence[str]) -> tuple[list[str], str | None]:
+    """(args, note): lower a --max-model-len above what the folder supports (vLLM refuses it).
+
+    The operator's sizing caps the context at the model's maximum for catalog models; a model
+    outside the catalog gets a default the folder may not support.
+    """
+    args = list(args)
+    model = model_arg(args)
+    limit = folder_max_len(model) if model else None
+    if limit is None:
+        return args, None
+    for i, arg in enumerate(args):
+        if flag_name(arg) != "max-model-len":
+            continue
+        inline = "=" in arg
+        raw = arg.split("=", 1)[1] if inline else (args[i + 1] if i + 1 < len(args) else "")
+        try:
+            value = int(raw)
+        except ValueError:
+            return args, None  # "1k" and friends: vLLM's own parser decides
+        if value <= limit:
+            return args, None
+        if inline:
+            args[i] = f"--max-model-len={limit}"
+        else:
+            args[i + 1] = str(limit)
+        return args, f"lowered --max-model-len {value} to {limit}: {model}/config.json supports no more"
+    return args, None

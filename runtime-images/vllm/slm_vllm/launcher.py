@@ -17,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from slm_vllm.args import UnsafeArgsError, build_args, check_serve_args
-from slm_vllm.artifact import agree_with_folder
+from slm_vllm.artifact import agree_with_folder, fit_max_len
 from slm_vllm.options import VLLM_VERSION, OptionsError, load_options
 
 API_KEY_ENV = "VLLM_API_KEY"
@@ -113,9 +113,10 @@ def plan(argv: Sequence[str], env: Mapping[str, str]) -> tuple[list[str], dict[s
         check_serve_args(serve_args, owned_allowed=True)
     else:
         raise LaunchError("nothing to serve: pass --config FILE or vllm serve arguments")
-    serve_args, note = agree_with_folder(serve_args)
-    if note:
-        print(f"slm_vllm: {note}", file=sys.stderr)
+    for fit in (agree_with_folder, fit_max_len):  # what the model folder itself says
+        serve_args, note = fit(serve_args)
+        if note:
+            print(f"slm_vllm: {note}", file=sys.stderr)
     check_environment(env)
     child_env = child_environment(env, api_key_file=ns.api_key_file,
                                   allow_unauthenticated=ns.allow_unauthenticated)
