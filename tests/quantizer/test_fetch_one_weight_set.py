@@ -5,6 +5,9 @@ of the one set (what the PVC sizing counts: one 16-bit copy of the parameters)."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from fake_hub import FakeHub
@@ -53,28 +56,19 @@ def test_local_source_counts_one_set(tmp_path):
 
 def test_hub_download_fetches_one_set(tmp_path):
     folder = mistral_like(tmp_path / "repo")
+    code = ("import json, sys; from pathlib import Path; from slm_quantizer import fetch; "
+            "f = fetch.download('mistralai/tiny', None, Path(sys.argv[1]), None); "
+            "print(json.dumps({'bytes': f.bytes, 'files': fetch.model_files(f.path)}))")
     with FakeHub("mistralai/tiny", folder, None) as hub:
-        import os
-
-        old = os.environ.get("HF_ENDPOINT")
-        os.environ["HF_ENDPOINT"] = hub.url
-        try:
-            import huggingface_hub.constants as hc
-
-            saved = hc.ENDPOINT
-            hc.ENDPOINT = hub.url
-            got = fetch.download("mistralai/tiny", None, tmp_path / "cache", None)
-        finally:
-            hc.ENDPOINT = saved
-            if old is None:
-                os.environ.pop("HF_ENDPOINT", None)
-            else:
-                os.environ["HF_ENDPOINT"] = old
+        # A fresh process: huggingface_hub reads HF_ENDPOINT when it is imported.
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], capture_output=True, text=True,
+                             timeout=120, env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
     fetched = sorted(p.split("/resolve/", 1)[1].split("/", 1)[1] for m, p, _ in hub.requests
                      if m == "GET" and "/resolve/" in p)
     assert "consolidated.safetensors" not in fetched and "original/model.safetensors" not in fetched
     assert set(SHARDS) <= set(fetched)
-    assert got.bytes == 2 * 1000 + sum(len((folder / f).read_bytes()) for f in
-                                       ("config.json", "model.safetensors.index.json", "params.json", "tokenizer.json"))
-    assert fetch.model_files(got.path) == ["config.json", *SHARDS, "model.safetensors.index.json", "params.json",
-                                           "tokenizer.json"]
+    small = ("config.json", "model.safetensors.index.json", "params.json", "tokenizer.json")
+    assert got["bytes"] == 2 * 1000 + sum(len((folder / f).read_bytes()) for f in small)
+    assert got["files"] == ["config.json", *SHARDS, "model.safetensors.index.json", "params.json", "tokenizer.json"]
