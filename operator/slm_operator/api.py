@@ -509,7 +509,8 @@ class Storage(Model):
     """The model cache PVC (downloaded weights and quantized artifacts)."""
 
     size: Annotated[str | None, Field(
-        description="PVC size. Default: from sizing (model + artifact, with headroom). Can only "
+        description="PVC size. Default: from sizing (the quantization Job's peak: source, intermediate and "
+                    "artifact, with headroom; docs/sizing.md). Can only "
                     "grow.", max_length=32),
         *matching(QUANTITY_PATTERN, "storage.size must be a Kubernetes quantity such as 20Gi or 500Gi "
                   "(a number with an optional suffix Ki, Mi, Gi, Ti, k, M, G, T...)")] = None
@@ -519,7 +520,9 @@ class Storage(Model):
                   "lower-case letters, digits, '-' and '.', starting and ending with a letter or digit",
                   ("self == oldSelf", "storage.storageClassName is immutable"))] = None
     access_mode: Annotated[Literal["ReadWriteOnce", "ReadWriteMany"], Field(
-        description="ReadWriteMany lets replicas on several nodes share one cache.",
+        description="ReadWriteOnce (default): every pod of the deployment (replicas, the Job) runs "
+                    "on the node that holds the claim; ReadWriteMany lets replicas spread over nodes "
+                    "(docs/sizing.md, Replicas and the model claim).",
         json_schema_extra=rules(("self == oldSelf", "storage.accessMode is immutable")),
     )] = "ReadWriteOnce"
     retain_policy: Annotated[RetainPolicy, Field(
