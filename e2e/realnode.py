@@ -139,3 +139,38 @@ def port_forward(kubeconfig: str, namespace: str, target: str, port: int, timeou
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def fragile_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], outlier: float = 1000.0) -> Path:
+    """A copy of a tiny Qwen3/Llama-layout model that int4 block quantization must damage.
+
+    In every layer, one input feature per 32-wide quantization block is switched off in the
+    RMSNorm before q/k/v and gate/up (its norm weight set to 0), and the weights reading that
+    feature are set to `outlier`. The source model ignores those weights (their input is always
+    0), but a block's int4 scale follows its largest weight, so the other 31 weights of every
+    block round to zero once quantized: attention and MLP inputs vanish and perplexity rises
+    far above any sane quality gate. Returns `dst`.
+    """
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    src, dst = Path(src), Path(dst)
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+    tensors = load_file(str(src / "model.safetensors"))
+    layers = {k.split(".")[2] for k in tensors if k.startswith("model.layers.")}
+    for i in sorted(layers):
+        pre = f"model.layers.{i}"
+        hidden = tensors[f"{pre}.input_layernorm.weight"].shape[0]
+        cols = np.arange(0, hidden, 32)
+        for norm, projs in (("input_layernorm", ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")),
+                            ("post_attention_layernorm", ("mlp.gate_proj", "mlp.up_proj"))):
+            tensors[f"{pre}.{norm}.weight"] = tensors[f"{pre}.{norm}.weight"].copy()
+            tensors[f"{pre}.{norm}.weight"][cols] = 0.0
+            for proj in projs:
+                w = tensors[f"{pre}.{proj}.weight"].copy()
+                w[:, cols] = outlier
+                tensors[f"{pre}.{proj}.weight"] = w
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return dst

@@ -35,11 +35,13 @@ from e2e.helpers import (
     wait_for,
     wait_for_object,
 )
-from e2e.realnode import REAL_NODE, RealNode, ensure_images, node_state, port_forward
+from e2e.realnode import REAL_NODE, RealNode, ensure_images, fragile_copy, node_state, port_forward
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
 HUB_REPO = "slm-e2e/tiny-qwen3"
+# The same model with int4-hostile outliers (e2e.realnode.fragile_copy): any gate fails.
+FRAGILE_REPO = "slm-e2e/tiny-qwen3-fragile"
 READY_TIMEOUT = 600  # a cold quantization of the tiny model plus image start on 2 busy cores
 
 
@@ -58,7 +60,7 @@ def images(real_node: RealNode) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def hub(real_node: RealNode) -> Iterator[Any]:
+def hub(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The local hub on the node's address (pods reach it through the bridge's gateway)."""
     from e2e.hubserver import HubServer
     from slm_runtime.tiny_models import tiny_model
@@ -67,12 +69,15 @@ def hub(real_node: RealNode) -> Iterator[Any]:
     # so the cached model is shared.
     steps = int(os.environ.get("SLM_TINY_TRAIN_STEPS", "50"))
     with HubServer(host=real_node.address, port=0) as server:
-        server.add_repo(HUB_REPO, tiny_model("qwen3", train_steps=steps))
+        model = tiny_model("qwen3", train_steps=steps)
+        server.add_repo(HUB_REPO, model)
+        fragile = fragile_copy(model, tmp_path_factory.mktemp("fragile"))
+        server.add_repo(FRAGILE_REPO, fragile)
         yield server
 
 
 def slm(name: str, hub_url: str, revision: str, *, fmt: str, qtype: str, engine: str,
-        gate: int | None = None) -> dict[str, Any]:
+        gate: int | None = None, repo: str = HUB_REPO) -> dict[str, Any]:
     """A small SLMDeployment for the real node: one replica, explicit resources."""
     quant: dict[str, Any] = {"format": fmt, "type": qtype}
     if gate is not None:
@@ -82,7 +87,7 @@ def slm(name: str, hub_url: str, revision: str, *, fmt: str, qtype: str, engine:
         "kind": "SLMDeployment",
         "metadata": {"name": name},
         "spec": {
-            "model": {"source": f"hf://{HUB_REPO}", "revision": revision, "hub": {"endpoint": hub_url},
+            "model": {"source": f"hf://{repo}", "revision": revision, "hub": {"endpoint": hub_url},
                       "contextLength": 512},
             "quantization": quant,
             "engine": {"name": engine},
@@ -250,21 +255,57 @@ def test_gguf_through_ollama(kubeconfig: str, namespace: str, real_node: RealNod
 
 def test_quality_gate_fails_from_the_real_pod(kubeconfig: str, namespace: str, real_node: RealNode,
                                               images: dict[str, str], hub: Any) -> None:
-    """(c) A gate of 0 % cannot be met by int4: QualityGateFailed from the pod's termination
-    message, with the measured perplexities, and no serving Deployment."""
+    """(c) The default 10 % gate on a model int4 must damage: QualityGateFailed from the pod's
+    termination message, with the measured perplexities, a Warning Event, no serving Deployment."""
     ns = namespace
     with run_operator(kubeconfig, [ns]):
-        apply(kubeconfig, slm("tiny-gate", hub.url, hub.revision(HUB_REPO), fmt="onnx", qtype="int4",
-                              engine="onnxruntime", gate=0), namespace=ns)
+        apply(kubeconfig, slm("tiny-gate", hub.url, hub.revision(FRAGILE_REPO), fmt="onnx", qtype="int4",
+                              engine="onnxruntime", repo=FRAGILE_REPO), namespace=ns)
         obj = wait_for_object(
             kubeconfig, "-n", ns, "slmdeployment", "tiny-gate",
             predicate=lambda o: condition_status(o, "Degraded") == "True", timeout=READY_TIMEOUT,
             what="tiny-gate Degraded")
         deg = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
         assert deg["reason"] == "QualityGateFailed", deg
-        assert "perplexity" in deg["message"].lower(), deg
+        assert "perplexity rose" in deg["message"] and "above the 10.0% gate" in deg["message"], deg
         assert condition_status(obj, "Ready") == "False"
         assert not kubectl_json(kubeconfig, "-n", ns, "get", "deployments")["items"]
         events = kubectl_json(kubeconfig, "-n", ns, "get", "events", "--field-selector",
                               "involvedObject.name=tiny-gate")["items"]
         assert any(e["type"] == "Warning" and e["reason"] == "QualityGateFailed" for e in events), events
+
+
+def test_image_faults_show_in_status_and_recover(kubeconfig: str, namespace: str, real_node: RealNode,
+                                                 images: dict[str, str], hub: Any) -> None:
+    """Faults only a real kubelet produces, each Degraded with a reason and a sentence naming the
+    child: a server image that cannot be pulled, then one that crashes at start; with the right
+    image the same SLMDeployment recovers (Degraded False, Ready True)."""
+    ns = namespace
+    body = slm("tiny-faults", hub.url, hub.revision(HUB_REPO), fmt="onnx", qtype="int4", engine="onnxruntime")
+
+    def degraded(reason: str) -> dict[str, Any]:
+        obj = wait_for_object(
+            kubeconfig, "-n", ns, "slmdeployment", "tiny-faults", timeout=READY_TIMEOUT,
+            predicate=lambda o: any(c["type"] == "Degraded" and c["status"] == "True" and c["reason"] == reason
+                                    for c in o.get("status", {}).get("conditions", [])),
+            what=f"Degraded {reason}")
+        return next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
+
+    missing = "registry.invalid/slm-e2e/no-such-image:0"
+    with run_operator(kubeconfig, [ns], env={"SLM_IMAGE_ONNXRUNTIME": missing}):
+        apply(kubeconfig, body, namespace=ns)
+        deg = degraded("ImagePullFailed")
+        assert deg["message"].startswith("Deployment tiny-faults pod tiny-faults-"), deg
+        assert missing in deg["message"], deg
+    # An image without the server: the container exits at once, again and again.
+    with run_operator(kubeconfig, [ns], env={"SLM_IMAGE_ONNXRUNTIME": images["quantizer"]}):
+        deg = degraded("CrashLoopBackOff")
+        assert "Deployment tiny-faults" in deg["message"] and "exit" in deg["message"], deg
+    with run_operator(kubeconfig, [ns]) as op:
+        wait_ready(kubeconfig, ns, "tiny-faults", op)
+        obj = get_slm(kubeconfig, ns, "tiny-faults")
+        assert condition_status(obj, "Degraded") == "False"
+    events = kubectl_json(kubeconfig, "-n", ns, "get", "events", "--field-selector",
+                          "involvedObject.name=tiny-faults")["items"]
+    reasons = {(e["type"], e["reason"]) for e in events}
+    assert {("Warning", "ImagePullFailed"), ("Warning", "CrashLoopBackOff")} <= reasons, reasons
