@@ -261,15 +261,9 @@ def _sample(schema: dict[str, Any], rng: random.Random, depth: int = 0) -> Any:
 
 def _default(obj: Any, schema: dict[str, Any]) -> Any:
     """Structural defaulting, as the API server does it before the CEL rules run."""
-    if isinstance(obj, dict) and "properties" in schema:
-        for k, sub in schema["properties"].items():
-            if k not in obj and "default" in sub:
-                obj[k] = copy.deepcopy(sub["default"])
-            if k in obj:
-                obj[k] = _default(obj[k], sub)
-    elif isinstance(obj, list) and "items" in schema:
-        return [_default(x, schema["items"]) for x in obj]
-    return obj
+    from slm_operator.validate import structural_defaults
+
+    return structural_defaults(obj, schema)
 
 
 SHAPES = [{"quantization": {"type": "Q4_K_M"}}, {"quantization": {}}, {"resources": {}},
