@@ -743,3 +743,25 @@ def test_recreated_deployment_gets_its_api_key_secret_again(world: Any) -> None:
     w.run()
     again = [o for o in w.kube.applied if o["kind"] == "Secret"]
     assert len(again) == 2 and again[1]["metadata"]["ownerReferences"][0]["uid"] == "cr-uid-2"
+
+
+def test_gate_failure_is_final_before_the_job_condition_says_so(world: Any) -> None:
+    """The quantizer exits 3 (GateFailed, a permanent code): the Job's podFailurePolicy fails it
+    at once, so the reason is QualityGateFailed from the pod, not a "retrying" crash in between
+    (seen on the real node: the Failed condition lags the pod by a moment)."""
+    w = world
+    w.run()
+    w.live_children()
+    job = _job(w)["metadata"]["name"]
+    gate = json.dumps({"result": "GateFailed", "message": "perplexity rose 2395.3% (315.8 -> 7879.2)"})
+    w.cache.put_pod(summarise(pod(f"{job}-aaaaa", owner=w.name, component="quantizer", job=job, phase="Failed",
+                                  container="quantize", state={"terminated": {"exitCode": 3, "message": gate}})))
+    w.run()  # the live Job has no Failed condition yet
+    assert w.cond("Degraded")["reason"] == "QualityGateFailed"
+    assert "retries" not in w.cond("Degraded")["message"]
+    # A transient exit (1) is still reported as a crash the Job retries.
+    w2_job_pod = pod(f"{job}-aaaaa", owner=w.name, component="quantizer", job=job, phase="Failed",
+                     container="quantize", state={"terminated": {"exitCode": 1, "message": "{}"}})
+    w.cache.put_pod(summarise(w2_job_pod))
+    w.run()
+    assert w.cond("Degraded")["reason"] == "ContainerCrashing"

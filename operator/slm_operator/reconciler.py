@@ -105,6 +105,21 @@ def _one_line(text: Any, limit: int = 400) -> str:
     return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
+def _permanently_failed(pods: list[dict[str, Any]]) -> bool:
+    """True when a Job pod failed with one of the quantizer's permanent exit codes, which the
+    Job's podFailurePolicy turns into FailJob (render.workloads.QUANTIZER_PERMANENT_EXIT_CODES)."""
+    from slm_operator.render.workloads import QUANTIZER_PERMANENT_EXIT_CODES
+
+    for pod in pods:
+        if pod.get("phase") != "Failed":
+            continue
+        for ctr in pod.get("containers") or []:
+            st = ctr.get("state") or {}
+            if st.get("state") == "terminated" and st.get("exitCode") in QUANTIZER_PERMANENT_EXIT_CODES:
+                return True
+    return False
+
+
 def _retries(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:
     """' The Job retries (1 of 3 attempts failed).' from the failed pods (or the Job's status,
     whichever knows more) and the Job's backoffLimit; '' when no retry is left."""
@@ -362,7 +377,10 @@ class Reconciler:
             obs.model = Cond(True, "ArtifactReady", f"{t.r.format} {t.r.qtype} artifact at {location}.")
             obs.quantization = {**obs.quantization, "stage": "Done", "job": job_name}
             return True
-        if _job_condition(live, "Failed"):
+        # A pod that exited with a permanent code fails the Job at once (its podFailurePolicy);
+        # the Job's Failed condition follows a moment later. Report the final reason now, not a
+        # "retrying" crash in between.
+        if _job_condition(live, "Failed") or _permanently_failed(self.cache.pods(t.namespace, t.name, job=job_name)):
             pods = await self._job_pods(t.namespace, t.name, job_name)
             summary = _termination_summary(pods)
             gate = summary.get("result") == "GateFailed"
