@@ -266,7 +266,7 @@ def test_quality_gate_fails_from_the_real_pod(kubeconfig: str, namespace: str, r
             predicate=lambda o: condition_status(o, "Degraded") == "True", timeout=READY_TIMEOUT,
             what="tiny-gate Degraded")
         deg = next(c for c in obj["status"]["conditions"] if c["type"] == "Degraded")
-        assert deg["reason"] == "QualityGateFailed", deg
+        assert deg["reason"] == "QualityGateFailed", (deg, kubectl(kubeconfig, "-n", ns, "get", "pods", "-o", "yaml"))
         assert "perplexity rose" in deg["message"] and "above the 10.0% gate" in deg["message"], deg
         assert condition_status(obj, "Ready") == "False"
         assert not kubectl_json(kubeconfig, "-n", ns, "get", "deployments")["items"]

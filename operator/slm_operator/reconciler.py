@@ -110,9 +110,7 @@ def _permanently_failed(pods: list[dict[str, Any]]) -> bool:
     Job's podFailurePolicy turns into FailJob (render.workloads.QUANTIZER_PERMANENT_EXIT_CODES)."""
     from slm_operator.render.workloads import QUANTIZER_PERMANENT_EXIT_CODES
 
-    for pod in pods:
-        if pod.get("phase") != "Failed":
-            continue
+    for pod in pods:  # restartPolicy Never: a terminated container is final whatever the phase says yet
         for ctr in pod.get("containers") or []:
             st = ctr.get("state") or {}
             if st.get("state") == "terminated" and st.get("exitCode") in QUANTIZER_PERMANENT_EXIT_CODES:
