@@ -297,15 +297,19 @@ def test_image_faults_show_in_status_and_recover(kubeconfig: str, namespace: str
         deg = degraded("ImagePullFailed")
         assert deg["message"].startswith("Deployment tiny-faults pod tiny-faults-"), deg
         assert missing in deg["message"], deg
-    # An image without the server: the container exits at once, again and again.
-    with run_operator(kubeconfig, [ns], env={"SLM_IMAGE_ONNXRUNTIME": images["quantizer"]}):
-        deg = degraded("CrashLoopBackOff")
-        assert "Deployment tiny-faults" in deg["message"] and "exit" in deg["message"], deg
+    # The right image: the same SLMDeployment recovers.
     with run_operator(kubeconfig, [ns]) as op:
         wait_ready(kubeconfig, ns, "tiny-faults", op)
-        obj = get_slm(kubeconfig, ns, "tiny-faults")
-        assert condition_status(obj, "Degraded") == "False"
+        assert condition_status(get_slm(kubeconfig, ns, "tiny-faults"), "Degraded") == "False"
+    # A new image without the server: the rollout's new pod exits at once, again and again
+    # (the old pod keeps serving: maxUnavailable 0), and status says so.
+    with run_operator(kubeconfig, [ns], env={"SLM_IMAGE_ONNXRUNTIME": images["quantizer"]}):
+        deg = degraded("CrashLoopBackOff")
+        assert deg["message"].startswith("Deployment tiny-faults pod tiny-faults-"), deg
+        assert "keeps crashing" in deg["message"] and "exit" in deg["message"], deg
     events = kubectl_json(kubeconfig, "-n", ns, "get", "events", "--field-selector",
                           "involvedObject.name=tiny-faults")["items"]
     reasons = {(e["type"], e["reason"]) for e in events}
     assert {("Warning", "ImagePullFailed"), ("Warning", "CrashLoopBackOff")} <= reasons, reasons
+    # The recovery in between was announced too (Recovered, or Ready when both flipped at once).
+    assert reasons & {("Normal", "Recovered"), ("Normal", "Ready")}, reasons
