@@ -35,6 +35,9 @@ stop_pid() {  # stop_pid <name>: the background process recorded in ${STATE}/<na
   rm -f "${f}"
 }
 
+# The local cluster's own kubeconfig (what the demo tells users to export) means local too.
+[[ "${KUBECONFIG:-}" == "${CLUSTER_STATE}/kubeconfig" ]] && unset KUBECONFIG
+
 if [[ "${1:-}" == "down" ]]; then
   stop_pid port-forward
   stop_pid hub
