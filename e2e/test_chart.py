@@ -326,7 +326,9 @@ def test_namespace_scope_chart_identity_is_confined_to_its_namespaces(
         gated["spec"]["model"]["tokenSecretRef"]["name"] = "hf-token-missing"
         stuck = _example(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml")
         stuck["metadata"]["name"] = "qwen3-unschedulable"
-        stuck["spec"]["nodeSelector"] = {"slm.ai/e2e": "no-such-node"}
+        # Too big for any node: the quantization Job (one core) runs, the serving pod cannot be
+        # placed. (A nodeSelector no node has would stop the Job too: it takes the spec's.)
+        stuck["spec"]["resources"] = {"cpu": "100", "memory": "8Gi"}
         idle = _example(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml")
         idle["metadata"]["name"] = "qwen3-idle"
         idle["spec"]["replicas"] = 0
@@ -334,9 +336,12 @@ def test_namespace_scope_chart_identity_is_confined_to_its_namespaces(
             kubectl(kc, "-n", ns, "apply", "-f", "-", input=yaml.safe_dump(obj))
         cr = wait_for_condition(kc, "-n", ns, "slm", "llama-missing-token", type_="Degraded", timeout=60)
         _capture(cr, "Degraded", "secret-not-found")
+        # The serving pod cannot be placed: Progressing with the scheduler's reason (Unschedulable)
+        # during the grace a cluster autoscaler gets, not yet Degraded.
         cr = wait_for_object(kc, "-n", ns, "slm", "qwen3-unschedulable", timeout=120,
                              what="replicas not ready",
-                             predicate=lambda o: any(c["type"] == "Available" and c["reason"] == "ReplicasNotReady"
+                             predicate=lambda o: any(c["type"] == "Available" and c["status"] == "False"
+                                                     and c["reason"] in ("ReplicasNotReady", "Unschedulable")
                                                      for c in o.get("status", {}).get("conditions", [])))
         _capture(cr, "Progressing", "replicas-not-ready")
         cr = wait_for_object(kc, "-n", ns, "slm", "qwen3-idle", timeout=120, what="scaled to zero",
