@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from e2e.helpers import CLUSTER_BIN_DIR, CLUSTER_DIR, kubectl_json
+from slm_operator.render.common import Images
 
 REPO = CLUSTER_DIR.parent.parent
 CACHE = Path(os.environ.get("SLM_CACHE", Path.home() / ".cache" / "slm-operator"))
@@ -37,11 +38,12 @@ REAL_NODE = {
     "tolerations": [{"key": "slm.ai/real-node", "operator": "Exists", "effect": "NoSchedule"}],
 }
 
-# Image names as the operator and the chart default to them (render/common.py Images).
+# Image names as the operator defaults to them (the chart's defaults are tested equal).
+_DEFAULTS = Images()
 IMAGES = {
-    "quantizer": "ghcr.io/slm-operator/quantizer:0.1.0",
-    "onnxruntime-server": "ghcr.io/slm-operator/onnxruntime-server:0.1.0",
-    "ollama": "ghcr.io/slm-operator/ollama:0.1.0",
+    "quantizer": _DEFAULTS.quantizer,
+    "onnxruntime-server": _DEFAULTS.onnxruntime,
+    "ollama": _DEFAULTS.ollama,
 }
 
 

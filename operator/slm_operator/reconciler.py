@@ -31,6 +31,7 @@ from slm_operator.diff import needs_apply, parse_quantity
 from slm_operator.kube import Kube, refusal
 from slm_operator.render import Plan, RenderContext, plan
 from slm_operator.render.common import artifact_path, child_names
+from slm_operator.render.workloads import QUANTIZER_PERMANENT_EXIT_CODES
 from slm_operator.sizing_bridge import gated_refusal, refused
 from slm_operator.status import Cond, Observation, build_status, status_changed, transitions
 
@@ -108,8 +109,6 @@ def _one_line(text: Any, limit: int = 400) -> str:
 def _permanently_failed(pods: list[dict[str, Any]]) -> bool:
     """True when a Job pod failed with one of the quantizer's permanent exit codes, which the
     Job's podFailurePolicy turns into FailJob (render.workloads.QUANTIZER_PERMANENT_EXIT_CODES)."""
-    from slm_operator.render.workloads import QUANTIZER_PERMANENT_EXIT_CODES
-
     for pod in pods:  # restartPolicy Never: a terminated container is final whatever the phase says yet
         for ctr in pod.get("containers") or []:
             st = ctr.get("state") or {}
