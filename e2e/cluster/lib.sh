@@ -17,6 +17,10 @@ bin_version() {
     pause) echo "$(sha256sum "${_SLM_LIB_DIR}/pause.c" | cut -c1-12)" ;;
     kwok) echo "${KWOK_VERSION}" ;;
     helm) echo "${HELM_VERSION}" ;;
+    prometheus) echo "${PROMETHEUS_VERSION}" ;;
+    prometheus-operator | prometheus-config-reloader) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
+    prometheus-adapter) echo "${PROMETHEUS_ADAPTER_VERSION}" ;;
+    apiserver-proxy) echo "$(sha256sum "${_SLM_LIB_DIR}/apiserver-proxy/main.go" | cut -c1-12)" ;;
     fake-provisioner)
       echo "${KUBERNETES_VERSION}-$(sha256sum "${_SLM_LIB_DIR}/provisioner/main.go" | cut -c1-12)" ;;
     *) echo "unknown binary $1" >&2; return 1 ;;
@@ -27,13 +31,16 @@ bin_path() { echo "${SLM_BIN}/$1-$(bin_version "$1")"; }
 
 SLM_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl fake-provisioner kwok helm"
 # The real node's binaries (built by `build`, used by `up` when containers can run here).
-SLM_NODE_BINARIES="kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause"
+SLM_NODE_BINARIES="kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause apiserver-proxy"
+# Monitoring for the autoscaling e2e (Prometheus runs as a pod on the real node from an image
+# of this binary; the operator and the adapter run as processes beside the control plane).
+SLM_MONITORING_BINARIES="prometheus prometheus-operator prometheus-config-reloader prometheus-adapter"
 
 # Point ${SLM_ACTIVE_BIN}/<name> at the binaries of the pinned versions (those that exist).
 link_active_bin() {
   mkdir -p "${SLM_ACTIVE_BIN}"
   local name
-  for name in ${SLM_BINARIES} ${SLM_NODE_BINARIES}; do
+  for name in ${SLM_BINARIES} ${SLM_NODE_BINARIES} ${SLM_MONITORING_BINARIES}; do
     if [[ -x "$(bin_path "${name}")" ]]; then
       ln -sfn "$(bin_path "${name}")" "${SLM_ACTIVE_BIN}/${name}"
     fi

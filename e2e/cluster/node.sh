@@ -34,7 +34,7 @@ NODE_DIR="${STATE}/node"
 CONTAINERD_ROOT="${SLM_CACHE}/node-containerd"
 CONTAINERD_SOCK="/run/slm-containerd/containerd.sock"
 CNI_BIN_DIR="${SLM_CNI_BIN_DIR:-/usr/lib/cni}"
-NODE_COMPONENTS="containerd kubelet kube-proxy"
+NODE_COMPONENTS="containerd kubelet kube-proxy apiserver-proxy"
 COMPONENT_PORTS[kubelet]="${KUBELET_PORT}"
 
 # Exit 0 when a real node can run here; otherwise print one line saying why and return 1.
@@ -257,7 +257,24 @@ node_up() {
     --node-ip "${NODE_IP}" --node-labels "${REAL_NODE_LABEL},node.kubernetes.io/instance-type=local" \
     --root-dir "${NODE_DIR}/kubelet/root" --cert-dir "${NODE_DIR}/kubelet/pki" --v 1
   start kube-proxy kube-proxy --config "${NODE_DIR}/kube-proxy.yaml" --v 1
+  node_api_endpoint
   wait_for "node ${NODE_NAME} Ready" 120 node_ready
+}
+
+# Pods on the real node reach the API server as in any cluster: the `kubernetes` Service
+# (10.96.0.1:443, DNAT by kube-proxy) -> the node's address, where apiserver-proxy forwards to
+# the API server on loopback (TLS end to end; the certificate's SANs hold the Service IP).
+# The API server's own endpoint reconciler is off (see up), so this Endpoints object stays.
+node_api_endpoint() {
+  start apiserver-proxy apiserver-proxy "${NODE_IP}:${APISERVER_PORT}" "127.0.0.1:${APISERVER_PORT}"
+  "${KUBECTL[@]}" apply --server-side --force-conflicts --field-manager slm-e2e-up -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Endpoints
+metadata: {name: kubernetes, namespace: default}
+subsets:
+- addresses: [{ip: ${NODE_IP}}]
+  ports: [{name: https, port: ${APISERVER_PORT}, protocol: TCP}]
+EOF
 }
 
 node_ready() {
