@@ -2,14 +2,14 @@
 # Installs the host packages the real node and the image builds need, from Debian's archive,
 # when they are missing: podman + buildah (image builds), runc (the node's runtime), the CNI
 # plugins (bridge, host-local, loopback, portmap), iptables (kube-proxy), mmdebstrap + uidmap
-# (the Debian base image). Called by `make test` and `make demo`; a no-op when all are there.
+# (the Debian base image), chromium + chromium-driver (the Open WebUI browser test). Called by `make test` and `make demo`; a no-op when all are there.
 #
 # Where it cannot install (not root, no apt-get), it prints one line and exits 0: the local
 # cluster then runs KWOK-only and says why (e2e/cluster/up), and the real-node tests are
 # skipped with that reason.
 set -euo pipefail
 
-PACKAGES=(podman buildah runc containernetworking-plugins iptables mmdebstrap uidmap)
+PACKAGES=(podman buildah runc containernetworking-plugins iptables mmdebstrap uidmap chromium chromium-driver)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from slm_operator import api
 
-app = typer.Typer(help="slmctl: render, validate and size SLMDeployments offline.",
+app = typer.Typer(help="slmctl: render, validate and size SLMDeployments offline; serve one on this machine.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -84,3 +84,12 @@ def _register_sizing() -> None:
 
 
 _register_sizing()
+
+
+def _register_local() -> None:
+    from slm_operator.local.cli import register
+
+    register(app, _load)
+
+
+_register_local()

@@ -1,0 +1,221 @@
+"""`slmctl compose`: the SLMDeployment as a Compose file for one host (Compose specification).
+
+Services (pure build(): a dict, deterministic):
+
+- quantize: one-shot (restart "no"), the quantizer image with the operator Job's arguments,
+  writing the artifact to the named volume model-cache;
+- api: the endpoint, published on 127.0.0.1:<port> only, started once quantize completed
+  successfully. onnxruntime: the ONNX server with its own API key check. ollama: the auth
+  proxy (slm_ollama proxy), with Ollama itself in service "ollama" on an internal network
+  (no route out, no published port: the proxy is the only way in, as in the pod);
+- webui (--webui): Open WebUI pointed at http://api:8000/v1; the key reaches it from the
+  Compose secret at start (never in the file, the command line or an image).
+
+Hardening as in the cluster (Pod Security restricted): read_only root, user 65532 (the images'
+USER), cap_drop ALL, no-new-privileges, /tmp as tmpfs, healthchecks on /ready. Secrets (the
+API key, a hub token) are Compose secrets read from files next to the Compose file, never
+environment literals. The output is checked against the Compose specification JSON schema
+(data/compose-spec.json, see data/README.md) before it is returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from slm_operator import api
+from slm_operator.resolve import artifact_key, execution_target, resolve
+
+IMAGES = {  # what `make images` tags (hack/images.sh), as the operator's defaults
+    "quantizer": "ghcr.io/slm-operator/quantizer:0.1.0",
+    "onnxruntime": "ghcr.io/slm-operator/onnxruntime-server:0.1.0",
+    "ollama": "ghcr.io/slm-operator/ollama:0.1.0",
+}
+# Open WebUI's own image, the same release as the PyPI package the browser test runs.
+WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.12.4"
+API_PORT = 8000
+USER = "65532:65532"
+SECRETS_DIR = "/run/secrets"  # where Compose mounts secrets
+
+
+class ComposeError(ValueError):
+    """A manifest that cannot become a Compose file; the message names the field and the fix."""
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The Compose specification JSON schema shipped in data/ (draft 2019-09)."""
+    return json.loads(resources.files("slm_operator.local").joinpath("data/compose-spec.json").read_text())
+
+
+def schema_errors(doc: dict[str, Any]) -> list[str]:
+    """Problems with doc by the Compose specification schema: 'path: message' each; [] when valid.
+
+    Needs jsonschema (the dev extra; kubernetes-validate brings it too): without it, one line
+    saying the check did not run."""
+    try:
+        import jsonschema
+    except ImportError:
+        return ["not checked against the Compose schema: pip install jsonschema==4.26.0"]
+
+    v = jsonschema.Draft201909Validator(schema())
+    return [f"{'/'.join(str(x) for x in e.absolute_path) or '<root>'}: {e.message}"
+            for e in sorted(v.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))]
+
+
+def _hardened(image: str, read_only: bool = True) -> dict[str, Any]:
+    svc: dict[str, Any] = {"image": image, "user": USER, "cap_drop": ["ALL"],
+                           "security_opt": ["no-new-privileges:true"], "tmpfs": ["/tmp"]}
+    if read_only:
+        svc["read_only"] = True
+    return svc
+
+
+def _ready_check(port: int, start_period: str) -> dict[str, Any]:
+    probe = ("import sys, urllib.request; "
+             f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}/ready', timeout=4).status == 200 else 1)")
+    return {"test": ["CMD", "python3", "-c", probe], "interval": "10s", "timeout": "5s", "retries": 3,
+            "start_period": start_period}
+
+
+def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, webui_port: int = 3000,
+          images: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Compose document for one SLMDeployment manifest.
+
+    Raises ComposeError with the validation problems, an engine local Compose does not serve
+    (vllm: GPU), or a schema violation (a bug here)."""
+    from slm_operator.validate import defaulted, validate
+
+    imgs = {**IMAGES, **(images or {})}
+    name = (obj.get("metadata") or {}).get("name", "<unnamed>")
+    problems = validate(obj)
+    if problems:
+        raise ComposeError("\n".join(f"{name}: {p}" for p in problems))
+    spec = api.SLMDeployment.model_validate(defaulted(obj)).spec
+    r = resolve(spec)
+    if r.engine == "vllm" or r.format not in ("onnx", "gguf"):
+        raise ComposeError(f"{name}: engine.name: {r.engine} ({r.format}) needs an NVIDIA GPU, which this Compose "
+                           "file does not request; use engine.name onnxruntime (quantization.format onnx) or "
+                           "ollama (gguf), or deploy to the cluster")
+    if spec.model.source.startswith("pvc://"):
+        raise ComposeError(f"{name}: model.source: pvc:// names a Kubernetes claim; use hf:// or s3:// here")
+    key = artifact_key(spec, r)
+    art = f"/models/artifacts/{r.format}-{r.qtype.lower()}-{key}"
+    q = spec.quantization
+    target = execution_target(spec, r)
+    qargs = ["--source", spec.model.source, "--format", r.format, "--type", r.qtype, "--target", target,
+             "--output", art, "--max-ppl-increase-pct", str(q.max_perplexity_increase_percent if q else 10),
+             "--termination-log", "/models/.quantize-result.json"]
+    if spec.model.revision:
+        qargs += ["--revision", spec.model.revision]
+    if spec.model.trust_remote_code:
+        qargs.append("--trust-remote-code")
+    qenv = {"HOME": "/tmp", "HF_HOME": "/models/hf", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    if spec.model.hub and spec.model.hub.endpoint:
+        qenv["HF_ENDPOINT"] = spec.model.hub.endpoint
+    top_secrets: dict[str, Any] = {"api-key": {"file": "./secrets/api-key"}}
+    quantize = {**_hardened(imgs["quantizer"]), "command": ["python3", "-m", "slm_quantizer", *qargs],
+                "environment": qenv, "volumes": ["model-cache:/models"], "restart": "no"}
+    if spec.model.token_secret_ref:
+        top_secrets["hf-token"] = {"file": "./secrets/hf-token"}
+        quantize["secrets"] = ["hf-token"]
+        quantize["command"] += ["--token-file", f"{SECRETS_DIR}/hf-token"]
+    if spec.model.s3_credentials_secret_ref or (spec.model.hub and spec.model.hub.ca_bundle_secret_ref):
+        raise ComposeError(f"{name}: model.s3CredentialsSecretRef / model.hub.caBundleSecretRef are not carried into "
+                           "Compose yet; use an hf:// source with a public or token-protected hub")
+    after = {"depends_on": {"quantize": {"condition": "service_completed_successfully"}}}
+    key_file = f"{SECRETS_DIR}/api-key"
+    services: dict[str, Any] = {"quantize": quantize}
+    volumes: dict[str, Any] = {"model-cache": {}}
+    networks: dict[str, Any] = {"default": {}}
+    if r.engine == "onnxruntime":
+        opts = spec.engine.onnxruntime
+        services["api"] = {
+            **_hardened(imgs["onnxruntime"]), **after,
+            "command": ["python3", "-m", "slm_onnx_server", "--model-dir", art, "--served-model-name", r.served_name,
+                        "--host", "0.0.0.0", "--port", str(API_PORT), "--api-key-file", key_file,
+                        "--device", target, "--max-concurrency", str(opts.workers if opts else 4),
+                        "--max-queue", str(opts.queue_size if opts else 64),
+                        "--max-model-len", str(r.context_length), "--grace-period-s", "10"],
+            "environment": {"HOME": "/tmp"}, "volumes": ["model-cache:/models:ro"], "secrets": ["api-key"],
+            "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "120s"),
+            "restart": "unless-stopped"}
+    else:
+        opts_o = spec.engine.ollama
+        num_ctx = opts_o.num_ctx if opts_o and opts_o.num_ctx else r.context_length
+        services["ollama"] = {
+            **_hardened(imgs["ollama"]), **after,
+            "command": ["python3", "-m", "slm_ollama", "serve", "--gguf-dir", art, "--name", r.served_name,
+                        "--param", f"num_ctx={num_ctx}"],
+            "environment": {"HOME": "/tmp", "OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_MODELS": "/ollama",
+                            "OLLAMA_NUM_PARALLEL": str(opts_o.num_parallel if opts_o else 4),
+                            "OLLAMA_KEEP_ALIVE": opts_o.keep_alive if opts_o else "-1", "OLLAMA_NOPRUNE": "1"},
+            "volumes": ["model-cache:/models:ro", "ollama-models:/ollama"],
+            # Ollama has no authentication: only the internal network (no published port) reaches it.
+            "networks": ["backend"],
+            "healthcheck": {"test": ["CMD", "ollama", "list"], "interval": "15s", "timeout": "10s", "retries": 3,
+                            "start_period": "120s"},
+            "restart": "unless-stopped"}
+        services["api"] = {
+            **_hardened(imgs["ollama"]),
+            "depends_on": {"ollama": {"condition": "service_started"}},
+            "command": ["python3", "-m", "slm_ollama", "proxy", "--listen", f"0.0.0.0:{API_PORT}",
+                        "--upstream", "http://ollama:11434", "--api-key-file", key_file, "--model", r.served_name],
+            "environment": {"HOME": "/tmp"}, "secrets": ["api-key"], "networks": ["default", "backend"],
+            "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "180s"),
+            "restart": "unless-stopped"}
+        volumes["ollama-models"] = {}
+        networks["backend"] = {"internal": True}
+    if webui:
+        # Open WebUI writes under /app (its static files, caches) at start: not read-only; the
+        # rest of the hardening holds. The key is read from the secret into its environment.
+        services["webui"] = {
+            **_hardened(WEBUI_IMAGE, read_only=False),
+            "depends_on": {"api": {"condition": "service_healthy"}},
+            "entrypoint": ["/bin/sh", "-c",
+                           f'OPENAI_API_KEY="$$(cat {key_file})" exec bash start.sh'],
+            "environment": {"OPENAI_API_BASE_URL": f"http://api:{API_PORT}/v1", "ENABLE_OLLAMA_API": "false",
+                            "HOME": "/tmp", "DATA_DIR": "/app/backend/data"},
+            "volumes": ["webui-data:/app/backend/data"], "secrets": ["api-key"],
+            "ports": [f"127.0.0.1:{webui_port}:8080"], "restart": "unless-stopped"}
+        volumes["webui-data"] = {}
+    doc: dict[str, Any] = {"services": services, "volumes": volumes, "secrets": top_secrets}
+    if len(networks) > 1:
+        doc["networks"] = networks
+    problems = schema_errors(doc)
+    if problems:  # a bug in build(), not the user's input
+        raise ComposeError("the Compose file breaks the Compose specification schema: " + "; ".join(problems))
+    return doc
+
+
+def write(doc: dict[str, Any], path: Path) -> list[Path]:
+    """Write doc to path and create the secret files it names that are missing (a generated API
+    key; an empty hf-token file to fill). Returns the secret files created.
+
+    The secrets folder is 0700 (only its owner reaches the files); the files are 0644 because the
+    containers run as user 65532 and Compose bind-mounts secret files as they are."""
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    made = []
+    for name, entry in (doc.get("secrets") or {}).items():
+        f = (path.parent / entry["file"]).resolve()
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.parent.chmod(0o700)
+        if f.exists():
+            continue
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "w") as fh:
+            if name == "api-key":
+                fh.write(secrets.token_urlsafe(32) + "\n")
+        f.chmod(0o644)
+        made.append(f)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    tmp.replace(path)
+    return made
