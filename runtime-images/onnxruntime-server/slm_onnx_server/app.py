@@ -21,12 +21,23 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import errors
+from . import guidance as G
 from .auth import ApiKeys, bearer_token
 from .config import ServerConfig
 from .metrics import Metrics
 from .model import LoadedModel, load_model
 from .protocol import ParsedRequest, chunk, full_response, new_id, now, parse_chat, parse_completion, usage
-from .scheduler import Delta, Failed, Finished, Job, QueueFull, Scheduler, SchedulerStopped, make_scheduler
+from .scheduler import (
+    Delta,
+    Failed,
+    Finished,
+    Job,
+    QueueFull,
+    Rejected,
+    Scheduler,
+    SchedulerStopped,
+    make_scheduler,
+)
 
 log = logging.getLogger("slm_onnx_server")
 
@@ -219,12 +230,22 @@ def _prompt_ids(lm: LoadedModel, req: ParsedRequest) -> list[int]:
         return req.prompt_ids
     if req.kind == "chat":
         try:
-            text = lm.template.render(req.messages)
-        except (TemplateError, ValueError) as exc:
+            text = lm.template.render(req.messages, req.tools, req.add_generation_prompt, **req.template_kwargs)
+        except (TemplateError, ValueError, TypeError) as exc:
             raise errors.invalid(f"The chat template rejected the messages: {exc}", param="messages") from None
     else:
         text = req.prompt or ""
     return lm.encode(text)
+
+
+def _truncate(ids: list[int], req: ParsedRequest, context: int) -> list[int]:
+    """vLLM's truncate_prompt_tokens: keep k tokens (-1: the context length) from truncation_side."""
+    if req.truncate is None:
+        return ids
+    keep = context if req.truncate == -1 else req.truncate
+    if len(ids) <= keep:
+        return ids
+    return ids[-keep:] if req.truncation_side == "left" else ids[:keep]
 
 
 async def chat_completions(request: Request) -> Response:
@@ -248,7 +269,16 @@ async def _generate(request: Request, kind: str) -> Response:
             raise errors.unavailable("The server is shutting down.", "server_shutting_down")
         if lm is None or scheduler is None:
             raise errors.unavailable("The model is not loaded yet.", "model_not_ready")
-        ids = await asyncio.to_thread(_prompt_ids, lm, req)
+        if req.tool_mode is not None and req.tool_mode.mode == "auto" and not G.template_supports_hermes(
+                lm.template.template):
+            raise errors.invalid(
+                "'tool_choice': 'auto' (the default when tools are given) needs a chat template that writes "
+                "Hermes <tool_call> blocks, and this model's has none; use tool_choice 'required', a named "
+                "function, or 'none'.", param="tool_choice")
+        why = scheduler.seed_refusal(req.sampling)
+        if why:
+            raise errors.invalid(f"'seed' cannot be honoured here: {why}.", param="seed")
+        ids = _truncate(await asyncio.to_thread(_prompt_ids, lm, req), req, lm.context_length)
         if not ids:
             raise errors.invalid("The prompt is empty.", param="messages" if kind == "chat" else "prompt")
         room = lm.context_length - len(ids)
@@ -273,7 +303,17 @@ async def _generate(request: Request, kind: str) -> Response:
         state.metrics.errors.labels(route, err.type).inc()
         return err.response()
 
-    rid, created = new_id(kind), now()
+    first: Any = None
+    if req.sampling.guidance is not None:
+        # llguidance builds the grammar when the generation starts; a grammar it refuses must be a
+        # 400 before a stream's 200 goes out, so wait for the first event (the grammar is built).
+        first = await events.get()
+        if isinstance(first, Rejected):
+            err = errors.invalid(first.message, param=first.param)
+            state.metrics.errors.labels(route, err.type).inc()
+            return err.response()
+        _requeue_first(events, first)
+    rid, created = new_id(kind, req.request_id), now()
     request_id = request.scope.get("state", {}).get("request_id")
     if req.stream:
         return StreamingResponse(
@@ -282,6 +322,15 @@ async def _generate(request: Request, kind: str) -> Response:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     return await _collect(state, scheduler, request, req, job, events, rid, created, len(ids), request_id)
+
+
+def _requeue_first(events: asyncio.Queue, first: Any) -> None:
+    """Put the event taken to look at back in front of those that arrived since."""
+    rest = []
+    while not events.empty():
+        rest.append(events.get_nowait())
+    for event in (first, *rest):
+        events.put_nowait(event)
 
 
 def _log_done(request_id: str | None, kind: str, prompt: int, job: Job, finish: str) -> None:
@@ -309,6 +358,10 @@ async def _collect(
                 parts.append(event.text)
             elif isinstance(event, Finished):
                 break
+            elif isinstance(event, Rejected):
+                err = errors.invalid(event.message, param=event.param)
+                state.metrics.errors.labels(request.url.path, err.type).inc()
+                return err.response()
             else:
                 assert isinstance(event, Failed)
                 err = errors.internal(event.message)
@@ -323,8 +376,14 @@ async def _collect(
         err = errors.unavailable("The request was cancelled.", "request_cancelled")
         state.metrics.errors.labels(request.url.path, err.type).inc()
         return err.response()
+    text: str | None = "".join(parts)
+    calls = None
+    finish = event.reason
+    if req.tool_mode is not None:
+        text, calls = G.parse_tool_calls(req.tool_mode, text or "")
+        finish = "tool_calls" if calls else finish
     return JSONResponse(
-        full_response(req, rid, created, "".join(parts), event.reason, prompt_tokens, event.completion_tokens)
+        full_response(req, rid, created, text, finish, prompt_tokens, event.completion_tokens, calls)
     )
 
 
@@ -336,6 +395,12 @@ async def _sse(
     state: ServerState, scheduler: Scheduler, req: ParsedRequest, job: Job, events: asyncio.Queue,
     rid: str, created: int, prompt_tokens: int, request_id: str | None,
 ) -> AsyncIterator[str]:
+    # Tool calls leave whole at the end: required/named output is all calls; in auto mode the
+    # grammar lets text not start with '<', so a '<' first means the output is calls.
+    mode = req.tool_mode
+    buffering = mode is not None and mode.mode != "auto"
+    decided = mode is None or buffering
+    buffered: list[str] = []
     try:
         if req.kind == "chat":
             yield _sse_line(chunk(req, rid, created, text="", role=True))
@@ -355,18 +420,41 @@ async def _sse(
                         held = nxt
                         break
                     text += nxt.text
+                if not decided:
+                    buffered.append(text)
+                    head = "".join(buffered).lstrip()
+                    if not head:
+                        continue
+                    decided, buffering = True, head.startswith("<")
+                    text, buffered = ("", buffered) if buffering else ("".join(buffered), [])
+                if buffering:
+                    if text:
+                        buffered.append(text)
+                    continue
                 yield _sse_line(chunk(req, rid, created, text=text))
                 continue
-            if isinstance(event, Failed) or event.reason == "cancelled":
-                err = errors.internal(event.message) if isinstance(event, Failed) else errors.unavailable(
-                    "The request was cancelled.", "request_cancelled")
+            if isinstance(event, Failed | Rejected) or event.reason == "cancelled":
+                if isinstance(event, Rejected):
+                    err = errors.invalid(event.message, param=event.param)
+                elif isinstance(event, Failed):
+                    err = errors.internal(event.message)
+                else:
+                    err = errors.unavailable("The request was cancelled.", "request_cancelled")
                 state.metrics.errors.labels("/v1/chat/completions" if req.kind == "chat" else "/v1/completions",
                                             err.type).inc()
                 yield _sse_line(err.body())
                 break
             _log_done(request_id, req.kind, prompt_tokens, job, event.reason)
+            finish = event.reason
+            if mode is not None and buffered:
+                content, calls = G.parse_tool_calls(mode, "".join(buffered))
+                if calls:
+                    finish = "tool_calls"
+                    yield _sse_line(chunk(req, rid, created, tool_calls=calls))
+                else:
+                    yield _sse_line(chunk(req, rid, created, text=content))
             yield _sse_line(chunk(req, rid, created, text="" if req.kind == "completion" else None,
-                                  finish=event.reason))
+                                  finish=finish))
             if req.include_usage:
                 yield _sse_line(chunk(req, rid, created, usage_only=True,
                                       usage_block=usage(prompt_tokens, event.completion_tokens)))

@@ -56,7 +56,20 @@ class ChatTemplate:
         env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
         self._jinja = env.from_string(self.template)
 
-    def render(self, messages: list[dict[str, str]]) -> str:
+    def render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+               add_generation_prompt: bool = True, **kwargs: Any) -> str:
+        """The prompt text for ``messages``.
+
+        tools (OpenAI tool objects), tool_calls in earlier messages and extra template variables
+        (chat_template_kwargs) go through Jinja2, which passes them as transformers does; plain
+        messages use onnxruntime-genai's native renderer.
+        """
+        plain = not tools and not kwargs and not any("tool_calls" in m for m in messages)
+        if not plain:
+            return self._jinja.render(**{**kwargs, "messages": messages, "tools": tools,
+                                         "add_generation_prompt": add_generation_prompt, **self._specials})
+        if not add_generation_prompt:
+            return self._jinja.render(messages=messages, add_generation_prompt=False, **self._specials)
         if self._use_native:
             try:
                 return self._tokenizer.apply_chat_template(

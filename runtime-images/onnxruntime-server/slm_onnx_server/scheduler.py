@@ -60,7 +60,18 @@ class Failed:
     message: str
 
 
-Event = Delta | Finished | Failed
+@dataclass
+class Rejected:
+    """The request's grammar was refused by llguidance: a 400 naming ``param``, not a 500."""
+
+    message: str
+    param: str
+
+
+Event = Delta | Finished | Failed | Rejected
+
+# onnxruntime-genai's message prefix when llguidance cannot build a request's grammar.
+_GRAMMAR_ERROR = "Error creating grammar"
 
 
 @dataclass(eq=False)
@@ -80,7 +91,7 @@ class Job:
 
     def start(self, lm: LoadedModel) -> None:
         self._stream = lm.tokenizer.create_stream()
-        self._stops = StopMatcher(self.sampling.stop)
+        self._stops = StopMatcher(self.sampling.stop, self.sampling.include_stop_str_in_output)
 
     def on_token(self, token: int, lm: LoadedModel, metrics: Metrics) -> bool:
         """Record one generated token; True when a stop string ended the generation."""
@@ -93,6 +104,9 @@ class Job:
         self.last_token_at = now
         if token in lm.eos_ids:
             return False
+        if token in self.sampling.stop_token_ids and self.completion_tokens >= self.sampling.min_tokens:
+            self.finish("stop", metrics)  # vLLM leaves the stop token out of the text
+            return True
         self.completion_tokens += 1
         metrics.generation_tokens.inc()
         assert self._stops is not None
@@ -125,6 +139,17 @@ class Job:
         if not self.done:
             self.done = True
             self.emit(Failed(message))
+
+    def fail_start(self, exc: Exception) -> None:
+        """The generation could not start: a refused grammar is the client's error, the rest ours."""
+        guided = self.sampling.guidance
+        if guided is not None and _GRAMMAR_ERROR in str(exc):
+            if not self.done:
+                self.done = True
+                self.emit(Rejected(f"The grammar for '{guided.param}' was refused: {exc}", guided.param))
+            return
+        log.exception("request could not start", exc_info=exc)
+        self.fail(f"generation failed: {type(exc).__name__}")
 
 
 class Scheduler:
@@ -170,6 +195,10 @@ class Scheduler:
     def alive(self) -> bool:
         """False once a worker thread died: the pod must stop receiving traffic."""
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def seed_refusal(self, sampling: SamplingParams) -> str | None:
+        """Why a seed cannot be honoured for this request, or None (it can)."""
+        return None
 
     def pending(self) -> int:
         with self._cond:
@@ -253,14 +282,24 @@ class ThreadScheduler(Scheduler):
         total = len(job.prompt_ids) + job.max_tokens
         options: dict[str, Any] = {"max_length": total, "do_sample": s.temperature > 0}
         if s.temperature > 0:
-            options.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+            options.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         if s.seed is not None:
             options["random_seed"] = s.seed % (2**31)
+        if s.repetition_penalty != 1.0:
+            options["repetition_penalty"] = s.repetition_penalty
         if s.ignore_eos:
             options["min_length"] = total
+        elif s.min_tokens:
+            options["min_length"] = len(job.prompt_ids) + s.min_tokens
         params.set_search_options(**options)
-        generator = og.Generator(lm.model, params)
-        generator.append_tokens(np.asarray(job.prompt_ids, dtype=np.int32))
+        try:
+            if s.guidance is not None:
+                params.set_guidance(s.guidance.kind, s.guidance.data)
+            generator = og.Generator(lm.model, params)
+            generator.append_tokens(np.asarray(job.prompt_ids, dtype=np.int32))
+        except Exception as exc:
+            job.fail_start(exc)
+            return
         last = None
         while not generator.is_done():
             if job.cancelled.is_set() or self._stopping:
@@ -296,6 +335,13 @@ class EngineScheduler(Scheduler):
     def _thread_count(self) -> int:
         return 1  # the Engine may only be used from the thread that owns it
 
+    def seed_refusal(self, sampling: SamplingParams) -> str | None:
+        """Why a seed cannot be honoured for this request, or None."""
+        if sampling.seed is not None and sampling.temperature > 0 and not self.lm.dynamic_batching:
+            return ("onnxruntime-genai's Engine takes a per-request seed only on models built with paged "
+                    "attention (CUDA); use temperature 0, drop the seed, or run the server with --scheduler threads")
+        return None
+
     def _run(self) -> None:
         engine = og.Engine(self.lm.model)
         buffer = engine.create_event_buffer(max(64, 4 * self.slots))
@@ -314,8 +360,7 @@ class EngineScheduler(Scheduler):
                 try:
                     entry = self._begin(engine, job)
                 except Exception as exc:
-                    log.exception("request could not start")
-                    job.fail(f"generation failed: {type(exc).__name__}")
+                    job.fail_start(exc)
                     with self._cond:
                         self._set_running(-1)
                     continue
@@ -356,11 +401,20 @@ class EngineScheduler(Scheduler):
         if s.temperature > 0:
             options.set_temperature(s.temperature)
             options.set_top_p(s.top_p)
-            options.set_top_k(0)
-        if s.seed is not None:
-            options.set_seed(s.seed % (2**63))
+            options.set_top_k(s.top_k)
+            # A per-turn seed needs paged attention; the app refuses a sampled seeded request
+            # otherwise, and a greedy one needs no seed.
+            if s.seed is not None and self.lm.dynamic_batching:
+                options.set_seed(s.seed % (2**63))
+        if s.repetition_penalty != 1.0:
+            options.set_repetition_penalty(s.repetition_penalty)
         if s.ignore_eos:
             options.set_min_generated_tokens(job.max_tokens)
+        elif s.min_tokens:
+            options.set_min_generated_tokens(s.min_tokens)
+        if s.guidance is not None:
+            # Per turn: guided and free requests share the batch (onnxruntime-genai 0.18).
+            options.set_guidance(s.guidance.kind, s.guidance.data)
         turn = request.begin_turn(np.asarray(job.prompt_ids, dtype=np.int32), options)
         return _Active(job, request, turn)
 

@@ -10,8 +10,9 @@ class StopMatcher:
     decides it, so a stream never shows a partial stop string that is later trimmed.
     """
 
-    def __init__(self, stops: tuple[str, ...]) -> None:
+    def __init__(self, stops: tuple[str, ...], include: bool = False) -> None:
         self.stops = stops
+        self.include = include  # vLLM's include_stop_str_in_output: keep the matched stop string
         self._pending = ""
         self.stopped = False
 
@@ -21,11 +22,12 @@ class StopMatcher:
         if not self.stops:
             return piece
         text = self._pending + piece
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        hits = [(i, i + len(s)) for i, s in ((text.find(s), s) for s in self.stops) if i >= 0]
         if hits:
             self.stopped = True
             self._pending = ""
-            return text[: min(hits)]
+            start, end = min(hits)
+            return text[: end if self.include else start]
         hold = self._held_suffix(text)
         self._pending = text[len(text) - hold :] if hold else ""
         return text[: len(text) - hold]
