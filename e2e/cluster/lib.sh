@@ -59,3 +59,6 @@ missing_binaries() {
 
 # KWOK's stage definitions, copied from the pinned KWOK release by `build`.
 kwok_stages_path() { echo "${SLM_CACHE}/share/kwok-stages-${KWOK_VERSION}.yaml"; }
+
+# Prometheus Operator's CRDs, copied from the pinned release by `build`.
+promop_crds_path() { echo "${SLM_CACHE}/share/prometheus-operator-crds-${PROMETHEUS_OPERATOR_VERSION}.yaml"; }

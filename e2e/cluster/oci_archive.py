@@ -1,4 +1,5 @@
-"""Write a one-layer OCI image archive holding a single static binary (the pod sandbox image).
+"""Write a one-layer OCI image archive holding a single static binary (the pod sandbox image;
+Prometheus and its config reloader for the autoscaling e2e).
 
 The upstream pause image cannot be pulled here; `ctr images import` takes this archive (OCI
 image layout in a tar, image-spec v1.1) and names the image from the index annotation
@@ -27,9 +28,15 @@ def _blob(tar: tarfile.TarFile, data: bytes) -> dict[str, object]:
 
 
 def _layer(binary: str, path: str) -> bytes:
-    """An uncompressed layer tar with the binary at `path` (mode 0755, root-owned, mtime 0)."""
+    """An uncompressed layer tar with the binary at `path` (mode 0755, root-owned, mtime 0),
+    its parent folders first (e.g. bin/ for /bin/prometheus)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as layer, open(binary, "rb") as f:
+        parts = path.strip("/").split("/")[:-1]
+        for i in range(len(parts)):
+            folder = tarfile.TarInfo("/".join(parts[: i + 1]))
+            folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+            layer.addfile(folder)
         data = f.read()
         info = tarfile.TarInfo(path.lstrip("/"))
         info.size, info.mode = len(data), 0o755
