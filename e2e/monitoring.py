@@ -175,7 +175,7 @@ def _import_images() -> None:
 def chart_template(show_only: str, *sets: str) -> list[dict[str, Any]]:
     """`helm template` of charts/slm-operator with `--set`s, only the named template."""
     args = [str(CLUSTER_BIN_DIR / "helm"), "template", "slm-operator", str(CHART), "--namespace", NAMESPACE,
-            "--show-only", show_only]
+            "--show-only", show_only, "--kube-version", V["KUBERNETES_VERSION"]]
     for s in sets:
         args += ["--set", s]
     return [d for d in yaml.safe_load_all(_run(*args)) if d]

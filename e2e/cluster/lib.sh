@@ -20,6 +20,7 @@ bin_version() {
     prometheus) echo "${PROMETHEUS_VERSION}" ;;
     prometheus-operator | prometheus-config-reloader) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
     prometheus-adapter) echo "${PROMETHEUS_ADAPTER_VERSION}" ;;
+    kube-state-metrics) echo "${KUBE_STATE_METRICS_VERSION}" ;;
     apiserver-proxy) echo "$(sha256sum "${_SLM_LIB_DIR}/apiserver-proxy/main.go" | cut -c1-12)" ;;
     fake-provisioner)
       echo "${KUBERNETES_VERSION}-$(sha256sum "${_SLM_LIB_DIR}/provisioner/main.go" | cut -c1-12)" ;;
@@ -34,7 +35,7 @@ SLM_BINARIES="etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 SLM_NODE_BINARIES="kubelet kube-proxy containerd containerd-shim-runc-v2 ctr pause apiserver-proxy"
 # Monitoring for the autoscaling e2e (Prometheus runs as a pod on the real node from an image
 # of this binary; the operator and the adapter run as processes beside the control plane).
-SLM_MONITORING_BINARIES="prometheus prometheus-operator prometheus-config-reloader prometheus-adapter"
+SLM_MONITORING_BINARIES="prometheus prometheus-operator prometheus-config-reloader prometheus-adapter kube-state-metrics"
 
 # Point ${SLM_ACTIVE_BIN}/<name> at the binaries of the pinned versions (those that exist).
 link_active_bin() {
