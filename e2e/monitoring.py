@@ -52,6 +52,8 @@ NAMESPACE = "monitoring"
 PROMETHEUS_NAME = "slm-e2e"
 PROMETHEUS_POD = f"prometheus-{PROMETHEUS_NAME}-0"
 ADAPTER_PORT = int(os.environ.get("SLM_ADAPTER_PORT", "16290"))
+KSM_PORT = int(os.environ.get("SLM_KUBE_STATE_METRICS_PORT", "16291"))
+NODE_IP = os.environ.get("SLM_NODE_IP", "10.231.0.1")
 OPERATOR_WEB = f"127.0.0.1:{os.environ.get('SLM_PROMETHEUS_OPERATOR_PORT', '16280')}"
 # How often the adapter re-lists Prometheus' series to learn which metrics exist (its default
 # is 10m; kube-prometheus-stack's prometheus-adapter chart sets 1m). Values are always fresh:
@@ -90,14 +92,15 @@ PKI = STATE / "pki"
 
 def binary(name: str) -> Path:
     """The cached binary e2e/cluster/build made (name-version)."""
-    version = {"prometheus": V["PROMETHEUS_VERSION"], "prometheus-adapter": V["PROMETHEUS_ADAPTER_VERSION"]}.get(
-        name, V["PROMETHEUS_OPERATOR_VERSION"])
+    version = {"prometheus": V["PROMETHEUS_VERSION"], "prometheus-adapter": V["PROMETHEUS_ADAPTER_VERSION"],
+               "kube-state-metrics": V["KUBE_STATE_METRICS_VERSION"]}.get(name, V["PROMETHEUS_OPERATOR_VERSION"])
     return BIN / f"{name}-{version}"
 
 
 def missing_binaries() -> list[str]:
     """The monitoring binaries not built yet (e2e/cluster/build builds them)."""
-    names = ["prometheus", "prometheus-operator", "prometheus-config-reloader", "prometheus-adapter"]
+    names = ["prometheus", "prometheus-operator", "prometheus-config-reloader", "prometheus-adapter",
+             "kube-state-metrics"]
     return [n for n in names if not binary(n).exists()]
 
 
@@ -276,8 +279,31 @@ def _base_objects() -> list[dict[str, Any]]:
     ]
 
 
+def host_target(name: str, namespace: str, port: int, labels: dict[str, str],
+                port_name: str = "metrics") -> list[dict[str, Any]]:
+    """A selectorless Service + Endpoints naming a process on this host (on the node's address,
+    which pods on the real node reach): how Prometheus' service discovery finds it."""
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+         "spec": {"ports": [{"name": port_name, "port": port, "targetPort": port}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+         "subsets": [{"addresses": [{"ip": NODE_IP}], "ports": [{"name": port_name, "port": port}]}]},
+    ]
+
+
+def _ksm_objects() -> list[dict[str, Any]]:
+    """kube-state-metrics' Service and ServiceMonitor as kube-prometheus-stack has them
+    (honorLabels: its series name the object's namespace, not the exporter's)."""
+    labels = {**LABELS, "app.kubernetes.io/name": "kube-state-metrics"}
+    return [*host_target("kube-state-metrics", NAMESPACE, KSM_PORT, labels, "http"),
+            {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+             "metadata": {"name": "kube-state-metrics", "namespace": NAMESPACE, "labels": labels},
+             "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "kube-state-metrics"}},
+                      "endpoints": [{"port": "http", "honorLabels": True, "interval": "15s"}]}}]
+
+
 def _adapter_objects() -> list[dict[str, Any]]:
-    node_ip = os.environ.get("SLM_NODE_IP", "10.231.0.1")
+    node_ip = NODE_IP
     ca = base64.b64encode((PKI / "ca.crt").read_bytes()).decode()
     return [
         {"apiVersion": "v1", "kind": "Service",
@@ -314,7 +340,12 @@ def ensure_monitoring(kubeconfig: str) -> Monitoring:
         _start("prometheus-operator", [
             str(binary("prometheus-operator")), f"--prometheus-config-reloader={RELOADER_IMAGE}",
             f"--web.listen-address={OPERATOR_WEB}", "--log-level=info"], env={"KUBECONFIG": admin})
+        _start("kube-state-metrics", [
+            str(binary("kube-state-metrics")), f"--kubeconfig={admin}", f"--host={NODE_IP}", f"--port={KSM_PORT}",
+            "--telemetry-host=127.0.0.1", f"--telemetry-port={KSM_PORT + 1}",
+            "--resources=deployments,horizontalpodautoscalers,pods,jobs"])
         apply(kubeconfig, *_base_objects())
+        apply(kubeconfig, *_ksm_objects())
         apply(kubeconfig, prometheus_rule(), namespace=NAMESPACE)
 
         def prometheus_ip() -> str | None:
@@ -332,7 +363,7 @@ def ensure_monitoring(kubeconfig: str) -> Monitoring:
         text = adapter_config()
         if not config.exists() or config.read_text() != text:
             config.write_text(text)
-        node_ip = os.environ.get("SLM_NODE_IP", "10.231.0.1")
+        node_ip = NODE_IP
         _start("prometheus-adapter", [
             str(binary("prometheus-adapter")), f"--prometheus-url={mon.prometheus_url}",
             f"--config={config}", f"--metrics-relist-interval={ADAPTER_RELIST}",
