@@ -92,17 +92,29 @@ class GpuPod:
     container: str
 
 
-def dcgm_exposition(node: str, gpu_index: int, util_percent: float, holder: GpuPod | None) -> str:
-    """dcgm-exporter's answer for one GPU's DCGM_FI_DEV_GPU_UTIL (percent, 0-100), with the
-    pod attribution it adds in Kubernetes mode (none when no pod holds the GPU)."""
+# (field, help) of the default counters the chart's dashboard and adapter rules read.
+DCGM_FIELDS = (("DCGM_FI_DEV_GPU_UTIL", "GPU utilization (in %)."),
+               ("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB)."),
+               ("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB)."))
+
+
+def dcgm_exposition(node: str, gpu_index: int, util_percent: float, holder: GpuPod | None,
+                    fb_used_mib: float = 18000, fb_total_mib: float = 23034) -> str:
+    """dcgm-exporter's answer for one GPU: DCGM_FI_DEV_GPU_UTIL (percent, 0-100) and the frame
+    buffer used/free (MiB), with the pod attribution it adds in Kubernetes mode (none when no
+    pod holds the GPU)."""
     labels = [("gpu", str(gpu_index)), ("UUID", f"GPU-{node}-{gpu_index:04d}-0000-0000-000000000000"),
               ("pci_bus_id", f"00000000:00:{0x1e + gpu_index:02X}.0"), ("device", f"nvidia{gpu_index}"),
               ("modelName", "NVIDIA L4"), ("Hostname", node)]
     if holder:
         labels += [("container", holder.container), ("namespace", holder.namespace), ("pod", holder.pod)]
-    return ("# HELP DCGM_FI_DEV_GPU_UTIL GPU utilization (in %).\n"
-            "# TYPE DCGM_FI_DEV_GPU_UTIL gauge\n"
-            f"DCGM_FI_DEV_GPU_UTIL{{{_labels(labels)}}} {util_percent:g}\n")
+    values = {"DCGM_FI_DEV_GPU_UTIL": util_percent, "DCGM_FI_DEV_FB_FREE": fb_total_mib - fb_used_mib,
+              "DCGM_FI_DEV_FB_USED": fb_used_mib}
+    out = []
+    for field, help_text in DCGM_FIELDS:
+        out += [f"# HELP {field} {help_text}", f"# TYPE {field} gauge",
+                f"{field}{{{_labels(labels)}}} {values[field]:g}"]
+    return "\n".join(out) + "\n"
 
 
 @dataclass(frozen=True)
@@ -141,10 +153,12 @@ def vllm_series(source: Path | None = None) -> tuple[dict[str, VllmSeries], list
 
 def vllm_exposition(series: dict[str, VllmSeries], labelnames: list[str], model: str,
                     values: dict[str, float]) -> str:
-    """vLLM's /metrics for one engine (engine index 0) with these gauge values (by series name)."""
+    """vLLM's /metrics for one engine (engine index 0) with these gauge or counter values (by
+    series name; prometheus_client adds `_total` to a counter's samples)."""
     out = []
     labels = _labels(zip(labelnames, [model, "0"], strict=True))
     for name, value in sorted(values.items()):
         s = series[name]
-        out += [f"# HELP {name} {s.documentation}", f"# TYPE {name} {s.kind}", f"{name}{{{labels}}} {value:g}"]
+        sample = f"{name}_total" if s.kind == "counter" else name
+        out += [f"# HELP {name} {s.documentation}", f"# TYPE {name} {s.kind}", f"{sample}{{{labels}}} {value:g}"]
     return "\n".join(out) + "\n"

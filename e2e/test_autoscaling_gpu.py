@@ -42,6 +42,7 @@ from e2e.monitoring_standins import (
     vllm_exposition,
     vllm_series,
 )
+from e2e.test_autoscaling_alerts import ENGINE_ONLY, dashboard_queries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -170,6 +171,7 @@ def test_gpu_utilization_scales_up_at_90_and_down_at_10(slm_crd: str,  # noqa: F
         f.watch = [(gpu_ns, "app=nvidia-dcgm-exporter", DCGM_PORT, "dcgm"),
                    (ns, "app.kubernetes.io/component=server", VLLM_PORT, "vllm")]
         f.gpu_util = 90
+        f.vllm_values = {"vllm:kv_cache_usage_perc": 0.3, "vllm:num_requests_waiting": 0}
         apply(kc, vllm_slm([{"type": "GPUUtilization", "targetPercent": 60}]), namespace=ns)
         wait_for_condition(kc, "-n", ns, "slm", name, type_="Ready", timeout=180)
         pod = wait_for(lambda: next(iter(f.holders.values()), None), timeout=60, what="the vLLM pod on a GPU node")
@@ -186,6 +188,15 @@ def test_gpu_utilization_scales_up_at_90_and_down_at_10(slm_crd: str,  # noqa: F
         took, status = wait_desired(kc, ns, name, GPU_METRIC, lambda d: d >= 2, "scale-up at 90% GPU")
         figures["gpu_90_to_scale_up_s"] = round(took, 1)
         assert hpa_metric_value(status, GPU_METRIC) == 90, status
+        # The dashboard panels only vLLM and dcgm-exporter answer (the others: test_autoscaling_alerts.py).
+        engine_panels = [(t, e) for t, e in dashboard_queries(ns, name) if ENGINE_ONLY.match(e)]
+        assert len(engine_panels) == 5, engine_panels
+        f.vllm_values["vllm:num_preemptions"] = 0
+        wait_for(lambda: monitoring.query(f'vllm:num_preemptions_total{{namespace="{ns}"}}'), timeout=60,
+                 interval=2, what="the preemption counter")
+        f.vllm_values["vllm:num_preemptions"] = 7
+        wait_for(lambda: all(monitoring.query(q) for _, q in engine_panels), timeout=90, interval=3,
+                 what=f"every vLLM / dcgm-exporter dashboard panel with data: {engine_panels}")
         f.gpu_util = 10
         took, status = wait_desired(kc, ns, name, GPU_METRIC, lambda d: d == 1, "scale-down at 10% GPU",
                                     timeout=STABILIZATION_S + 180)
