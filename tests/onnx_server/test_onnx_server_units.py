@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 pytest.importorskip("starlette", reason="the serve extra is not installed")
@@ -83,3 +85,28 @@ def test_completion_prompt_forms() -> None:
     assert parse_completion({"model": "m", "prompt": ["hi"]}).prompt == "hi"
     assert parse_completion({"model": "m", "prompt": [1, 2, 3]}).prompt_ids == [1, 2, 3]
     assert _err(parse_completion, {"model": "m", "prompt": ["a", "b"]}).param == "prompt"
+
+
+def test_include_stop_str_in_output_keeps_the_stop() -> None:
+    m = StopMatcher(("END",), include=True)
+    assert m.feed("abc E") + m.feed("ND more") == "abc END" and m.stopped
+
+
+def test_tool_call_read_back() -> None:
+    from slm_onnx_server.guidance import ToolMode, parse_tool_calls
+
+    content, calls = parse_tool_calls(ToolMode("auto"), '<think>hm</think>\n\n<tool_call>\n{"name": "f", '
+                                      '"arguments": {"a": 1}}\n</tool_call>\n<tool_call>\n{"name": "g", '
+                                      '"arguments": {}}\n</tool_call>')
+    assert content == "<think>hm</think>" and [c["function"]["name"] for c in calls] == ["f", "g"]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"a": 1} and calls[0]["id"] != calls[1]["id"]
+    assert parse_tool_calls(ToolMode("auto"), "plain words") == ("plain words", [])
+    cut = '<tool_call>\n{"name": "f", "argu'
+    assert parse_tool_calls(ToolMode("auto"), cut) == (cut, [])  # cut off by max_tokens: kept as text
+    two = '<tool_call>\n{"name": "f", "arguments": {}}\n</tool_call>\n' + cut
+    assert parse_tool_calls(ToolMode("auto"), two) == (two, [])  # the complete one is not split off
+    content, calls = parse_tool_calls(ToolMode("required"), '[{"name": "f", "parameters": {"x": 2}}]')
+    assert content is None and calls[0]["function"] == {"name": "f", "arguments": '{"x": 2}'}
+    content, calls = parse_tool_calls(ToolMode("named", "f"), '{"x": 3}')
+    assert calls[0]["function"] == {"name": "f", "arguments": '{"x": 3}'}
+    assert parse_tool_calls(ToolMode("named", "f"), '{"x": ') == ('{"x": ', [])

@@ -31,6 +31,7 @@ from typing import Any
 # llguidance's JSON option: no whitespace between tokens unless the schema asks for it.
 _COMPACT = {"whitespace_flexible": False}
 HERMES_OPEN, HERMES_CLOSE = "<tool_call>", "</tool_call>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _HERMES_RE = re.compile(r"<tool_call>\s*(.*?)\s*</tool_call>", re.DOTALL)
 
 
@@ -116,16 +117,21 @@ def named_tool(tool: dict[str, Any]) -> Guidance:
 
 
 def auto_tools(tools: list[dict[str, Any]], parallel: bool) -> Guidance:
-    """Free text (not starting with '<') or one or more Hermes <tool_call> blocks."""
+    """Free text (not starting with '<') or one or more Hermes <tool_call> blocks.
+
+    Either may follow a ``<think>...</think>`` block (Qwen3 reasons first, then answers or calls).
+    """
     items = [
         {"type": "object", "properties": {"name": {"const": t["function"]["name"]}, "arguments": _parameters(t)},
          "required": ["name", "arguments"], "additionalProperties": False}
         for t in tools
     ]
     call = json.dumps(compact({"anyOf": items}))
-    repeat = "+" if parallel else ""
+    repeat = ' ("\\n" call)*' if parallel else ""
     grammar = (
-        "start: TEXT | calls\n"
+        "start: think? (TEXT | calls)?\n"
+        'think: "<think>" think_body\n'
+        'think_body[lazy]: /(.|\\n)*/ "</think>" /[ \\n]*/\n'
         f"calls: call{repeat}\n"
         f'call: "{HERMES_OPEN}\\n" %json {call} "\\n{HERMES_CLOSE}"\n'
         "TEXT: /[^<](.|\\n)*/\n"
@@ -163,13 +169,19 @@ def parse_tool_calls(mode: ToolMode, text: str) -> tuple[str | None, list[dict[s
             return None, [_call(c["name"], c["parameters"]) for c in calls]
     except (ValueError, KeyError, TypeError):
         return text, []
+    think = ""
+    if text.lstrip().startswith(THINK_OPEN) and THINK_CLOSE in text:
+        end = text.index(THINK_CLOSE) + len(THINK_CLOSE)
+        think, text = text[:end], text[end:]
     if not text.lstrip().startswith(HERMES_OPEN):
-        return text, []
+        return think + text, []
+    if _HERMES_RE.sub("", text).strip():  # a block cut off, or text between blocks
+        return think + text, []
     calls = []
     for block in _HERMES_RE.findall(text):
         try:
             obj = json.loads(block)
             calls.append(_call(obj["name"], obj.get("arguments", {})))
         except (ValueError, KeyError, TypeError):
-            return text, []
-    return (None, calls) if calls else (text, [])
+            return think + text, []
+    return (think or None, calls) if calls else (think + text, [])
