@@ -39,7 +39,7 @@ from . import fetch
 FORMAT_TYPES = {
     "none": ["bf16", "fp16"],  # fetch + verify only; the type is vLLM's --dtype
     "fp8": ["fp8"],  # fetch + verify only; vLLM quantizes at load (--quantization fp8)
-    "gguf": ["Q8_0", "Q5_K_M", "Q4_K_M", "Q6_K", "Q4_0", "Q5_0"],
+    "gguf": ["Q8_0", "Q5_K_M", "Q4_K_M", "Q6_K", "Q4_0", "Q5_0", "TQ1_0", "TQ2_0"],  # TQ*: BitNet b1.58 only
     "onnx": ["int4", "int8", "fp16", "fp32"],
     "awq": ["w4a16"],
     "gptq": ["w4a16"],
@@ -67,8 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--source", required=True, help="hf://org/name, s3://bucket/prefix, pvc://claim/path, or a path")
     p.add_argument("--revision", default=None, help="hub revision to pin (commit sha recommended)")
     p.add_argument("--format", required=True, choices=sorted(FORMAT_TYPES))
-    p.add_argument("--type", required=True, help="bf16|fp16 (none), fp8 (fp8), Q4_K_M|Q5_K_M|Q8_0 (gguf), int4 (onnx), "
-                                                    "w4a16 (awq/gptq)")
+    p.add_argument("--type", required=True, help="bf16|fp16 (none), fp8 (fp8), Q4_K_M|Q5_K_M|Q8_0 (gguf; "
+                                                    "TQ1_0|TQ2_0 for BitNet b1.58), int4 (onnx), w4a16 (awq/gptq)")
     p.add_argument("--target", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--output", required=True, type=Path, help="artifact folder, e.g. /models/<artifact>")
     p.add_argument("--max-ppl-increase-pct", type=float, default=5.0,
@@ -117,6 +117,9 @@ def _convert(args: argparse.Namespace, model_dir: Path, staging: Path, work: Pat
             progress.emit("note", message="GGUF files run on CPU and GPU alike; target only labels the artifact")
         from . import gguf
 
+        reason = gguf.unsupported_reason(json.loads((model_dir / "config.json").read_text()), args.type)
+        if reason:
+            raise Unsupported(reason)
         return gguf.run(model_dir, args.type, staging, work, text, SAMPLE_PROMPT)
     if args.format == "onnx":
         from . import onnx

@@ -6,6 +6,15 @@ loads the result). It runs in a subprocess with one adjustment: a BPE tokenizer 
 pre-tokenizer is exactly GPT-2's (byte-level with the GPT-2 split regex) but whose token
 hash the converter does not know (any self-trained tokenizer) is declared "gpt-2", which is
 what that pre-tokenizer is; anything else unknown still fails as upstream intends.
+
+BitNet b1.58 (ternary types TQ1_0 / TQ2_0): the converter's BitnetModel knows the original
+BitNet layout (1bitLLM: self_attn.inner_attn_ln, mlp.ffn_layernorm, a SentencePiece
+tokenizer.model). The wrapper also maps transformers' BitNetForCausalLM names
+(self_attn.attn_sub_norm, mlp.ffn_sub_norm: the same tensors) and, where there is no
+tokenizer.model, reads the BPE tokenizer.json as for any other model. What it cannot fix is the
+feed-forward activation: llama.cpp's BITNET graph is SiLU-gated (src/models/bitnet.cpp), so a
+BitNet model with another hidden_act (microsoft/bitnet-b1.58-2B-4T: relu2) is refused before
+converting (bitnet_unsupported_reason) instead of producing a GGUF that computes something else.
 """
 
 from __future__ import annotations
@@ -20,8 +29,17 @@ from slm_runtime import progress
 from slm_runtime.perplexity import perplexity_from_logits
 
 # llama.cpp's file types (enum llama_ftype in llama.h).
-FTYPES = {"Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q4_0": 2, "Q5_0": 8, "Q6_K": 18, "F16": 1}
+FTYPES = {"Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q4_0": 2, "Q5_0": 8, "Q6_K": 18, "F16": 1,
+          "TQ1_0": 36, "TQ2_0": 37}
 GGUF_FILE = "model.gguf"
+# Ternary (BitNet b1.58) types: block_tq1_0 (1.6875 bits/weight) and block_tq2_0 (2.0625
+# bits/weight), 256 weights per block with one fp16 scale (ggml-common.h). Only weights that
+# already are ternary survive them: a model trained as BitNet b1.58.
+TERNARY_TYPES = ("TQ1_0", "TQ2_0")
+# The architectures llama.cpp's converter maps to its BITNET graph (conversion/__init__.py).
+BITNET_ARCHITECTURES = ("BitnetForCausalLM", "BitNetForCausalLM")
+# The feed-forward activation that graph computes (src/models/bitnet.cpp: LLM_FFN_SILU).
+BITNET_ACTIVATIONS = ("silu", "swish")
 
 _CONVERT_WRAPPER = r"""
 import json, runpy, sys
@@ -47,6 +65,20 @@ def _get_vocab_base_pre(self, tokenizer):
             return "gpt-2"
         raise
 base.TextModel.get_vocab_base_pre = _get_vocab_base_pre
+
+# BitNet: transformers' BitNetForCausalLM names for the sub-norms, and a BPE tokenizer.json when
+# there is no SentencePiece tokenizer.model.
+from conversion import bitnet
+_cfg = base.gguf.TensorNameMap.block_mappings_cfg
+_T = base.gguf.MODEL_TENSOR
+_cfg[_T.ATTN_SUB_NORM] = (*_cfg[_T.ATTN_SUB_NORM], "model.layers.{bid}.self_attn.attn_sub_norm")
+_cfg[_T.FFN_SUB_NORM] = (*_cfg[_T.FFN_SUB_NORM], "model.layers.{bid}.mlp.ffn_sub_norm")
+_bitnet_vocab = bitnet.BitnetModel.set_vocab
+def _bitnet_set_vocab(self):
+    if (Path(model_dir) / "tokenizer.model").is_file():
+        return _bitnet_vocab(self)
+    return self._set_vocab_gpt2()
+bitnet.BitnetModel.set_vocab = _bitnet_set_vocab
 sys.argv = ["convert_hf_to_gguf.py", *sys.argv[2:]]
 runpy.run_path(str(Path(convert_dir) / "convert_hf_to_gguf.py"), run_name="__main__")
 """
@@ -54,6 +86,43 @@ runpy.run_path(str(Path(convert_dir) / "convert_hf_to_gguf.py"), run_name="__mai
 
 class GgufError(RuntimeError):
     pass
+
+
+def is_bitnet(config: dict) -> bool:
+    """Whether config.json names a BitNet b1.58 architecture llama.cpp converts (BITNET_ARCHITECTURES)."""
+    return any(a in BITNET_ARCHITECTURES for a in config.get("architectures") or [])
+
+
+def unsupported_reason(config: dict, qtype: str) -> str | None:
+    """Why llama.cpp cannot make a faithful GGUF of this model at qtype, or None.
+
+    config: the model's config.json. A ternary type needs a BitNet b1.58 model (any other model's
+    weights are not ternary: TQ1_0/TQ2_0 would destroy them); a BitNet model needs the activation
+    llama.cpp's BITNET graph computes (BITNET_ACTIVATIONS), whatever the type.
+    """
+    archs = ", ".join(config.get("architectures") or []) or "none"
+    if qtype in TERNARY_TYPES and not is_bitnet(config):
+        return (f"quantization type {qtype} (--type; spec.quantization.type) is ternary: it is only for "
+                f"BitNet b1.58 models ({', '.join(BITNET_ARCHITECTURES)}), whose weights are trained as "
+                f"-1/0/+1; this model's config.json architectures is {archs}. Use Q4_K_M, Q5_K_M or Q8_0 "
+                f"for it, or a BitNet b1.58 model for {qtype}")
+    act = str(config.get("hidden_act", "silu")).lower()
+    if is_bitnet(config) and act not in BITNET_ACTIVATIONS:
+        return (f"this BitNet model's config.json hidden_act is {act!r}; llama.cpp's BitNet graph (llama-cpp-"
+                f"python {_llama_cpp_version()}) computes a SiLU-gated feed-forward, so its GGUF would "
+                f"compute a different model. BitNet b1.58 models with hidden_act silu convert (the "
+                f"1bitLLM bitnet_b1_58 family); microsoft/bitnet-b1.58-2B-4T (relu2) needs Microsoft's "
+                f"bitnet.cpp, which this project does not ship")
+    return None
+
+
+def _llama_cpp_version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("llama-cpp-python")
+    except md.PackageNotFoundError:
+        return "unknown"
 
 
 def converter_dir() -> Path:
