@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--name", required=True, help="Ollama model name (the served model id)")
     tmpl = imp.add_mutually_exclusive_group()
     tmpl.add_argument("--template-from", type=Path,
-                      help="folder with tokenizer_config.json: its chat template picks the Go template")
+                      help="folder with tokenizer_config.json: its chat template picks the Go template "
+                           "(default: the chat template inside the GGUF)")
     tmpl.add_argument("--template-file", type=Path, help="a Go template file to use as TEMPLATE")
     imp.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                      help="Modelfile PARAMETER, repeatable (num_ctx=4096, temperature=0.7, stop=...)")
@@ -72,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ModelImportError, ValueError, OSError) as err:
             print(f"slm_ollama: {err}", file=sys.stderr)
             return 1
-        print(f"slm_ollama: created {ns.name}: {status}")
+        caps = ", ".join(sorted(plan.capabilities)) or "none"
+        print(f"slm_ollama: created {ns.name} (template {plan.family or 'chosen by Ollama'}; capabilities: {caps}): "
+              f"{status}")
         return 0
     if ns.cmd == "serve":
         from slm_ollama.importer import ModelImportError

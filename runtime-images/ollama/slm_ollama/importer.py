@@ -19,9 +19,10 @@ from slm_ollama.modelfile import (
     build_modelfile,
     check_model_name,
     create_request,
-    detect_chat_format,
+    read_gguf_chat_template,
     read_tokenizer_config,
 )
+from slm_ollama.templates import choose_template
 
 log = logging.getLogger("slm_ollama.import")
 _CHUNK = 1 << 20
@@ -33,12 +34,19 @@ class ModelImportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImportPlan:
+    """What will be created: Ollama model `name` from `gguf`, with Go `template` (None: Ollama's own
+    detection), stop strings, PARAMETERs, the template `family` ("file" for --template-file), the
+    capabilities the template gives Ollama (`capabilities`: "tools", "thinking") and those of the
+    model's own chat template that it does not carry (`dropped`)."""
+
     name: str
     gguf: Path
     template: str | None
     stops: list[str]
     params: list[tuple[str, str]]
     family: str | None
+    capabilities: frozenset[str] = frozenset()
+    dropped: frozenset[str] = frozenset()
 
     def modelfile(self) -> str:
         return build_modelfile(str(self.gguf), template=self.template, stops=self.stops, params=self.params)
@@ -46,27 +54,50 @@ class ImportPlan:
 
 def plan_import(name: str, gguf: Path, *, template_from: Path | None, template_file: Path | None,
                 params: list[tuple[str, str]]) -> ImportPlan:
+    """Decide the TEMPLATE and stops. The chat template is read from `template_from`
+    (tokenizer_config.json / chat_template.jinja) or, when that folder has none, from the GGUF's
+    own metadata; `template_file` (a Go template) overrides both.
+
+    Capabilities of the model's template that the chosen Go template cannot carry are logged as a
+    WARNING (the model is still served; Ollama then refuses those requests), never dropped in
+    silence. Leaving TEMPLATE out would not keep them: Ollama's fallback matches the GGUF's template
+    against its own library, whose templates have neither .Tools nor .Thinking.
+    Raises ModelImportError (no GGUF file) or ValueError (bad name, unreadable GGUF metadata).
+    """
     check_model_name(name)
     if not gguf.is_file():
         raise ModelImportError(f"GGUF file not found: {gguf}")
     stops: list[str] = []
-    template = None
-    family = None
     if template_file is not None:
         template = template_file.read_text(encoding="utf-8")
-        family = "file"
-    elif template_from is not None:
+        caps = frozenset(c for c, var in (("tools", ".Tools"), ("thinking", ".Thinking")) if var in template)
+        return ImportPlan(name, gguf, template, stops, params, "file", caps)
+    jinja, eos, origin = None, None, "the GGUF"
+    if template_from is not None:
         jinja, eos = read_tokenizer_config(template_from)
-        fmt = detect_chat_format(jinja)
-        if fmt is not None:
-            template, family = fmt.template, fmt.family
-            stops = list(fmt.stops)
-        else:
-            log.warning("chat template of %s not recognised: no TEMPLATE, Ollama uses the one in the GGUF",
-                        template_from)
-        if eos and eos not in stops:
-            stops.append(eos)
-    return ImportPlan(name, gguf, template, stops, params, family)
+        origin = str(template_from)
+    if jinja is None:
+        jinja, gguf_eos = read_gguf_chat_template(gguf)
+        eos = eos or gguf_eos
+        origin = f"{gguf.name} (tokenizer.chat_template)"
+    choice = choose_template(jinja)
+    template = family = None
+    caps: frozenset[str] = frozenset()
+    if choice.format is not None:
+        template, family, caps = choice.format.template, choice.format.family, choice.format.capabilities
+        stops = list(choice.format.stops)
+    elif jinja:
+        log.warning("chat template of %s not recognised: no TEMPLATE, Ollama picks one from its library", origin)
+    else:
+        log.warning("no chat template in %s: no TEMPLATE, Ollama uses a plain prompt", origin)
+    if choice.dropped:
+        log.warning("the model's chat template supports %s, but the %s template cannot carry it: Ollama will "
+                    "refuse such requests (\"does not support ...\"). To keep it, pass a Go template that uses "
+                    "%s with --template-file.", " and ".join(sorted(choice.dropped)), family or "fallback",
+                    " and ".join(f".{c.capitalize()}" for c in sorted(choice.dropped)))
+    if eos and eos not in stops:
+        stops.append(eos)
+    return ImportPlan(name, gguf, template, stops, params, family, caps, choice.dropped)
 
 
 def find_gguf(directory: Path) -> Path:

@@ -1,56 +1,18 @@
-"""Pure pieces of the import: chat template (Jinja) -> Ollama Go template, parameters, Modelfile text.
+"""Pure pieces of the import: where the chat template comes from, parameters, Modelfile text.
 
-A general Jinja-to-Go translation does not exist; chat templates come in a few families, told
-apart by their special tokens. A known family gets Ollama's Go template for it; an unknown one
-gets no TEMPLATE line, and Ollama falls back to the chat template embedded in the GGUF
-(tokenizer.chat_template), which it matches against its own template library.
+The chat template (Jinja) is read from the model folder's tokenizer_config.json /
+chat_template.jinja or, for a bare GGUF artifact, from the GGUF's own `tokenizer.chat_template`
+metadata; slm_ollama.templates turns it into Ollama's Go TEMPLATE, keeping tools and thinking.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+import struct
 from pathlib import Path
 
-
-@dataclass(frozen=True)
-class ChatFormat:
-    family: str
-    template: str  # Go text/template, Ollama's .Messages form
-    stops: tuple[str, ...]
-
-
-CHATML = ChatFormat(
-    "chatml",
-    "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
-    ("<|im_start|>", "<|im_end|>"),
-)
-PHI3 = ChatFormat(
-    "phi3",
-    "{{- range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n",
-    ("<|end|>", "<|user|>", "<|endoftext|>"),
-)
-# Gemma has no system role: its own template folds the system prompt into the first user turn.
-GEMMA = ChatFormat(
-    "gemma",
-    "{{- range .Messages }}<start_of_turn>{{ if eq .Role \"assistant\" }}model{{ else }}user{{ end }}\n"
-    "{{ .Content }}<end_of_turn>\n{{ end }}<start_of_turn>model\n",
-    ("<end_of_turn>",),
-)
-LLAMA3 = ChatFormat(
-    "llama3",
-    "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>"
-    "{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n",
-    ("<|eot_id|>", "<|start_header_id|>"),
-)
-# Order matters: the first family whose markers all appear wins.
-FAMILIES: tuple[tuple[tuple[str, ...], ChatFormat], ...] = (
-    (("<|im_start|>", "<|im_end|>"), CHATML),
-    (("<start_of_turn>", "<end_of_turn>"), GEMMA),
-    (("<|start_header_id|>", "<|eot_id|>"), LLAMA3),
-    (("<|user|>", "<|end|>"), PHI3),
-)
+from slm_ollama.templates import detect_chat_format  # noqa: F401  (re-exported: the importer's API)
 
 # Ollama's PARAMETER names this importer accepts, with their value types.
 PARAMS: dict[str, type] = {
@@ -60,15 +22,6 @@ PARAMS: dict[str, type] = {
     "presence_penalty": float, "frequency_penalty": float,
     "stop": str,
 }
-
-
-def detect_chat_format(jinja_template: str | None) -> ChatFormat | None:
-    if not jinja_template:
-        return None
-    for markers, fmt in FAMILIES:
-        if all(m in jinja_template for m in markers):
-            return fmt
-    return None
 
 
 def _token_text(tok: object) -> str | None:
@@ -94,6 +47,77 @@ def read_tokenizer_config(model_dir: Path) -> tuple[str | None, str | None]:
     jinja = model_dir / "chat_template.jinja"  # transformers >= 4.43 may keep it in its own file
     if template is None and jinja.is_file():
         template = jinja.read_text(encoding="utf-8")
+    return template, eos
+
+
+# GGUF metadata value types (gguf-py GGUFValueType; GGUF v2/v3 spec): fixed-size scalars by struct code.
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+
+
+class _GGUFReader:
+    """Sequential little-endian reader of a GGUF header's key/value section (no tensors read)."""
+
+    def __init__(self, fh) -> None:
+        self.fh = fh
+
+    def take(self, fmt: str):
+        size = struct.calcsize("<" + fmt)
+        data = self.fh.read(size)
+        if len(data) != size:
+            raise ValueError("truncated GGUF metadata")
+        return struct.unpack("<" + fmt, data)[0]
+
+    def string(self) -> str:
+        n = self.take("Q")
+        data = self.fh.read(n)
+        if len(data) != n:
+            raise ValueError("truncated GGUF metadata")
+        return data.decode("utf-8", errors="replace")
+
+    def value(self, vtype: int, keep: bool):
+        if vtype in _GGUF_SCALARS:
+            return self.take(_GGUF_SCALARS[vtype])
+        if vtype == _GGUF_STRING:
+            return self.string()
+        if vtype == _GGUF_ARRAY:
+            etype, n = self.take("I"), self.take("Q")
+            if etype in _GGUF_SCALARS and not keep:  # skip without decoding (token scores, types, merges' ids)
+                self.fh.seek(n * struct.calcsize("<" + _GGUF_SCALARS[etype]), 1)
+                return None
+            items = [self.value(etype, keep) for _ in range(n)]
+            return items if keep else None
+        raise ValueError(f"unknown GGUF metadata type {vtype}")
+
+
+def read_gguf_chat_template(gguf: Path) -> tuple[str | None, str | None]:
+    """(tokenizer.chat_template, eos token text) from a GGUF file's metadata; None for what is absent.
+
+    The converter (llama.cpp convert_hf_to_gguf.py) copies the Hugging Face chat template into the
+    GGUF, so a bare GGUF artifact still says how the model chats and whether it takes tools.
+    Raises ValueError when the file is not a little-endian GGUF v2/v3.
+    """
+    with gguf.open("rb") as fh:
+        if fh.read(4) != b"GGUF":
+            raise ValueError(f"{gguf}: not a GGUF file (magic bytes differ)")
+        r = _GGUFReader(fh)
+        version = r.take("I")
+        if version not in (2, 3):
+            raise ValueError(f"{gguf}: GGUF version {version} not supported (2 or 3; big-endian files are not)")
+        r.take("Q")  # tensor count
+        template: str | None = None
+        tokens: list[str] | None = None
+        eos_id: int | None = None
+        for _ in range(r.take("Q")):
+            key, vtype = r.string(), r.take("I")
+            value = r.value(vtype, keep=key == "tokenizer.ggml.tokens")
+            if key == "tokenizer.chat_template" and isinstance(value, str):
+                template = value
+            elif key == "tokenizer.ggml.tokens":
+                tokens = value
+            elif key == "tokenizer.ggml.eos_token_id" and isinstance(value, int):
+                eos_id = value
+    eos = tokens[eos_id] if tokens is not None and eos_id is not None and 0 <= eos_id < len(tokens) else None
     return template, eos
 
 

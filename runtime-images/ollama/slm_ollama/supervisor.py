@@ -41,7 +41,9 @@ def run(ollama_bin: str, gguf_dir: Path, name: str, params: list[tuple[str, str]
         signal.signal(sig, forward)
     try:
         status = run_import(ollama_base_url(dict(os.environ)), plan, wait_s=wait_s)
-        print(f"slm_ollama: model {name} ready ({plan.family or 'template from GGUF'}): {status}", flush=True)
+        caps = ", ".join(sorted(plan.capabilities)) or "none"
+        print(f"slm_ollama: model {name} ready (template {plan.family or 'chosen by Ollama'}; "
+              f"capabilities: {caps}): {status}", flush=True)
     except ModelImportError as err:
         print(f"slm_ollama: import failed: {err}", file=sys.stderr, flush=True)
         child.terminate()
