@@ -37,9 +37,13 @@ VLLM_LOGGERS = "lib/python3.11/site-packages/vllm/v1/metrics/loggers.py"
 
 @contextmanager
 def standin_addresses() -> Iterator[Callable[[str], None]]:
-    """A dummy interface on this host; yields add(ip) that gives it the /32 address `ip`.
-    The interface and its addresses go away on exit. Needs CAP_NET_ADMIN (as the real node)."""
-    subprocess.run(["ip", "link", "add", STANDIN_IFACE, "type", "dummy"], capture_output=True, check=False)
+    """A dummy interface on this host (a bridge where the kernel has no dummy driver, as
+    e2e/cluster/node.sh does); yields add(ip) that gives it the /32 address `ip`. The interface
+    and its addresses go away on exit. Needs CAP_NET_ADMIN (as the real node)."""
+    for kind in ("dummy", "bridge"):
+        if subprocess.run(["ip", "link", "add", STANDIN_IFACE, "type", kind], capture_output=True,
+                          check=False).returncode == 0:
+            break
     subprocess.run(["ip", "link", "set", STANDIN_IFACE, "up"], check=True)
 
     def add(ip: str) -> None:
