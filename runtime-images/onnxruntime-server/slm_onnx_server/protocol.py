@@ -164,6 +164,11 @@ class SamplingParams:
     include_stop_str_in_output: bool = False
     guidance: G.Guidance | None = None
 
+    @property
+    def sampled(self) -> bool:
+        """False for greedy decoding: temperature 0, or top_k 1 (onnxruntime-genai refuses a temperature then)."""
+        return self.temperature > 0 and self.top_k != 1
+
 
 @dataclass(frozen=True)
 class ParsedRequest:

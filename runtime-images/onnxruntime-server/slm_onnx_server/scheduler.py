@@ -280,8 +280,8 @@ class ThreadScheduler(Scheduler):
         job.start(lm)
         params = og.GeneratorParams(lm.model)
         total = len(job.prompt_ids) + job.max_tokens
-        options: dict[str, Any] = {"max_length": total, "do_sample": s.temperature > 0}
-        if s.temperature > 0:
+        options: dict[str, Any] = {"max_length": total, "do_sample": s.sampled}
+        if s.sampled:
             options.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
         if s.seed is not None:
             options["random_seed"] = s.seed % (2**31)
@@ -337,7 +337,7 @@ class EngineScheduler(Scheduler):
 
     def seed_refusal(self, sampling: SamplingParams) -> str | None:
         """Why a seed cannot be honoured for this request, or None."""
-        if sampling.seed is not None and sampling.temperature > 0 and not self.lm.dynamic_batching:
+        if sampling.seed is not None and sampling.sampled and not self.lm.dynamic_batching:
             return ("onnxruntime-genai's Engine takes a per-request seed only on models built with paged "
                     "attention (CUDA); use temperature 0, drop the seed, or run the server with --scheduler threads")
         return None
@@ -397,8 +397,8 @@ class EngineScheduler(Scheduler):
         request = engine.create_request()
         options = og.TurnOptions(request)
         options.set_max_generated_tokens(job.max_tokens)
-        options.set_do_sample(s.temperature > 0)
-        if s.temperature > 0:
+        options.set_do_sample(s.sampled)
+        if s.sampled:
             options.set_temperature(s.temperature)
             options.set_top_p(s.top_p)
             options.set_top_k(s.top_k)
