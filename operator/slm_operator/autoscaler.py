@@ -9,6 +9,7 @@ a grace period (a new HPA reads nothing until the first scrape and the adapter's
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,8 +17,9 @@ from slm_operator.render.scaling import GPU_UTIL_METRIC, KV_CACHE_METRIC, QUEUE_
 from slm_operator.status import Cond
 
 R_AUTOSCALER_METRICS_UNAVAILABLE = "AutoscalerMetricsUnavailable"
-# Scrape interval (15 s) + adapter relist (30 s-1 m recommended) + HPA sync (15 s), with margin.
-GRACE_SECONDS = 180.0
+# Scrape interval (15 s) + adapter relist (30 s-1 m recommended) + HPA sync (15 s), with margin;
+# SLM_AUTOSCALER_METRICS_GRACE_SECONDS overrides it (the e2e tests use a short one).
+GRACE_SECONDS = float(os.environ.get("SLM_AUTOSCALER_METRICS_GRACE_SECONDS", "180"))
 
 _ADAPTER_RULES = ("the chart's prometheus-adapter rules (observability.prometheusAdapterRules) loaded by "
                   "prometheus-adapter, and a Prometheus that scrapes the ServiceMonitor the operator renders "
