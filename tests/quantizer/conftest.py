@@ -15,6 +15,15 @@ def tiny():
     return lambda arch: tiny_model(arch, train_steps=TRAIN_STEPS)
 
 
+@pytest.fixture(scope="session")
+def tiny_bitnet():
+    """Path of the cached tiny BitNet b1.58 model (BitNetForCausalLM, trained ternary)."""
+    require("torch", "transformers", "tokenizers")
+    from slm_runtime.tiny_bitnet import tiny_bitnet_model
+
+    return tiny_bitnet_model(train_steps=TRAIN_STEPS)
+
+
 @pytest.fixture
 def quantize():
     return run_quantizer
