@@ -117,9 +117,14 @@ def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, r
     busy["spec"].pop("replicas")
     busy["spec"]["autoscaling"] = {"minReplicas": 1, "maxReplicas": 1,
                                    "metrics": [{"type": "QueueDepth", "targetAverageValue": 2}]}
+    # A model that cannot fit its GPU: a sizing refusal (the dashboard's refusals panel).
+    too_big = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "too-big"},
+               "spec": {"model": {"source": "hf://Qwen/Qwen3-14B", "revision": "main"}, "engine": {"name": "vllm"},
+                        "quantization": {"format": "none", "type": "bf16"},
+                        "resources": {"gpu": {"count": 1, "product": "Tesla-T4"}}}}
     want_firing = {"SLMDeploymentNotReady", "SLMQuantizationFailed", "SLMQueueDepthHighAtMaxReplicas"}
     with run_operator(kc, [ns], extra_args=["--metrics-port", str(port)]) as op:
-        apply(kc, gate, busy, namespace=ns)
+        apply(kc, gate, busy, too_big, namespace=ns)
         wait_for(lambda: monitoring.query(f'up{{namespace="{ns}",job=~".*slm-operator.*"}} == 1'), timeout=120,
                  interval=2, what="Prometheus scraping the operator through the chart's ServiceMonitor")
         wait_ready(kc, ns, "tiny-busy", op)
