@@ -119,25 +119,32 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
     if spec.model.hub and spec.model.hub.endpoint:
         qenv["HF_ENDPOINT"] = spec.model.hub.endpoint
     top_secrets: dict[str, Any] = {"api-key": {"file": "./secrets/api-key"}}
-    quantize = {**_hardened(imgs["quantizer"]), "command": ["python3", "-m", "slm_quantizer", *qargs],
+    quantize = {**_hardened(imgs["quantizer"]), "entrypoint": ["python3", "-m", "slm_quantizer"],
+                "command": qargs,
                 "environment": qenv, "volumes": ["model-cache:/models"], "restart": "no"}
     if spec.model.token_secret_ref:
         top_secrets["hf-token"] = {"file": "./secrets/hf-token"}
         quantize["secrets"] = ["hf-token"]
-        quantize["command"] += ["--token-file", f"{SECRETS_DIR}/hf-token"]
+        quantize["command"] = [*qargs, "--token-file", f"{SECRETS_DIR}/hf-token"]
     if spec.model.s3_credentials_secret_ref or (spec.model.hub and spec.model.hub.ca_bundle_secret_ref):
         raise ComposeError(f"{name}: model.s3CredentialsSecretRef / model.hub.caBundleSecretRef are not carried into "
                            "Compose yet; use an hf:// source with a public or token-protected hub")
     after = {"depends_on": {"quantize": {"condition": "service_completed_successfully"}}}
+    quantize["depends_on"] = {"volumes-init": {"condition": "service_completed_successfully"}}
     key_file = f"{SECRETS_DIR}/api-key"
-    services: dict[str, Any] = {"quantize": quantize}
+    # New named volumes belong to root, and the images have no /models to copy ownership from
+    # (Kubernetes has fsGroup for this): one step hands them to the images' user. It runs as root
+    # with CHOWN as its only capability, read-only, and exits.
+    owned = ["/models"]
+    services: dict[str, Any] = {"volumes-init": {}, "quantize": quantize}
     volumes: dict[str, Any] = {"model-cache": {}}
     networks: dict[str, Any] = {"default": {}}
     if r.engine == "onnxruntime":
         opts = spec.engine.onnxruntime
         services["api"] = {
             **_hardened(imgs["onnxruntime"]), **after,
-            "command": ["python3", "-m", "slm_onnx_server", "--model-dir", art, "--served-model-name", r.served_name,
+            "entrypoint": ["python3", "-m", "slm_onnx_server"],
+            "command": ["--model-dir", art, "--served-model-name", r.served_name,
                         "--host", "0.0.0.0", "--port", str(API_PORT), "--api-key-file", key_file,
                         "--device", target, "--max-concurrency", str(opts.workers if opts else 4),
                         "--max-queue", str(opts.queue_size if opts else 64),
@@ -150,7 +157,8 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
         num_ctx = opts_o.num_ctx if opts_o and opts_o.num_ctx else r.context_length
         services["ollama"] = {
             **_hardened(imgs["ollama"]), **after,
-            "command": ["python3", "-m", "slm_ollama", "serve", "--gguf-dir", art, "--name", r.served_name,
+            "entrypoint": ["python3", "-m", "slm_ollama"],
+            "command": ["serve", "--gguf-dir", art, "--name", r.served_name,
                         "--param", f"num_ctx={num_ctx}"],
             "environment": {"HOME": "/tmp", "OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_MODELS": "/ollama",
                             "OLLAMA_NUM_PARALLEL": str(opts_o.num_parallel if opts_o else 4),
@@ -164,12 +172,14 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
         services["api"] = {
             **_hardened(imgs["ollama"]),
             "depends_on": {"ollama": {"condition": "service_started"}},
-            "command": ["python3", "-m", "slm_ollama", "proxy", "--listen", f"0.0.0.0:{API_PORT}",
+            "entrypoint": ["python3", "-m", "slm_ollama"],
+            "command": ["proxy", "--listen", f"0.0.0.0:{API_PORT}",
                         "--upstream", "http://ollama:11434", "--api-key-file", key_file, "--model", r.served_name],
             "environment": {"HOME": "/tmp"}, "secrets": ["api-key"], "networks": ["default", "backend"],
             "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "180s"),
             "restart": "unless-stopped"}
         volumes["ollama-models"] = {}
+        owned.append("/ollama")
         networks["backend"] = {"internal": True}
     if webui:
         # Open WebUI writes under /app (its static files, caches) at start: not read-only; the
@@ -184,6 +194,12 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
             "volumes": ["webui-data:/app/backend/data"], "secrets": ["api-key"],
             "ports": [f"127.0.0.1:{webui_port}:8080"], "restart": "unless-stopped"}
         volumes["webui-data"] = {}
+        owned.append("/webui")
+    mounts = {"/models": "model-cache", "/ollama": "ollama-models", "/webui": "webui-data"}
+    services["volumes-init"] = {
+        **_hardened(imgs["quantizer"]), "user": "0:0", "cap_add": ["CHOWN"],
+        "entrypoint": ["chown"], "command": [USER, *owned], "volumes": [f"{mounts[d]}:{d}" for d in owned],
+        "restart": "no"}
     doc: dict[str, Any] = {"services": services, "volumes": volumes, "secrets": top_secrets}
     if len(networks) > 1:
         doc["networks"] = networks
