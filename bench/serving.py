@@ -1,4 +1,4 @@
-"""Serving benchmark: the ONNX Runtime OpenAI server against in-process onnxruntime-genai.
+"""Serving benchmark: the ONNX Runtime and llama.cpp OpenAI servers against their in-process libraries.
 
 For each model and each way of generating (--modes):
 
@@ -28,7 +28,20 @@ Qwen3-0.6B's shape (hidden 1024, 28 layers, 16 heads, 8 KV heads, head dim 128, 
 ``onnxruntime_genai.models.builder -p int4 -e cpu`` and cached under
 ~/.cache/slm-operator/bench-models/ (SLM_BENCH_MODEL_CACHE overrides).
 
-Run: bench/serving [--models tiny qwen3-0.6b] [--clients 1 4 16] [--repeat 3] (bench/README.md)
+llama.cpp (--engines llamacpp): llama.cpp's own server (llama-server, the llamacpp image's
+binary from hack/images.sh llama-server-bin, with the flags the operator renders: API key file,
+--parallel = max clients, --ctx-size = --max-model-len x slots, --threads = CPUs, --metrics)
+against llama-cpp-python in this process on the same GGUF (Q4_K_M of the same two models, made
+with the quantizer's converter and llama_model_quantize, cached beside the ONNX folders). The
+high-level llama-cpp-python API runs one sequence at a time, so the in-process side serves the
+clients' requests one after another from one Llama (a lock; what llama-cpp-python's own server
+does) while llama-server batches its slots: the ratio shows what the server's continuous
+batching buys. Both sides: the same prompt, greedy, end-of-generation tokens masked (the
+server's ignore_eos; a logits processor in process), exactly --max-tokens tokens, both reuse the
+cached prompt prefix (llama-server's cache_prompt, llama-cpp-python's prefix match).
+
+Run: bench/serving [--engines onnxruntime llamacpp] [--models tiny qwen3-0.6b] [--clients 1 4 16]
+     [--repeat 3] (bench/README.md)
 """
 
 from __future__ import annotations
@@ -149,6 +162,24 @@ def onnx_model(name: str) -> Path:
             time.monotonic() - started, 1)}) + "\n")
 
     return _build_once(f"{hf.name}-int4-cpu", build) / "model"
+
+
+def gguf_model(name: str, qtype: str = "Q4_K_M") -> Path:
+    """The GGUF of a bench model at qtype: llama.cpp's converter (F16) then llama_model_quantize,
+    as the quantizer makes it (without its perplexity gate), built once."""
+    hf = hf_model(name)
+
+    def build(tmp: Path) -> None:
+        from slm_quantizer import gguf
+
+        started = time.monotonic()
+        gguf.convert(hf, tmp / "f16.gguf", "f16")
+        gguf.quantize(tmp / "f16.gguf", tmp / "model.gguf", qtype)
+        (tmp / "f16.gguf").unlink()
+        (tmp / "build-info.json").write_text(json.dumps({"source": str(hf), "type": qtype, "seconds": round(
+            time.monotonic() - started, 1)}) + "\n")
+
+    return _build_once(f"{hf.name}-gguf-{qtype}", build) / "model.gguf"
 
 
 # -- measurements ----------------------------------------------------------------------------
@@ -375,6 +406,131 @@ class ServerProcess:
         return run
 
 
+class LlamaInProcess:
+    """llama-cpp-python on the GGUF in this process: one Llama, requests one at a time."""
+
+    def __init__(self, gguf: Path, max_model_len: int) -> None:
+        import llama_cpp
+        import numpy as np
+
+        self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=max_model_len, n_batch=max_model_len,
+                                   n_threads=os.cpu_count() or 1, seed=0, verbose=False)
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self.eog = np.array([t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)],
+                            dtype=np.int64)
+        self.lock = threading.Lock()
+
+    def run(self, clients: int, requests: int, max_tokens: int) -> Run:
+        import llama_cpp
+
+        run, counter = Run(), threading.Lock()
+
+        def client() -> None:
+            began, tokens = time.perf_counter(), 0
+            for _ in range(requests):
+                start, first, made = time.perf_counter(), None, [0]
+
+                def no_eog(_ids, scores, made=made):  # the server's ignore_eos
+                    scores[self.eog] = -float("inf")
+                    made[0] += 1
+                    return scores
+
+                with self.lock:
+                    for chunk in self.llm.create_completion(
+                            PROMPT, max_tokens=max_tokens, temperature=0.0, stream=True,
+                            logits_processor=llama_cpp.LogitsProcessorList([no_eog])):
+                        if first is None and chunk["choices"][0]["text"]:
+                            first = time.perf_counter() - start
+                tokens += made[0]
+                with counter:
+                    run.ttfts.append(first or 0.0)
+            with counter:
+                run.tokens += tokens
+                run.client_rates.append(tokens / (time.perf_counter() - began))
+
+        workers = [threading.Thread(target=client) for _ in range(clients)]
+        started = time.perf_counter()
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        run.wall = time.perf_counter() - started
+        return run
+
+
+def llama_server_binary() -> Path:
+    """hack/images.sh llama-server-bin: the llamacpp image's binary (built once per version)."""
+    done = subprocess.run(["bash", str(ROOT / "hack" / "images.sh"), "llama-server-bin"], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"hack/images.sh llama-server-bin failed:\n{done.stderr[-3000:]}")
+    return Path(done.stdout.strip().splitlines()[-1]) / "bin" / "llama-server"
+
+
+class LlamaServerProcess(ServerProcess):
+    """llama-server as a subprocess on 127.0.0.1, flags as the operator's llamacpp engine renders."""
+
+    def __init__(self, gguf: Path, slots: int, max_model_len: int, extra: list[str]) -> None:
+        import httpx
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="slm-bench-llama-server-"))
+        key_file = self.tmp / "api-key"
+        key_file.write_text(self.KEY + "\n")
+        key_file.chmod(0o600)
+        self.base = f"http://127.0.0.1:{_free_port()}"
+        cmd = [str(llama_server_binary()), "--model", str(gguf), "--host", "127.0.0.1", "--port",
+               self.base.rsplit(":", 1)[1], "--api-key-file", str(key_file), "--ctx-size", str(max_model_len * slots),
+               "--parallel", str(slots), "--threads", str(os.cpu_count() or 1), "--metrics", "--alias", "bench",
+               "--no-webui", *extra]
+        with open(self.tmp / "server.log", "w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited {self.proc.returncode}: "
+                                   f"{(self.tmp / 'server.log').read_text()[-3000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(self.base + "/health", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("llama-server not ready in 300 s")
+
+
+def bench_llamacpp(name: str, clients: list[int], requests: int, max_tokens: int, repeat: int, max_model_len: int,
+                   server_args: list[str]) -> list[dict[str, Any]]:
+    gguf = gguf_model(name)
+    local = LlamaInProcess(gguf, max_model_len)
+    local.run(1, 1, 8)  # warm-up
+    server = LlamaServerProcess(gguf, max(clients), max_model_len, server_args)
+    runs: dict[int, dict[str, list[Run]]] = {c: {"inproc": [], "server": []} for c in clients}
+    loads = []
+    try:
+        for _ in range(repeat):
+            for c in clients:  # interleaved, so that changes in background load hit both sides
+                runs[c]["inproc"].append(local.run(c, requests, max_tokens))
+                runs[c]["server"].append(server.run(c, requests, max_tokens))
+                loads.append(os.getloadavg()[0])
+    finally:
+        server.stop()
+    rows = []
+    for c in clients:
+        inproc, srv = _median_figures(runs[c]["inproc"]), _median_figures(runs[c]["server"])
+        ratios = [s.tokens / s.wall / (i.tokens / i.wall) for s, i in zip(runs[c]["server"], runs[c]["inproc"],
+                                                                          strict=True)]
+        row = {"bench": "serving", "engine": "llamacpp", "model": name, "mode": "llama-server", "format": "Q4_K_M",
+               "clients": c, "requests_per_client": requests, "max_tokens": max_tokens,
+               "max_model_len": max_model_len, "repeat": repeat, "inproc": inproc, "server": srv,
+               "ratio": round(srv["tok_s"] / inproc["tok_s"], 3), "ratio_runs": [round(r, 3) for r in ratios],
+               "loadavg_1m": round(statistics.median(loads), 2), "cpus": os.cpu_count()}
+        if name == "qwen3-0.6b":
+            row["note"] = _VOCAB_NOTE
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    del local
+    return rows
+
+
 # -- driver ----------------------------------------------------------------------------------
 
 def _median_figures(runs: list[Run]) -> dict[str, float]:
@@ -424,12 +580,13 @@ def bench_model(name: str, modes: list[str], clients: list[int], requests: int, 
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ["model", "mode", "clients", "in-proc tok/s", "server tok/s", "server/in-proc", "in-proc tok/s/client",
-            "server tok/s/client", "in-proc TTFT p50/p95 ms", "server TTFT p50/p95 ms", "load"]
+    head = ["model", "engine mode", "clients", "in-proc tok/s", "server tok/s", "server/in-proc",
+            "in-proc tok/s/client", "server tok/s/client", "in-proc TTFT p50/p95 ms", "server TTFT p50/p95 ms", "load"]
     print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         i, s = r["inproc"], r["server"]
-        print(f"| {r['model']} | {r['mode']} | {r['clients']} | {i['tok_s']:.1f} | {s['tok_s']:.1f} | "
+        print(f"| {r['model']} | {r.get('engine', 'onnxruntime')} {r['mode']} | {r['clients']} | "
+              f"{i['tok_s']:.1f} | {s['tok_s']:.1f} | "
               f"{r['ratio']:.2f} | {i['client_tok_s']:.1f} | {s['client_tok_s']:.1f} | "
               f"{i['ttft_p50_ms']:.0f} / {i['ttft_p95_ms']:.0f} | {s['ttft_p50_ms']:.0f} / {s['ttft_p95_ms']:.0f} | "
               f"{r['loadavg_1m']} |")
@@ -437,6 +594,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", nargs="+", default=["onnxruntime", "llamacpp"], choices=["onnxruntime", "llamacpp"])
     ap.add_argument("--models", nargs="+", default=["tiny", "qwen3-0.6b"], choices=sorted(DEFAULT_WORK))
     ap.add_argument("--modes", nargs="+", default=["engine", "threads"], choices=["engine", "threads"])
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -445,13 +603,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-model-len", type=int, default=512,
                     help="context cap for both sides (server --max-model-len; 0: the model's own)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--server-arg", action="append", default=[], help="extra server flag (repeatable)")
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra server flag (repeatable; given to every server of --engines)")
     a = ap.parse_args(argv)
     rows = []
     for name in a.models:
         tokens, requests = DEFAULT_WORK[name]
-        rows += bench_model(name, a.modes, a.clients, a.requests or requests, a.max_tokens or tokens, a.repeat,
-                            a.max_model_len, a.server_arg)
+        if "onnxruntime" in a.engines:
+            rows += bench_model(name, a.modes, a.clients, a.requests or requests, a.max_tokens or tokens, a.repeat,
+                                a.max_model_len, a.server_arg)
+        if "llamacpp" in a.engines:
+            rows += bench_llamacpp(name, a.clients, a.requests or requests, a.max_tokens or tokens, a.repeat,
+                                   a.max_model_len, a.server_arg)
     print_table(rows)
     return 0
 
