@@ -15,7 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".venv", ".git", "node_modules", "src"}  # src: e2e/cluster/src holds upstream checkouts
 EXPECTED = {"operator/Dockerfile", "runtime-images/quantizer/Dockerfile", "runtime-images/vllm/Dockerfile",
-            "runtime-images/ollama/Dockerfile", "runtime-images/onnxruntime-server/Dockerfile"}
+            "runtime-images/ollama/Dockerfile", "runtime-images/onnxruntime-server/Dockerfile",
+            "runtime-images/llamacpp/Dockerfile"}
 
 
 def _dockerfiles() -> list[Path]:
@@ -168,12 +169,12 @@ def test_images_sh_builds_what_the_chart_and_the_operator_default_to():
     op = values["image"]
     assert refs["operator"] == f"{op['registry']}/{op['repository']}:{op['tag'] or chart['appVersion']}"
     for name, key in (("quantizer", "quantizer"), ("vllm", "vllm"), ("ollama", "ollama"),
-                      ("onnxruntime-server", "onnxruntime")):
+                      ("onnxruntime-server", "onnxruntime"), ("llamacpp", "llamacpp")):
         img = values["runtimeImages"][key]
         assert refs[name] == f"{img['registry']}/{img['repository']}:{img['tag']}"
         assert refs[name] == getattr(Images(), key)
     # Every image has its Dockerfile, and images.sh knows every Dockerfile the tests know.
-    assert set(refs) == {"operator", "quantizer", "onnxruntime-server", "ollama", "vllm"}
+    assert set(refs) == {"operator", "quantizer", "onnxruntime-server", "ollama", "vllm", "llamacpp"}
 
 
 def test_operator_image_fits_the_chart():
