@@ -14,7 +14,8 @@
 #                                          cache: frees disk, the next changed build is slower)
 #   hack/images.sh base                    build (cached) the SLM_BASE=debian base, print its ref
 #   hack/images.sh ollama-bin              build (cached) the ollama binary, print its path
-# NAMEs: operator quantizer onnxruntime-server ollama vllm. References are what the chart and the
+#   hack/images.sh llama-server-bin        build (cached) llama.cpp's llama-server, print its folder
+# NAMEs: operator quantizer onnxruntime-server ollama vllm llamacpp. References are what the chart and the
 # operator default to (ghcr.io/slm-operator/<name>:<tag>), so a local cluster needs no override.
 #
 # Environment:
@@ -23,7 +24,7 @@
 #                     machines that cannot pull use it. vLLM is then skipped unless asked for by name.
 #   SLM_IMAGES        the images to build, e.g. "operator onnxruntime-server"
 #   SLM_ENGINE        docker, podman or buildah (default: what hack/podman-setup.sh finds)
-#   SLM_CACHE         cache folder (default ~/.cache/slm-operator): the ollama binary
+#   SLM_CACHE         cache folder (default ~/.cache/slm-operator): the ollama and llama-server binaries
 #   SLM_BUILD_CA      CA bundle folder mounted read-only at /etc/ssl/certs while building
 #                     (podman/buildah; default /etc/ssl/certs when it exists; "none" for no mount)
 #   PIP_CACHE_DIR     pip cache mounted at /root/.cache/pip while building (podman/buildah), so
@@ -44,7 +45,7 @@ LLAMA_CPP_VERSION="$(sed -n 's/^LLAMA_CPP_VERSION=//p' "$REPO/runtime-images/ins
 DEBIAN_SUITE="bookworm"   # python3 is 3.11 there, as in the python:3.11 upstream bases
 DEBIAN_PACKAGES="python3,python3-venv,python-is-python3,ca-certificates"
 
-ALL=(operator quantizer onnxruntime-server ollama vllm)
+ALL=(operator quantizer onnxruntime-server ollama vllm llamacpp)
 
 log() { echo "images: $*" >&2; }
 die() { echo "images: $*" >&2; exit 1; }
@@ -52,7 +53,7 @@ die() { echo "images: $*" >&2; exit 1; }
 dockerfile_of() {
   case "$1" in
     operator) echo operator/Dockerfile ;;
-    quantizer|onnxruntime-server|ollama|vllm) echo "runtime-images/$1/Dockerfile" ;;
+    quantizer|onnxruntime-server|ollama|vllm|llamacpp) echo "runtime-images/$1/Dockerfile" ;;
     *) die "unknown image '$1' (expected one of: ${ALL[*]})" ;;
   esac
 }
@@ -260,6 +261,27 @@ EOF
   echo "$ref"
 }
 
+# llama.cpp's llama-server from the llama.cpp source the pinned llama-cpp-python sdist vendors (CPU,
+# static; runtime-images/llamacpp/build-llama-server.sh), cached by version. The llamacpp image
+# build mounts this folder at /prebuilt (podman/buildah) instead of compiling it again.
+llama_server_bin() {
+  local out="$CACHE/bin/llama-server-$LLAMA_CPP_VERSION" py start tmp lock
+  if [[ -x "$out/bin/llama-server" ]]; then echo "$out"; return 0; fi
+  py="python3"; [[ -x "$REPO/.venv/bin/python" ]] && py="$REPO/.venv/bin/python"
+  mkdir -p "$(dirname "$out")"
+  exec {lock}>"$out.lock" && flock "$lock"   # one build at a time (parallel test sessions wait)
+  if [[ -x "$out/bin/llama-server" ]]; then echo "$out"; return 0; fi
+  start=$SECONDS
+  log "building llama-server (llama-cpp-python $LLAMA_CPP_VERSION's llama.cpp, CPU; about 15-25 min on 2 cores)"
+  tmp="$(mktemp -d "$out.build-XXXXXX")"
+  PYTHON="$py" LLAMA_CPP_VERSION="$LLAMA_CPP_VERSION" JOBS="${JOBS:-2}" nice -n 10 \
+    bash "$REPO/runtime-images/llamacpp/build-llama-server.sh" "$tmp" >&2 \
+    || { rm -rf "$tmp"; die "building llama-server failed"; }
+  rm -rf "$out" && mv "$tmp" "$out"
+  log "built $out in $((SECONDS - start)) s"
+  echo "$out"
+}
+
 # --- build --------------------------------------------------------------------------------------
 build_one() {
   local name="$1" explicit="$2" df ref hash start args=() bases=() a
@@ -277,9 +299,14 @@ build_one() {
       ollama) a="$(ollama_base "$py")"; args+=(--build-arg "OLLAMA_IMAGE=$a"); bases+=("$a") ;;
       # The Dockerfile's vllm-pip stage: vLLM from its pinned wheel on PYTHON_IMAGE.
       vllm) args+=(--build-arg "VLLM_IMAGE=vllm-pip") ;;
+      llamacpp) args+=(--build-arg "BUILD_IMAGE=$py" --build-arg "BASE_IMAGE=$py") ;;
     esac
   elif [[ -n "${SLM_BASE:-}" ]]; then
     die "SLM_BASE=${SLM_BASE}: expected 'debian' or unset (the upstream bases)"
+  fi
+  if [[ "$name" == llamacpp && "$(engine)" != docker ]]; then   # docker's builder takes no mounts
+    a="$(llama_server_bin)"
+    args+=("--volume=$a:/prebuilt:ro" --build-arg "LLAMA_SERVER_SHA256=$(sha256sum <"$a/bin/llama-server" | cut -c1-64)")
   fi
   local ids=()
   for a in "${bases[@]}"; do ids+=("$a=$(image_id "$a")"); done
@@ -359,6 +386,7 @@ case "${1:-build}" in
   base) engine >/dev/null; debian_base ;;
   prune) engine >/dev/null; case "$ENGINE" in buildah) buildah rmi --prune ;; *) e image prune -f ;; esac >/dev/null ;;
   ollama-bin) ollama_bin ;;
+  llama-server-bin) llama_server_bin ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) cmd_build "$@" ;;
 esac
