@@ -107,10 +107,12 @@ class Limiter:
         self._script = client.register_script(SCRIPT)
 
     @classmethod
-    def from_url(cls, url: str, scope: str, *, password: str | None = None, timeout_s: float = 0.5) -> Limiter:
-        """A limiter on ``redis://host:port/db``; a short timeout, so a dead store fails requests fast."""
+    def from_url(cls, url: str, scope: str, *, password: str | None = None, timeout_s: float = 2.0,
+                 connect_timeout_s: float = 0.5) -> Limiter:
+        """A limiter on ``redis://host:port/db``. A store that is down refuses connections at once or
+        within ``connect_timeout_s``; ``timeout_s`` bounds a slow answer (seconds)."""
         client = aioredis.Redis.from_url(url, password=password, socket_timeout=timeout_s,
-                                         socket_connect_timeout=timeout_s, health_check_interval=30)
+                                         socket_connect_timeout=connect_timeout_s, health_check_interval=30)
         return cls(client, scope)
 
     def _keys(self, consumer: str) -> list[str]:
