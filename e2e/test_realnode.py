@@ -18,8 +18,10 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +44,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 HUB_REPO = "slm-e2e/tiny-qwen3"
 # The same model with int4-hostile outliers (e2e.realnode.fragile_copy): any gate fails.
 FRAGILE_REPO = "slm-e2e/tiny-qwen3-fragile"
+# The same model with Qwen3's real chat template (tools, thinking): the GGUF carries it to Ollama.
+TOOLS_REPO = "slm-e2e/tiny-qwen3-tools"
+QWEN3_TEMPLATE = Path(__file__).resolve().parents[1] / "tests/engines/data/chat_templates/Qwen-Qwen3-0.6B.jinja"
 READY_TIMEOUT = 600  # a cold quantization of the tiny model plus image start on 2 busy cores
 
 
@@ -73,6 +78,11 @@ def hub(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         server.add_repo(HUB_REPO, model)
         fragile = fragile_copy(model, tmp_path_factory.mktemp("fragile"))
         server.add_repo(FRAGILE_REPO, fragile)
+        tools = Path(shutil.copytree(model, tmp_path_factory.mktemp("tools") / "m"))
+        cfg = json.loads((tools / "tokenizer_config.json").read_text())
+        (tools / "tokenizer_config.json").write_text(json.dumps({**cfg, "chat_template": QWEN3_TEMPLATE.read_text()}))
+        (tools / "chat_template.jinja").write_text(QWEN3_TEMPLATE.read_text())
+        server.add_repo(TOOLS_REPO, tools)
         yield server
 
 
@@ -246,12 +256,22 @@ def test_gguf_through_ollama(kubeconfig: str, namespace: str, real_node: RealNod
     """(b) GGUF Q8_0 through the real Ollama image: importer, authenticating proxy, ollama serve."""
     ns = namespace
     with run_operator(kubeconfig, [ns]) as op:
-        apply(kubeconfig, slm("tiny-gguf", hub.url, hub.revision(HUB_REPO), fmt="gguf", qtype="Q8_0",
-                              engine="ollama"), namespace=ns)
+        apply(kubeconfig, slm("tiny-gguf", hub.url, hub.revision(TOOLS_REPO), fmt="gguf", qtype="Q8_0",
+                              engine="ollama", repo=TOOLS_REPO), namespace=ns)
         obj = wait_ready(kubeconfig, ns, "tiny-gguf", op)
         assert obj["status"]["artifact"]["format"] == "gguf"
         n, text = serve_and_answer(kubeconfig, ns, "tiny-gguf", "tiny-qwen3")
         assert n > 0, text
+        # A tools request with the key: the model's own template takes tools, so Ollama must not
+        # refuse it ("does not support tools", issue 12 item 8).
+        weather = {"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+        with port_forward(kubeconfig, ns, "service/tiny-gguf", 8000) as port:
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=120,
+                                   api_key=api_key(kubeconfig, ns, "tiny-gguf-api-key"))
+            out = client.chat.completions.create(model="tiny-qwen3", max_tokens=4, tools=[weather],
+                                                 messages=[{"role": "user", "content": "Weather in Paris?"}])
+            assert out.choices[0].finish_reason in ("length", "stop", "tool_calls"), out
         assert_restricted_and_read_only(kubeconfig, ns)
 
 
