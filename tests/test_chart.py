@@ -231,6 +231,15 @@ def test_operator_args_probes_and_runtime_images(rendered: dict[str, list[dict[s
     assert env["SLM_IMAGE_VLLM"] == "ghcr.io/slm-operator/vllm:0.1.0"
     assert env["SLM_IMAGE_OLLAMA"] == "ghcr.io/slm-operator/ollama:0.1.0"
     assert env["SLM_IMAGE_ONNXRUNTIME"] == "ghcr.io/slm-operator/onnxruntime-server:0.1.0"
+    # The chart's image list is the engine registry's: one SLM_IMAGE_<ENGINE> per engine, with the
+    # operator's own default (so an install without overrides runs what the operator expects).
+    from slm_operator import engines
+    from slm_operator.settings import image_env
+
+    for e in engines.all_engines():
+        assert env[image_env(e.row.name)] == e.image.default, e.row.name
+    assert {k for k in env if k.startswith("SLM_IMAGE_")} == {
+        "SLM_IMAGE_QUANTIZER", *(image_env(n) for n in engines.ENGINE_NAMES)}
     assert env["SLM_MONITORING_NAMESPACE"] == "monitoring"
     (dep,) = by_kind(rendered["defaults"], "Deployment")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
@@ -253,7 +262,10 @@ def test_registry_override_applies_to_every_image(rendered: dict[str, list[dict[
     docs = rendered["air-gapped"]
     images = [c["image"] for _, spec in pod_specs(docs) for c in spec["containers"]]
     images += [e["value"] for e in operator_container(docs)["env"] if e["name"].startswith("SLM_IMAGE_")]
-    assert len(images) == 6, images  # operator, helm test pod, four runtimes
+    from slm_operator import engines
+
+    # operator, helm test pod, the quantizer and one per engine
+    assert len(images) == 3 + len(engines.ENGINE_NAMES), images
     for image in images:
         assert image.startswith("registry.internal:5000/slm-operator/"), image
     assert operator_container(docs)["image"] == "registry.internal:5000/slm-operator/operator@sha256:" + "a" * 64

@@ -21,7 +21,7 @@ import pytest
 from test_faults import NS, _serving, world  # noqa: F401  (the reconciler world fixture)
 
 from slm_operator import api
-from slm_operator.resolve import resolve
+from slm_operator.resolve import gated_refusal, resolve
 from slm_operator.sizing import (
     MigSliceError,
     UnknownGpuError,
@@ -34,7 +34,6 @@ from slm_operator.sizing import (
 )
 from slm_operator.sizing.autoconfig import FP16_UNSAFE_FAMILIES
 from slm_operator.sizing.catalog import GIB
-from slm_operator.sizing_bridge import gated_refusal
 from slm_operator.validate import defaulted, validate
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -186,7 +185,7 @@ def test_gemma3_is_not_sent_to_the_onnx_builder_the_quantizer_refuses() -> None:
     for m in UNSAFE:
         if m.family.startswith("gemma3"):
             d = autoconfigure(m, engine="auto", cpu_only=True)
-            assert d.engine == "ollama", (m.id, d.engine)
+            assert d.engine in ("llamacpp", "ollama") and d.quant_format == "gguf", (m.id, d.engine)
     errs = validate(body({"model": {"source": "hf://unsloth/gemma-3-1b-it", "revision": SHA},
                           "engine": {"name": "onnxruntime"}, "quantization": {"format": "onnx"}}))
     assert len(errs) == 1 and errs[0].startswith("spec.quantization: ") and "format gguf" in errs[0]

@@ -68,6 +68,10 @@ KSM_FAMILIES = {name: "gauge" for name in (
     "kube_horizontalpodautoscaler_status_desired_replicas",
     "kube_horizontalpodautoscaler_status_condition",
 )}
+# llama-server --metrics (llama.cpp tools/server/server-task.cpp, `llamacpp:` prefix): its gauges.
+LLAMACPP_FAMILIES = {f"llamacpp:{name}": "gauge" for name in (
+    "prompt_tokens_seconds", "predicted_tokens_seconds", "requests_processing", "requests_deferred",
+    "n_busy_slots_per_decode")}
 PROMETHEUS_FAMILIES = {"up": "gauge"}  # written by Prometheus for every scrape target
 
 GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "1h", "$__interval": "1m", "${datasource}": "prom",
@@ -114,6 +118,7 @@ def ollama_proxy_series() -> set[str]:
 def known_series() -> set[str]:
     return (operator_series() | onnx_server_series() | ollama_proxy_series() | _samples(VLLM_FAMILIES)
             | _samples(VLLM_LEGACY_FAMILIES) | _samples(DCGM_FAMILIES) | _samples(KSM_FAMILIES)
+            | _samples(LLAMACPP_FAMILIES)
             | _samples(PROMETHEUS_FAMILIES))
 
 
@@ -594,12 +599,15 @@ def test_adapter_queries_give_each_pods_value(tmp_path):
         _series("vllm:gpu_cache_usage_perc", {**ns, "pod": b, "engine": "0"}, "0.9x10"),  # an older vLLM
         _series("slm_onnx_queue_depth", {**ns, "pod": a}, "4x10"),
         _series("slm_onnx_queue_depth", {**ns, "pod": b}, "0x10"),
+        _series("llamacpp:requests_deferred", {**ns, "pod": a}, "3x10"),
+        _series("llamacpp:requests_deferred", {**ns, "pod": b}, "1x10"),
     ]
     want = {
         scaling.GPU_UTIL_METRIC: {a: 90, b: 30},
         scaling.QUEUE_METRIC["vllm"]: {a: 5, b: 7},
         scaling.KV_CACHE_METRIC: {a: 0.6, b: 0.9},
         scaling.QUEUE_METRIC["onnxruntime"]: {a: 4, b: 0},
+        scaling.QUEUE_METRIC["llamacpp"]: {a: 3, b: 1},
     }
     known = known_series()
     expr_tests = []

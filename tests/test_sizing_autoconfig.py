@@ -47,7 +47,7 @@ def test_refusal_suggests_more_gpus_when_no_quantization_fits():
 def test_refusal_on_cpu_node_memory():
     g = model("gemma-3-27b-it")
     small = autoconfigure(g, cpu_only=True, node_memory_bytes=16 * GIB)
-    assert not small.fits and small.engine == "ollama"
+    assert not small.fits and small.engine == "llamacpp"
     assert "16.0 GiB" in small.reason
     big = autoconfigure(g, cpu_only=True, node_memory_bytes=64 * GIB)
     assert big.fits and big.checked
@@ -74,14 +74,20 @@ def test_auto_engine_on_cpu():
     assert autoconfigure(model("Phi-4-mini-instruct"), cpu_only=True).engine == "onnxruntime"
     assert autoconfigure(model("Qwen3-0.6B")).engine == "onnxruntime"  # no hardware named: CPU
     medium = autoconfigure(model("Qwen3-14B"), cpu_only=True)
-    assert (medium.engine, medium.quant_format, medium.quant_type) == ("ollama", "gguf", "Q4_K_M")
+    # GGUF on CPU: llama.cpp, which needs less memory than Ollama (no proxy container); the
+    # reason says which engine and why.
+    assert (medium.engine, medium.quant_format, medium.quant_type) == ("llamacpp", "gguf", "Q4_K_M")
+    assert "llama.cpp" in medium.reason and "Ollama" in medium.reason and "proxy" in medium.reason
     odd = replace(model("Qwen3-4B"), architecture="FancyNewForCausalLM")
-    assert autoconfigure(odd, cpu_only=True).engine == "ollama"
+    assert autoconfigure(odd, cpu_only=True).engine == "llamacpp"
     assert "ONNX builder" in autoconfigure(odd, cpu_only=True).reason
 
 
 def test_format_decides_engine():
-    assert autoconfigure(model("Qwen3-4B"), quant_format="gguf").engine == "ollama"
+    d = autoconfigure(model("Qwen3-4B"), quant_format="gguf")
+    assert d.engine == "llamacpp" and "llama.cpp for gguf on CPU" in d.reason
+    # On a GPU the table prefers Ollama for GGUF (the llama.cpp image is a CPU build by default).
+    assert autoconfigure(model("Qwen3-4B"), quant_format="gguf", gpu_product="L4").engine == "ollama"
     assert autoconfigure(model("Qwen3-4B"), quant_format="onnx").engine == "onnxruntime"
     d = autoconfigure(model("Qwen3-4B"), quant_format="awq", gpu_product="L4")
     assert (d.engine, d.quant_type) == ("vllm", "w4a16")

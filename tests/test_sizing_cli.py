@@ -49,8 +49,8 @@ def test_estimate_json_has_the_documented_keys(app):
 
 
 @pytest.mark.parametrize(("quant", "engine", "fmt", "qtype"), [
-    ("Q4_K_M", "ollama", "gguf", "Q4_K_M"), ("q4_k_m", "ollama", "gguf", "Q4_K_M"),
-    ("Q8_0", "ollama", "gguf", "Q8_0"), ("int4", "onnxruntime", "onnx", "int4"),
+    ("Q4_K_M", "llamacpp", "gguf", "Q4_K_M"), ("q4_k_m", "llamacpp", "gguf", "Q4_K_M"),
+    ("Q8_0", "llamacpp", "gguf", "Q8_0"), ("int4", "onnxruntime", "onnx", "int4"),
     ("awq", "vllm", "awq", "w4a16"), ("fp8", "vllm", "fp8", "fp8"), ("bf16", "vllm", "none", "bf16"),
 ])
 def test_estimate_quant_short_names(app, quant, engine, fmt, qtype):
@@ -71,7 +71,7 @@ def test_estimate_gpu_count_context_concurrency(app):
 
 def test_estimate_cpu_with_node_memory(app):
     doc = run_json(app, "estimate", "google/gemma-3-27b-it", "--cpu", "--node-memory", "16")
-    assert doc["engine"] == "ollama" and doc["fits"] is False and doc["checked"] is True
+    assert doc["engine"] == "llamacpp" and doc["fits"] is False and doc["checked"] is True
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from slm_operator import api
+from slm_operator import api, engines
 from slm_operator.diff import parse_quantity
 from slm_operator.render import render
-from slm_operator.render.common import TMP_BYTES
 from slm_operator.sizing.catalog import GIB, lookup_model
 from slm_operator.sizing.estimate import weight_bytes
 from slm_operator.validate import defaulted
@@ -79,7 +78,7 @@ def test_ollama_models_live_on_a_volume_sized_from_the_gguf():
     assert gguf > 4.5 * GIB  # the 4.7 GiB file
     assert _bytes(vol["emptyDir"]["sizeLimit"]) >= gguf * 1.2
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
-    assert _bytes(tmp["emptyDir"]["sizeLimit"]) == TMP_BYTES["ollama"]
+    assert _bytes(tmp["emptyDir"]["sizeLimit"]) == engines.get("ollama").tmp_bytes
 
 
 def test_ollama_outside_the_catalog_is_bounded_by_the_claim():

@@ -19,6 +19,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
+from slm_operator import engines
+from slm_operator.engines import table as engine_table
+
 GROUP = "slm.ai"
 VERSION = "v1alpha1"
 KIND = "SLMDeployment"
@@ -152,11 +155,8 @@ class Model(BaseModel):
     )
 
 
-class Engine(StrEnum):
-    VLLM = "vllm"
-    OLLAMA = "ollama"
-    ONNXRUNTIME = "onnxruntime"
-    AUTO = "auto"
+# The engine enum, from the engine table (engines/table.py): every engine, then auto.
+Engine = StrEnum("Engine", {n.upper(): n for n in (*engine_table.ENGINE_NAMES, engine_table.AUTO)})  # type: ignore[misc]
 
 
 class QuantFormat(StrEnum):
@@ -168,21 +168,103 @@ class QuantFormat(StrEnum):
     FP8 = "fp8"
 
 
-# Which quantization formats each engine can serve (enforced at admission).
-ENGINE_FORMATS: dict[str, tuple[str, ...]] = {
-    "vllm": ("none", "awq", "gptq", "fp8"),
-    "ollama": ("gguf",),
-    "onnxruntime": ("onnx",),
-}
-# Valid types per format; the first one is the default.
-FORMAT_TYPES: dict[str, tuple[str, ...]] = {
-    "none": ("bf16", "fp16"),
-    "gguf": ("Q4_K_M", "Q5_K_M", "Q8_0", "Q6_K", "Q4_0"),
-    "onnx": ("int4", "fp16"),
-    "awq": ("w4a16",),
-    "gptq": ("w4a16",),
-    "fp8": ("fp8",),
-}
+# Which quantization formats each engine can serve (enforced at admission), and the valid
+# types per format (the first one is the default): both from the engine table.
+ENGINE_FORMATS: dict[str, tuple[str, ...]] = {r.name: r.formats for r in engine_table.ROWS}
+FORMAT_TYPES: dict[str, tuple[str, ...]] = engine_table.FORMAT_TYPES
+
+
+def _cel_list(values: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _cel_is(field: str, values: tuple[str, ...] | list[str]) -> str:
+    """`field == 'a'` for one value, `field in ['a', 'b']` for several."""
+    return f"{field} == '{values[0]}'" if len(values) == 1 else f"{field} in {_cel_list(values)}"
+
+
+def _words(names: list[str], sep: str = " or ") -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + sep + names[-1]
+
+
+def format_type_rule() -> tuple[str, str]:
+    """CEL: quantization.type is one of its format's types (FORMAT_TYPES, grouped by types)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for fmt, types in FORMAT_TYPES.items():
+        groups.setdefault(types, []).append(fmt)
+    terms = [f"({_cel_is('self.format', fmts)} && {_cel_is('self.type', types)})"
+             for types, fmts in groups.items()]
+    words = [f"{_words(fmts, ' and ')} {'takes' if len(fmts) == 1 else 'take'} {'|'.join(types)}"
+             for types, fmts in groups.items()]
+    return ("!has(self.type) || !has(self.format) || " + " || ".join(terms),
+            "quantization.type does not match quantization.format: " + "; ".join(words))
+
+
+def engine_rules() -> list[tuple[str, str]]:
+    """The SLMDeploymentSpec CEL rules that depend on engines, built from the engine table and
+    registry: the formats and types each engine serves, options only for their engine, GPU-only
+    engines, and the autoscaling signals each engine exports."""
+    rows = engine_table.ROWS
+    fmt_terms = " || ".join(f"(self.engine.name == '{r.name}' && {_cel_is('self.quantization.format', r.formats)})"
+                            for r in rows)
+    out = [(
+        "!has(self.quantization) || !has(self.quantization.format) || self.engine.name == 'auto' || " + fmt_terms,
+        "quantization.format is not served by engine.name: " + engine_table.serves_words(),
+    )]
+    # Types only some of a format's engines serve (llama.cpp's ternary TQ1_0/TQ2_0).
+    restricted: dict[tuple[str, ...], list[str]] = {}
+    for fmt, types in FORMAT_TYPES.items():
+        for t in types:
+            servers = engine_table.engines_serving(fmt, t)
+            if servers != engine_table.engines_serving(fmt):
+                restricted.setdefault(servers, []).append(t)
+    for servers, types in restricted.items():
+        out.append((
+            f"!has(self.quantization) || !has(self.quantization.type) || "
+            f"!({_cel_is('self.quantization.type', types)}) || "
+            f"self.engine.name in {_cel_list([*servers, engine_table.AUTO])}",
+            f"quantization.type {'|'.join(types)} is served only by engine.name {_words(list(servers))} "
+            "(or auto)"))
+    default_terms = " || ".join(
+        f"(self.engine.name == '{r.name}' && {_cel_is('self.quantization.type', r.types(r.default_format))})"
+        for r in rows)
+    out.append((
+        "!has(self.quantization) || !has(self.quantization.type) || has(self.quantization.format) || "
+        + default_terms,
+        "quantization.type needs quantization.format (or an engine.name whose default format takes "
+        "that type): e.g. format: gguf for Q4_K_M, onnx for int4, awq for w4a16"))
+    return out
+
+
+def engine_resource_rules() -> list[tuple[str, str]]:
+    """GPU-only engines need a GPU; engine options need their engine; autoscaling signals need
+    an engine that exports them (from the registry)."""
+    out = []
+    for r in engine_table.ROWS:
+        if r.devices == ("gpu",):
+            out.append((f"self.engine.name != '{r.name}' || !has(self.resources) || !has(self.resources.gpu) || "
+                        "self.resources.gpu.count >= 1",
+                        f"engine.name {r.name} needs resources.gpu.count >= 1"))
+    return out
+
+
+def engine_option_rules() -> list[tuple[str, str]]:
+    return [(f"!has(self.engine.{r.name}) || self.engine.name in ['{r.name}', 'auto']",
+             f"engine.{r.name} options need engine.name {r.name}") for r in engine_table.ROWS]
+
+
+def autoscaling_engine_rules() -> list[tuple[str, str]]:
+    kv = [e.row.name for e in engines.all_engines() if e.kv_cache_metric]
+    queue = [e.row.name for e in engines.all_engines() if e.queue_metric is not None]
+    return [
+        (f"!has(self.autoscaling) || {_cel_is('self.engine.name', kv)} || "
+         "self.autoscaling.metrics.all(m, m.type != 'KVCacheUsage')",
+         f"autoscaling KVCacheUsage needs engine.name {_words(kv)} (only "
+         f"{_words([engines.row(n).title for n in kv])} exports KV-cache usage)"),
+        (f"!has(self.autoscaling) || {_cel_is('self.engine.name', queue)} || "
+         "self.autoscaling.metrics.all(m, m.type != 'QueueDepth')",
+         f"autoscaling QueueDepth needs engine.name {_words(queue)}"),
+    ]
 
 
 class SecretKeyRef(Model):
@@ -295,24 +377,15 @@ class Quantization(Model):
     """Quantization performed by a Job before serving."""
 
     model_config = ConfigDict(
-        json_schema_extra=rules(
-            ("!has(self.type) || !has(self.format) || "
-             "(self.format == 'none' && self.type in ['bf16', 'fp16']) || "
-             "(self.format == 'gguf' && self.type in ['Q4_K_M', 'Q5_K_M', 'Q8_0', 'Q6_K', 'Q4_0']) || "
-             "(self.format == 'onnx' && self.type in ['int4', 'fp16']) || "
-             "(self.format in ['awq', 'gptq'] && self.type == 'w4a16') || "
-             "(self.format == 'fp8' && self.type == 'fp8')",
-             "quantization.type does not match quantization.format: none takes bf16|fp16; "
-             "gguf takes Q4_K_M|Q5_K_M|Q8_0|Q6_K|Q4_0; onnx takes int4|fp16; awq and gptq "
-             "take w4a16; fp8 takes fp8"),
-        ),
+        json_schema_extra=rules(format_type_rule()),
     )
 
     format: Annotated[QuantFormat | None, Field(
         description="none | gguf | onnx | awq | gptq | fp8. Omit to let sizing choose for "
                     "the engine and hardware.")] = None
     type: Annotated[str | None, Field(
-        description="Format-specific type: Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q4_0 (gguf); int4, fp16 "
+        description="Format-specific type: Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q4_0, TQ1_0, TQ2_0 (gguf; the "
+                    "ternary TQ1_0/TQ2_0 only for BitNet b1.58 models, served by llamacpp); int4, fp16 "
                     "(onnx); w4a16 (awq, gptq); fp8; bf16, fp16 (none). Default: the first.",
         max_length=16)] = None
     max_perplexity_increase_percent: Annotated[int, Field(
@@ -387,11 +460,19 @@ class OnnxRuntimeOptions(Model):
         description="Execution provider. Default: cuda when a GPU is requested, else cpu.")] = None
 
 
+class LlamaCppOptions(Model):
+    """Typed llama.cpp options (mapped to `llama-server` flags)."""
+
+    parallel: Annotated[int, Field(description="--parallel: generation slots, each holding the full "
+                                               "context (--ctx-size is context x parallel).",
+                                   ge=1, le=64)] = 4
+
+
 class EngineSpec(Model):
     """The serving engine."""
 
-    name: Annotated[Engine, Field(description="vllm | ollama | onnxruntime | auto (sizing "
-                                              "chooses for the hardware).")] = Engine.AUTO
+    name: Annotated[Engine, Field(description=" | ".join(engine_table.ENGINE_NAMES)
+                                  + " | auto (sizing chooses for the hardware).")] = Engine.AUTO
     image: Annotated[str | None, Field(description="Override the engine image (pin a tag or "
                                                    "digest).", max_length=512),
                      *matching(IMAGE_PATTERN, "engine.image must be an image reference: [REGISTRY[:PORT]/]"
@@ -400,6 +481,7 @@ class EngineSpec(Model):
     vllm: VLLMOptions | None = None
     ollama: OllamaOptions | None = None
     onnxruntime: OnnxRuntimeOptions | None = None
+    llamacpp: LlamaCppOptions | None = None
 
 
 class GPU(Model):
@@ -563,39 +645,15 @@ class SLMDeploymentSpec(Model):
 
     model_config = ConfigDict(
         json_schema_extra=rules(
-            ("!has(self.quantization) || !has(self.quantization.format) || self.engine.name == 'auto' || "
-             "(self.engine.name == 'vllm' && self.quantization.format in ['none', 'awq', 'gptq', 'fp8']) || "
-             "(self.engine.name == 'ollama' && self.quantization.format == 'gguf') || "
-             "(self.engine.name == 'onnxruntime' && self.quantization.format == 'onnx')",
-             "quantization.format is not served by engine.name: vllm serves none|awq|gptq|fp8, "
-             "ollama serves gguf, onnxruntime serves onnx"),
-            ("!has(self.quantization) || !has(self.quantization.type) || has(self.quantization.format) || "
-             "(self.engine.name == 'ollama' && "
-             "self.quantization.type in ['Q4_K_M', 'Q5_K_M', 'Q8_0', 'Q6_K', 'Q4_0']) || "
-             "(self.engine.name == 'onnxruntime' && self.quantization.type in ['int4', 'fp16']) || "
-             "(self.engine.name == 'vllm' && self.quantization.type in ['bf16', 'fp16'])",
-             "quantization.type needs quantization.format (or an engine.name whose default format takes "
-             "that type): e.g. format: gguf for Q4_K_M, onnx for int4, awq for w4a16"),
+            *engine_rules(),
             ("!has(self.replicas) || !has(self.autoscaling)",
              "set either replicas or autoscaling (the HPA owns the replica count)"),
-            ("self.engine.name != 'vllm' || !has(self.resources) || !has(self.resources.gpu) || "
-             "self.resources.gpu.count >= 1",
-             "engine.name vllm needs resources.gpu.count >= 1"),
+            *engine_resource_rules(),
             ("!has(self.engine.vllm) || !has(self.resources) || !has(self.resources.gpu) || "
              "self.engine.vllm.tensorParallelSize <= self.resources.gpu.count",
              "engine.vllm.tensorParallelSize must not exceed resources.gpu.count"),
-            ("!has(self.engine.vllm) || self.engine.name in ['vllm', 'auto']",
-             "engine.vllm options need engine.name vllm"),
-            ("!has(self.engine.ollama) || self.engine.name in ['ollama', 'auto']",
-             "engine.ollama options need engine.name ollama"),
-            ("!has(self.engine.onnxruntime) || self.engine.name in ['onnxruntime', 'auto']",
-             "engine.onnxruntime options need engine.name onnxruntime"),
-            ("!has(self.autoscaling) || self.engine.name == 'vllm' || "
-             "self.autoscaling.metrics.all(m, m.type != 'KVCacheUsage')",
-             "autoscaling KVCacheUsage needs engine.name vllm (only vLLM exports KV-cache usage)"),
-            ("!has(self.autoscaling) || self.engine.name in ['vllm', 'onnxruntime'] || "
-             "self.autoscaling.metrics.all(m, m.type != 'QueueDepth')",
-             "autoscaling QueueDepth needs engine.name vllm or onnxruntime"),
+            *engine_option_rules(),
+            *autoscaling_engine_rules(),
             ("!has(self.autoscaling) || (has(self.resources) && has(self.resources.gpu) && "
              "self.resources.gpu.count >= 1) || self.autoscaling.metrics.all(m, m.type != 'GPUUtilization')",
              "autoscaling GPUUtilization needs resources.gpu.count >= 1"),

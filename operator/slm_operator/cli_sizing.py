@@ -17,6 +17,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from slm_operator import engines
+from slm_operator.engines.table import ENGINE_NAMES
 from slm_operator.sizing import catalog
 from slm_operator.sizing.autoconfig import SizingDecision, autoconfigure
 from slm_operator.sizing.errors import SizingError
@@ -51,9 +53,11 @@ def decision_json(d: SizingDecision) -> dict[str, Any]:
         "alternative": (None if d.alternative is None else
                         {"quant_format": d.alternative[0], "quant_type": d.alternative[1],
                          "gpu_count": d.alternative[2]}),
-        "vllm": ({"max_model_len": d.vllm_max_model_len,
-                  "gpu_memory_utilization": d.vllm_gpu_memory_utilization}
-                 if d.engine == "vllm" else None),
+        # A section per engine that takes a GPU memory budget (vLLM): its flags, when it was chosen.
+        **{e.row.name: ({"max_model_len": d.vllm_max_model_len,
+                         "gpu_memory_utilization": d.vllm_gpu_memory_utilization}
+                        if d.engine == e.row.name else None)
+           for e in engines.all_engines() if e.gpu_memory_utilization},
         "resources": d.resources.to_kubernetes(),
         "storage_bytes": d.storage_bytes,
     }
@@ -80,7 +84,7 @@ def _estimate_table(d: SizingDecision) -> Table:
         t.add_row("Usable", f"{gib(d.capacity_bytes)}{per}")
     fits = "[green]yes[/green]" if d.fits else "[red]no[/red]"
     t.add_row("Fits", fits if d.checked else "not checked (name --gpu PRODUCT or --node-memory)")
-    if d.engine == "vllm":
+    if d.vllm_max_model_len is not None:
         t.add_row("vLLM", f"--max-model-len {d.vllm_max_model_len} "
                           f"--gpu-memory-utilization {d.vllm_gpu_memory_utilization}")
     k8s = d.resources.to_kubernetes()
@@ -97,14 +101,14 @@ def register(app: typer.Typer) -> None:
     def estimate_cmd(
         model: Annotated[str, typer.Argument(help="hf://Org/Name, Org/Name, or a catalog name (slmctl models).")],
         quant: Annotated[str | None, typer.Option(
-            "--quant", "-q", help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0, awq, gptq, int4, fp8, bf16, fp16 "
+            "--quant", "-q", help="Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q4_0, TQ1_0, TQ2_0, awq, gptq, int4, fp8, bf16, fp16 "
                                   "(or FORMAT:TYPE). Omit to let sizing choose.")] = None,
         context: Annotated[int | None, typer.Option(help="Tokens per sequence. Omit to let sizing choose.")] = None,
         concurrency: Annotated[int, typer.Option(help="Sequences held at full context at once.")] = 1,
         gpu: Annotated[str | None, typer.Option(
             help="GPU product (nvidia.com/gpu.product value or alias such as L4, T4, H100) [:COUNT].")] = None,
         cpu: Annotated[bool, typer.Option("--cpu", help="CPU only (no GPU).")] = False,
-        engine: Annotated[str, typer.Option(help="auto | vllm | ollama | onnxruntime")] = "auto",
+        engine: Annotated[str, typer.Option(help="auto | " + " | ".join(ENGINE_NAMES))] = "auto",
         node_memory: Annotated[float | None, typer.Option(
             "--node-memory", help="CPU: the node's allocatable RAM in GiB, to check the fit.")] = None,
         revision: Annotated[str | None, typer.Option(help="Hub revision for models read from config.json.")] = None,

@@ -32,7 +32,7 @@ from slm_operator.kube import Kube, refusal
 from slm_operator.render import Plan, RenderContext, plan
 from slm_operator.render.common import artifact_path, child_names
 from slm_operator.render.workloads import QUANTIZER_PERMANENT_EXIT_CODES
-from slm_operator.sizing_bridge import gated_refusal, refused
+from slm_operator.resolve import gated_refusal, refused
 from slm_operator.status import Cond, Observation, build_status, status_changed, transitions
 
 log = logging.getLogger(__name__)

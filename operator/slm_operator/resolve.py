@@ -8,11 +8,17 @@ answer as the operator.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from slm_operator import api
+from slm_operator import api, engines
+from slm_operator.sizing.autoconfig import autoconfigure
+from slm_operator.sizing.catalog import gated_repo, lookup_model
+from slm_operator.sizing.errors import GatedModelError, SizingError
 
 
 @dataclass(frozen=True)
@@ -49,8 +55,10 @@ def served_name(spec: api.SLMDeploymentSpec) -> str:
 
 
 def resolve(spec: api.SLMDeploymentSpec) -> Resolved:
-    from slm_operator.sizing_bridge import resolve_with_sizing
+    """Engine, quantization, resources and context for a spec: the sizing (see below).
 
+    Raises engines.UnknownEngineError for an engine no table row has (admission refuses it first).
+    """
     return resolve_with_sizing(spec)
 
 
@@ -68,10 +76,8 @@ def served_from_source(spec: api.SLMDeploymentSpec, r: Resolved) -> bool:
 
 
 def execution_target(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
-    """cuda or cpu: for the ONNX build and the ONNX server (engine.onnxruntime.target wins)."""
-    if spec.engine.onnxruntime and spec.engine.onnxruntime.target:
-        return spec.engine.onnxruntime.target
-    return "cuda" if r.gpu_count > 0 else "cpu"
+    """cuda or cpu: for the ONNX build and the engine (the engine's options may name it)."""
+    return engines.get(r.engine).execution_target(engine_options(spec, r.engine), r.gpu_count)
 
 
 def artifact_key(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
@@ -93,3 +99,138 @@ def artifact_key(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
 def needs_job(spec: api.SLMDeploymentSpec, r: Resolved) -> bool:
     """A Job fetches (and quantizes) unless the model is already on a PVC and served as is."""
     return not served_from_source(spec, r)
+
+
+# -- sizing: fill what the user left out (was sizing_bridge.py) -------------------------------
+
+GIB = 1 << 30
+
+
+def engine_options(spec: api.SLMDeploymentSpec, engine: str) -> object | None:
+    """spec.engine.<engine>: the engine's typed options, or None."""
+    return getattr(spec.engine, engines.get(engine).row.name)
+
+
+def _concurrency(spec: api.SLMDeploymentSpec, engine: str) -> int:
+    """Sequences the engine holds at full context up front (its sizing hook)."""
+    return engines.get(engine).concurrency(engine_options(spec, engine))
+
+
+def _context(spec: api.SLMDeploymentSpec, engine: str) -> int | None:
+    """model.contextLength, else the engine's own context option, else None (sizing chooses)."""
+    return spec.model.context_length or engines.get(engine).context_option(engine_options(spec, engine)) or None
+
+
+def _auto_context(spec: api.SLMDeploymentSpec, engine: str | None) -> int | None:
+    """The context for sizing: the engine's when named; with auto, model.contextLength only."""
+    return _context(spec, engine) if engine else (spec.model.context_length or None)
+
+
+def _auto_concurrency(spec: api.SLMDeploymentSpec, engine: str | None) -> int | Callable[[str], int]:
+    """The slots for sizing: the named engine's; with auto, a function of the engine sizing picks."""
+    return _concurrency(spec, engine) if engine else (lambda chosen: _concurrency(spec, chosen))
+
+
+def _gi(n_bytes: int) -> str:
+    return f"{max(1, math.ceil(n_bytes / GIB))}Gi"
+
+
+def _unchecked(spec: api.SLMDeploymentSpec, engine: str, why: str) -> Resolved:
+    res = spec.resources
+    gpu = res.gpu if res and res.gpu else None
+    if engine == engines.AUTO:
+        # No catalog facts to compare: a named format's first engine, else the device's first.
+        q0 = spec.quantization
+        if q0 and q0.format:
+            device = "gpu" if gpu and gpu.count > 0 else "cpu"
+            engine = (engines.preferred(str(q0.format), device, q0.type)
+                      or engines.engines_serving(str(q0.format), q0.type))[0]
+        else:
+            # engine auto for a model outside the catalog (nothing to compare): the device's first.
+            engine = engines.table.AUTO_DEVICE_ORDER["gpu" if gpu and gpu.count > 0 else "cpu"][0]
+    row = engines.row(engine)
+    q = spec.quantization
+    fmt = str(q.format) if q and q.format else row.default_format
+    gpu_count = gpu.count if gpu else (1 if row.devices == ("gpu",) else 0)
+    cpu = res.cpu if res and res.cpu else ("4" if gpu_count else "2")
+    memory = res.memory if res and res.memory else ("16Gi" if gpu_count else "8Gi")
+    return Resolved(
+        engine=engine, format=fmt, qtype=q.type if q and q.type else api.FORMAT_TYPES[fmt][0],
+        gpu_count=gpu_count, gpu_product=gpu.product if gpu else None, cpu=cpu, memory=memory,
+        context_length=_context(spec, engine) or 4096,
+        gpu_memory_utilization_percent=90 if engines.get(engine).gpu_memory_utilization else None,
+        storage_size=spec.storage.size or "50Gi", served_name=served_name(spec),
+        reason=f"{why} Sizing was not checked: resources are cpu {cpu}, memory {memory}"
+               f"{f', {gpu_count} GPU' if gpu_count else ''}; set spec.resources to size it yourself.",
+    )
+
+
+def _refused(spec: api.SLMDeploymentSpec, engine: str, e: SizingError) -> Resolved:
+    fallback = _unchecked(spec, engine, "")
+    return Resolved(**{**fallback.__dict__, "fits": False, "reason": str(e), "tier": None,
+                       "refusal": e.condition_reason, "refusal_field": e.field})
+
+
+def gated_refusal(spec: api.SLMDeploymentSpec, operator_hub_endpoint: str | None = None) -> SizingError | None:
+    """A model the hub gates, named by its own repo id (not a public re-upload), needs a token.
+
+    None when a token is given, the source is not the hub, or a mirror is named (in the spec or
+    operator-wide): a private mirror decides for itself. A catalog fact admission cannot see:
+    the operator reports it as Degraded, `slmctl validate` offline; the sizing stands."""
+    m = spec.model
+    if (m.token_secret_ref is not None or not m.source.startswith("hf://") or (m.hub and m.hub.endpoint)
+            or operator_hub_endpoint):
+        return None
+    repo = gated_repo(m.source)
+    if repo:
+        return GatedModelError(
+            f"{repo} is gated on the Hugging Face hub: the download needs a token. Accept the model's "
+            f"licence on https://huggingface.co/{repo} with your hub account, store a read token in a "
+            "Secret (kubectl create secret generic hf-token --from-literal=token=hf_...) and set "
+            "model.tokenSecretRef.name to it.")
+    return None
+
+
+def refused(r: Resolved, e: SizingError) -> Resolved:
+    """r, marked as refused for e (the sizing stands, so render is unchanged)."""
+    return dataclasses.replace(r, fits=False, reason=str(e), refusal=e.condition_reason, refusal_field=e.field)
+
+
+def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
+    engine = str(spec.engine.name)
+    facts = lookup_model(spec.model.source)
+    if facts is None:
+        return _unchecked(spec, engine, f"Model {spec.model.source} is not in the sizing catalog.")
+    res = spec.resources
+    gpu = res.gpu if res and res.gpu else None
+    q = spec.quantization
+    guess_engine = engine if engine != engines.AUTO else None
+    # A type without a format (admitted when the engine's default format takes it) means that format.
+    fmt = str(q.format) if q and q.format else (engines.row(engine).default_format if q and q.type and guess_engine
+                                                else None)
+    try:
+        d = autoconfigure(
+            facts, engine=engine, quant_format=fmt,
+            quant_type=q.type if q and q.type else None,
+            gpu_product=gpu.product if gpu and gpu.count else None,
+            gpu_count=gpu.count if gpu else None, cpu_only=bool(gpu is not None and gpu.count == 0),
+            context=_auto_context(spec, guess_engine),
+            concurrency=_auto_concurrency(spec, guess_engine))
+    except SizingError as e:
+        return _refused(spec, engine, e)
+    k8s = d.resources.to_kubernetes()
+    cpu = res.cpu if res and res.cpu else k8s["requests"]["cpu"]
+    memory = res.memory if res and res.memory else k8s["requests"]["memory"]
+    memory_limit = res.memory if res and res.memory else k8s["limits"]["memory"]
+    cpu_limit = res.cpu if res and res.cpu else k8s["limits"].get("cpu")
+    return Resolved(
+        engine=d.engine, format=d.quant_format, qtype=d.quant_type, gpu_count=d.gpu_count,
+        # The catalog's label value (an alias such as "L4" becomes NVIDIA-L4): it goes into the
+        # nodeSelector, where only the node's own label value matches.
+        gpu_product=d.gpu_product or (gpu.product if gpu else None), cpu=cpu, memory=memory,
+        cpu_limit=cpu_limit, memory_limit=memory_limit,
+        context_length=d.context, gpu_memory_utilization_percent=d.vllm_gpu_memory_utilization_percent,
+        storage_size=spec.storage.size or _gi(d.storage_bytes), tier=d.tier, fits=d.fits, reason=d.reason,
+        weights_bytes=d.estimate.weights_bytes, total_bytes=d.estimate.total_bytes,
+        served_name=served_name(spec),
+    )

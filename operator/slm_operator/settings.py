@@ -9,6 +9,11 @@ from slm_operator.hub import HubDefaults
 from slm_operator.render.common import Images, RenderContext
 
 
+def image_env(engine: str) -> str:
+    """The env var that overrides an engine's image: SLM_IMAGE_<ENGINE upper-cased>."""
+    return f"SLM_IMAGE_{engine.upper()}"
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     images: Images = field(default_factory=Images)
@@ -28,9 +33,9 @@ class OperatorConfig:
         defaults = Images()
         images = Images(
             quantizer=os.environ.get("SLM_IMAGE_QUANTIZER", defaults.quantizer),
-            vllm=os.environ.get("SLM_IMAGE_VLLM", defaults.vllm),
-            ollama=os.environ.get("SLM_IMAGE_OLLAMA", defaults.ollama),
-            onnxruntime=os.environ.get("SLM_IMAGE_ONNXRUNTIME", defaults.onnxruntime),
+            # One env per engine of the registry: SLM_IMAGE_<ENGINE> (the chart's runtimeImages).
+            engines=tuple((name, os.environ.get(image_env(name), image))
+                          for name, image in defaults.engines),
         )
         namespaces = tuple(n for n in os.environ.get("SLM_NAMESPACES", "").split(",") if n)
         return cls(

@@ -136,8 +136,7 @@ def validate(obj: dict[str, Any], *, check_fit: bool = True) -> list[str]:
     errors += [e for e in _cel_errors(full, _schema(), "") if e not in errors]
     if errors or not check_fit:
         return errors
-    from slm_operator.resolve import resolve
-    from slm_operator.sizing_bridge import gated_refusal, refused
+    from slm_operator.resolve import gated_refusal, refused, resolve
 
     spec = api.SLMDeployment.model_validate(full).spec
     r = resolve(spec)

@@ -7,25 +7,50 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from slm_operator import api
+from slm_operator import api, engines
 from slm_operator import constants as c
+from slm_operator.engines.base import ImageSetting
 from slm_operator.hub import HubDefaults
+from slm_operator.podspec import (  # noqa: F401  (re-exported: render's builders use them)
+    GIB,
+    container_security_context,
+    empty_dir,
+    gi,
+    resources,
+)
 from slm_operator.resolve import Resolved, pvc_source
 
 Obj = dict[str, Any]
+QUANTIZER_IMAGE = ImageSetting("quantizer").default
+
+
+def _engine_defaults() -> tuple[tuple[str, str], ...]:
+    return tuple((e.row.name, e.image.default) for e in engines.all_engines())
 
 
 @dataclass(frozen=True)
 class Images:
-    """Default images per runtime (set by the chart; one registry override for air gaps)."""
+    """Default images: the quantizer's and each engine's (from the registry's image settings;
+    the chart sets them, env SLM_IMAGE_<ENGINE>). `images.<engine>` reads one engine's image."""
 
-    quantizer: str = "ghcr.io/slm-operator/quantizer:0.1.0"
-    vllm: str = "ghcr.io/slm-operator/vllm:0.1.0"
-    ollama: str = "ghcr.io/slm-operator/ollama:0.1.0"
-    onnxruntime: str = "ghcr.io/slm-operator/onnxruntime-server:0.1.0"
+    quantizer: str = QUANTIZER_IMAGE
+    engines: tuple[tuple[str, str], ...] = field(default_factory=_engine_defaults)
 
     def for_engine(self, engine: str) -> str:
-        return {"vllm": self.vllm, "ollama": self.ollama, "onnxruntime": self.onnxruntime}[engine]
+        """The image of `engine`; raises engines.UnknownEngineError for an unknown name."""
+        found = dict(self.engines).get(engine)
+        if found is None:
+            engines.row(engine)  # raises, naming the engines
+            raise engines.UnknownEngineError(f"No image for engine {engine!r}.")
+        return found
+
+    def __getattr__(self, name: str) -> str:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return dict(object.__getattribute__(self, "engines"))[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 @dataclass(frozen=True)
@@ -98,25 +123,13 @@ def metadata(t: Target, name: str, component: str, *, owned: bool = True,
 
 
 def pod_security_context() -> Obj:
+    """Pod Security "restricted" at pod level (non-root, RuntimeDefault seccomp)."""
     return {
         "runAsNonRoot": True,
         "runAsUser": c.RUN_AS,
         "runAsGroup": c.RUN_AS,
         "fsGroup": c.RUN_AS,
         "fsGroupChangePolicy": "OnRootMismatch",
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context() -> Obj:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "runAsUser": c.RUN_AS,
-        "runAsGroup": c.RUN_AS,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
@@ -156,19 +169,6 @@ def stable_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def resources(cpu: str, memory: str, gpus: int, *, cpu_limit: str | None = "same",
-              memory_limit: str | None = None) -> Obj:
-    """Requests and limits. CPU limit defaults to the request; None leaves it unlimited."""
-    req: Obj = {"cpu": cpu, "memory": memory}
-    lim: Obj = {"memory": memory_limit or memory}
-    if cpu_limit is not None:
-        lim["cpu"] = cpu if cpu_limit == "same" else cpu_limit
-    if gpus:
-        req[c.GPU_RESOURCE] = str(gpus)
-        lim[c.GPU_RESOURCE] = str(gpus)
-    return {"requests": req, "limits": lim}
-
-
 def engine_resources(t: Target) -> Obj:
     """The serving container's resources, from the spec or the sizing estimate.
 
@@ -197,15 +197,7 @@ def gpu_scheduling(t: Target) -> tuple[dict[str, str], list[Obj]]:
 
 # -- working space: every emptyDir's sizeLimit, derived from the sizing estimate -----------------
 
-GIB = 1 << 30
-TMP_BYTES = {"vllm": 4 * GIB, "ollama": 1 * GIB, "onnxruntime": 1 * GIB}  # caches only (docs/sizing.md)
 JOB_TMP_BYTES = 2 * GIB   # the Job's downloads, scratch and F16 reference live on the PVC
-SHM_BYTES_PER_GPU = 1 * GIB
-WORKING_HEADROOM = 1.2
-
-
-def gi(n_bytes: int) -> str:
-    return f"{max(1, -(-n_bytes // GIB))}Gi"
 
 
 def artifact_bytes(t: Target) -> int:
@@ -218,13 +210,3 @@ def artifact_bytes(t: Target) -> int:
     return int(parse_quantity(t.spec.storage.size or t.r.storage_size) or 0)
 
 
-def ollama_models_bytes(t: Target) -> int:
-    """OLLAMA_MODELS: Ollama copies the whole GGUF into its blob store, plus its manifests."""
-    return int(artifact_bytes(t) * WORKING_HEADROOM) + GIB
-
-
-def empty_dir(name: str, n_bytes: int, *, memory: bool = False) -> Obj:
-    spec: Obj = {"sizeLimit": gi(n_bytes)}
-    if memory:
-        spec["medium"] = "Memory"
-    return {"name": name, "emptyDir": spec}

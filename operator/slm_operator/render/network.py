@@ -11,14 +11,14 @@ from __future__ import annotations
 from slm_operator import constants as c
 from slm_operator import hub
 from slm_operator.render.common import Obj, RenderContext, Target, child_names, metadata, selector
-from slm_operator.render.engines import METRICS_ENDPOINT
+from slm_operator.render.engines import metrics_endpoint
 
 DNS_EGRESS: Obj = {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
 
 
 def service(t: Target) -> Obj:
     ports = [{"name": "http", "port": c.API_PORT, "targetPort": "http", "protocol": "TCP"}]
-    if METRICS_ENDPOINT[t.r.engine][0] == "metrics":
+    if metrics_endpoint(t).port == "metrics":
         ports.append({"name": "metrics", "port": c.METRICS_PORT, "targetPort": "metrics",
                       "protocol": "TCP"})
     return {
@@ -41,8 +41,7 @@ def _peers(t: Target) -> list[Obj]:
 
 
 def server_policy(t: Target, ctx: RenderContext) -> Obj:
-    metrics_port_name, _ = METRICS_ENDPOINT[t.r.engine]
-    metrics_port = c.API_PORT if metrics_port_name == "http" else c.METRICS_PORT
+    metrics_port = c.API_PORT if metrics_endpoint(t).port == "http" else c.METRICS_PORT
     monitoring_peer = {"namespaceSelector": {"matchLabels": dict(ctx.monitoring_namespace_labels)}}
     return {
         "apiVersion": "networking.k8s.io/v1",

@@ -2,25 +2,27 @@
 
 Metric names are those the chart's prometheus-adapter rules expose (docs/autoscaling.md):
 GPU utilization comes from dcgm-exporter (DCGM_FI_DEV_GPU_UTIL, attributed to the pod),
-queue depth from vLLM (vllm:num_requests_waiting) or our ONNX server
-(slm_onnx_queue_depth), KV-cache usage from vLLM (vllm:kv_cache_usage_perc, 0..1).
+queue depth from each engine's queue metric (engines/<engine>.py queue_metric: vLLM
+vllm:num_requests_waiting, our ONNX server slm_onnx_queue_depth, llama.cpp
+llamacpp:requests_deferred), KV-cache usage from vLLM (vllm:kv_cache_usage_perc, 0..1).
 """
 
 from __future__ import annotations
 
-from slm_operator import api
+from slm_operator import api, engines
 from slm_operator import constants as c
 from slm_operator.render.common import Obj, Target, child_names, metadata, selector
 
 # Custom-metrics API names (prometheus-adapter renames colons away).
 GPU_UTIL_METRIC = "slm_gpu_utilization_percent"
-QUEUE_METRIC = {"vllm": "vllm_num_requests_waiting", "onnxruntime": "slm_onnx_queue_depth"}
+# engine -> its queue metric's custom-metrics name (engines with a queue signal only).
+QUEUE_METRIC = {e.row.name: e.queue_metric.custom_metric for e in engines.all_engines() if e.queue_metric}
 KV_CACHE_METRIC = "vllm_kv_cache_usage_perc"
 
 
 def default_metrics(engine: str) -> list[api.ScalingMetric]:
-    """Queue depth tracks latency for vLLM and our ONNX server; CPU is all Ollama offers."""
-    if engine in QUEUE_METRIC:
+    """Queue depth where the engine exports one (it tracks latency); CPU otherwise (Ollama)."""
+    if engines.get(engine).queue_metric is not None:
         return [api.ScalingMetric(type=api.MetricType.QUEUE_DEPTH, target_average_value=4)]
     return [api.ScalingMetric(type=api.MetricType.CPU, target_percent=70)]
 
@@ -39,7 +41,10 @@ def hpa_metric(m: api.ScalingMetric, engine: str) -> Obj:
     if m.type == "KVCacheUsage":
         # vLLM reports a 0..1 fraction: 70 percent is 700m.
         return _pods_metric(KV_CACHE_METRIC, f"{(m.target_percent or 0) * 10}m")
-    return _pods_metric(QUEUE_METRIC[engine], str(m.target_average_value))
+    queue = engines.get(engine).queue_metric
+    if queue is None:  # admission refuses QueueDepth for such engines (api.autoscaling_engine_rules)
+        raise ValueError(f"autoscaling QueueDepth: engine {engine} exports no queue metric")
+    return _pods_metric(queue.custom_metric, str(m.target_average_value))
 
 
 def hpa(t: Target) -> Obj | None:

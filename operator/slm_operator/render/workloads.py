@@ -21,7 +21,8 @@ from slm_operator.render.common import (
     source_claim,
     stable_hash,
 )
-from slm_operator.render.engines import BUILDERS, tmp_volume
+from slm_operator.render.engines import containers as engine_containers
+from slm_operator.render.engines import tmp_volume
 from slm_operator.resolve import execution_target, pvc_source, served_from_source
 
 
@@ -193,7 +194,7 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
 
 def serving_deployment(t: Target, image: str, replicas: int | None) -> Obj:
     names = child_names(t.name, t.key)
-    containers, extra_volumes = BUILDERS[t.r.engine](t, image)
+    containers, extra_volumes = engine_containers(t, image)
     for ctr in containers:
         # A crash-looping server writes no termination file: the kubelet then keeps the last
         # log lines as the message, which the Degraded condition quotes.

@@ -5,14 +5,15 @@ Entry point for the reconciler::
 
     decision = autoconfigure(
         facts,                      # ModelFacts from catalog.resolve_model(spec.model.source, ...)
-        engine="auto",              # "auto" | "vllm" | "ollama" | "onnxruntime"
+        engine="auto",              # "auto" | an engine of engines/table.py
         quant_format=None,          # None (choose) | "none" | "gguf" | "onnx" | "awq" | "gptq" | "fp8"
         quant_type=None,            # None (format default) | "bf16" | "Q4_K_M" | "int4" | "w4a16" | ...
         gpu_product="NVIDIA-L4",    # nvidia.com/gpu.product value or alias; None = not named
         gpu_count=1,                # GPUs per replica (tensor parallel); None = 1 when a GPU is named
         cpu_only=False,             # True: no GPU
         context=None,               # tokens per sequence; None = choose
-        concurrency=1,              # sequences that must fit at full context at once
+        concurrency=1,              # sequences that must fit at full context at once; None: the
+                                    # engine's own default (a callable: engine name -> int)
         node_memory_bytes=None,     # CPU only: node allocatable RAM to check against (optional)
     )
     decision.fits, decision.reason, decision.resources, decision.vllm_max_model_len, ...
@@ -21,9 +22,14 @@ Rules (docs/sizing.md has the reasoning):
 
 - Device: GPU when a GPU product or count is given, or engine/format implies vLLM; CPU when
   ``cpu_only`` or nothing points at a GPU.
-- Engine "auto": a given format decides (gguf -> ollama, onnx -> onnxruntime, none/fp8/awq/
-  gptq -> vllm); else GPU -> vllm; CPU -> onnxruntime (int4) for Micro/Small models whose
-  architecture the onnxruntime-genai builder supports, ollama (GGUF Q4_K_M) otherwise.
+- Engine "auto": a given format decides through the engine table's preference for the device
+  (engines/table.py PREFERENCE: gguf on CPU -> llamacpp or ollama, whichever needs less memory,
+  llamacpp on a tie; onnx -> onnxruntime; none/fp8/awq/gptq -> vllm); else GPU -> vllm;
+  CPU -> onnxruntime (int4) for Micro/Small models whose architecture the onnxruntime-genai
+  builder supports, GGUF Q4_K_M (llamacpp or ollama, as above) otherwise.
+- Ternary GGUF types (TQ1_0, TQ2_0) only for models trained ternary (BitNet b1.58); any other
+  model is refused (a model trained in 16 bits loses nearly everything at 1.58 bits). A BitNet
+  model with no type named gets TQ2_0 (on auto or an engine that serves it: llama.cpp).
 - Quantization omitted: vLLM tries bf16 (fp16 on GPUs below compute capability 8.0), then
   fp8 (GPUs with native FP8 only), then awq w4a16, and takes the first that fits at the
   context floor (the requested context, else min(4096, model max)). Ollama: Q4_K_M.
@@ -44,9 +50,11 @@ Rules (docs/sizing.md has the reasoning):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from slm_operator import engines
 from slm_operator.sizing.catalog import MIB, GpuProduct, ModelFacts, lookup_gpu, tier_for
 from slm_operator.sizing.errors import (
     InvalidQuantizationError,
@@ -56,7 +64,6 @@ from slm_operator.sizing.errors import (
 )
 from slm_operator.sizing.estimate import (
     CUDA_GRAPHS_BYTES,
-    HOST_BASE_BYTES,
     MemoryEstimate,
     estimate,
     gib,
@@ -64,23 +71,18 @@ from slm_operator.sizing.estimate import (
     weight_bytes,
 )
 from slm_operator.sizing.quant import (
-    ENGINES,
-    FORMAT_ENGINE,
+    FORMAT_TYPES,
     check_engine_format,
     default_type,
     label,
     normalize,
 )
 
-# Architectures onnxruntime-genai's model builder converts (src/python/py/models/builder.py).
-ONNX_BUILDER_ARCHITECTURES = frozenset({
-    "LlamaForCausalLM", "MistralForCausalLM", "Phi3ForCausalLM", "PhiForCausalLM",
-    "Qwen2ForCausalLM", "Qwen3ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM",
-    "GraniteForCausalLM", "OlmoForCausalLM", "NemotronForCausalLM", "SmolLM3ForCausalLM",
-})
-# Families the project's quantizer refuses to export to ONNX (the pinned onnxruntime-genai
-# builder fails on Gemma3's per-layer-type rope settings; runtime-images/quantizer onnx.py).
-ONNX_REFUSED_FAMILIES = frozenset({"gemma3", "gemma3_text"})
+# Architectures trained ternary (BitNet b1.58): the only ones a TQ1_0/TQ2_0 GGUF keeps working.
+TERNARY_ARCHITECTURES = frozenset({"BitNetForCausalLM"})
+# Their default type: TQ2_0 (2.0625 bpw) rather than TQ1_0 (1.6875 bpw): 12 % larger, and its
+# 2-bit packing needs no base-3 unpacking, the faster of the two on CPUs (llama.cpp PR 8151).
+TERNARY_DEFAULT = "TQ2_0"
 # Families that overflow to inf/NaN in float16 and that vLLM refuses to run in float16
 # (vLLM config _FLOAT16_NOT_SUPPORTED_MODELS): they need bfloat16 (compute capability 8.0+)
 # or float32. vLLM's AWQ/GPTQ kernels on GPUs without bfloat16 compute in float16 too.
@@ -96,8 +98,6 @@ NODE_USABLE_FRACTION = 0.90   # CPU: leave 10 % of the node's allocatable RAM
 CPU_REQUEST_FACTOR, CPU_LIMIT_FACTOR = 1.10, 1.25
 CPU_MILLICORES_BY_TIER = {"Micro": 2000, "Small": 4000, "Medium": 8000, "Large": 16000}
 ROUND = 256 * MIB
-# Compute capability each vLLM weight format needs (vLLM quantization get_min_capability).
-MIN_CC = {"awq": (7, 5), "gptq": (6, 0), "fp8": (8, 0), "none": (7, 0)}
 
 
 @dataclass(frozen=True)
@@ -206,13 +206,19 @@ def _trial(facts: ModelFacts, engine: str, fmt: str, qtype: str, device: str, tp
         cap = int(node_memory * NODE_USABLE_FRACTION) if node_memory else None
         return _Trial(est, cap is None or est.total_bytes <= cap, context, None, cap)
     if gpu is None:
-        return _Trial(est, True, context, VLLM_DEFAULT_UTIL if engine == "vllm" else None, None)
+        return _Trial(est, True, context, VLLM_DEFAULT_UTIL if _budgeted(engine) else None, None)
     cap = _gpu_capacity(gpu)
     fits = est.per_device_bytes <= cap
     util = None
-    if engine == "vllm":
+    if _budgeted(engine):
         util, _ = _vllm_util(est.per_device_bytes, gpu)
     return _Trial(est, fits, context, util, cap)
+
+
+def _budgeted(engine: str) -> bool:
+    """The engine takes a GPU memory budget and pages its KV cache into it (vLLM): sizing then
+    chooses the budget and the longest context that fits."""
+    return engines.get(engine).gpu_memory_utilization
 
 
 def _longest_context(facts: ModelFacts, engine: str, fmt: str, qtype: str, tp: int,
@@ -238,10 +244,10 @@ def _longest_context(facts: ModelFacts, engine: str, fmt: str, qtype: str, tp: i
 
 
 def _evaluate(facts, engine, fmt, qtype, device, tp, gpu, context, concurrency, node_memory) -> _Trial:
-    if device == "gpu" and engine == "vllm" and gpu is not None and context is None:
+    if device == "gpu" and _budgeted(engine) and gpu is not None and context is None:
         return _longest_context(facts, engine, fmt, qtype, tp, gpu, concurrency)
     if context is None:
-        context = min(UNCHECKED_GPU_CONTEXT if engine == "vllm" else DEFAULT_CPU_CONTEXT, facts.max_context)
+        context = min(UNCHECKED_GPU_CONTEXT if _budgeted(engine) else DEFAULT_CPU_CONTEXT, facts.max_context)
     return _trial(facts, engine, fmt, qtype, device, tp, gpu, context, concurrency, node_memory)
 
 
@@ -250,8 +256,8 @@ def _resources(facts: ModelFacts, engine: str, device: str, tp: int, est: Memory
         cpu = CPU_MILLICORES_BY_TIER[facts.tier]
         return Resources(cpu, cpu, _round_up(int(est.total_bytes * CPU_REQUEST_FACTOR)),
                          _round_up(int(est.total_bytes * CPU_LIMIT_FACTOR)), 0)
-    cpu = 2000 + 2000 * tp if engine == "vllm" else 2000
-    base = HOST_BASE_BYTES[engine]
+    cpu = engines.get(engine).host_cpu_millicores(tp)
+    base = engines.get(engine).host_base_bytes
     # The model load streams the weights through the page cache, which counts against the
     # container's memory limit; the limit leaves room for it, the request does not.
     return Resources(cpu, None, _round_up(base + est.weights_bytes // 10),
@@ -282,48 +288,126 @@ def _breakdown(facts: ModelFacts, t: _Trial) -> str:
             f"= {gib(e.per_device_bytes)} {unit}")
 
 
+def _device(engine: str, fmt_in: str | None, cpu_only: bool, gpu: GpuProduct | None,
+            gpu_count: int | None) -> str:
+    """gpu when a GPU is named or the engine/format runs only on GPUs; else cpu."""
+    if cpu_only:
+        return "cpu"
+    gpu_only = (engine != engines.AUTO and engines.row(engine).devices == ("gpu",)) or (
+        fmt_in is not None and all(engines.row(e).devices == ("gpu",) for e in engines.engines_serving(fmt_in)))
+    return "gpu" if gpu is not None or (gpu_count or 0) > 0 or gpu_only else "cpu"
+
+
+def _slots(concurrency: int | Callable[[str], int] | None, engine: str) -> int:
+    if concurrency is None:
+        return engines.get(engine).concurrency(None)
+    return concurrency(engine) if callable(concurrency) else concurrency
+
+
+def _closest_fit(facts: ModelFacts, choices: tuple[str, ...], fmt: str, qtype: str, device: str,
+                 gpu: GpuProduct | None, context: int | None, concurrency, node_memory: int | None
+                 ) -> tuple[str, str]:
+    """Among engines serving the same format, the first unless a later one needs less memory
+    (its estimate plus any sidecar container); returns (engine, why) for the reason."""
+    if len(choices) == 1:
+        return choices[0], ""
+    need = {}
+    for e in choices:
+        t = _evaluate(facts, e, fmt, qtype, device, 1 if device == "gpu" else 0, gpu, context,
+                      _slots(concurrency, e), node_memory)
+        need[e] = t.est.per_device_bytes + engines.get(e).sidecar_memory_bytes
+    best = min(choices, key=lambda e: (need[e], choices.index(e)))
+    others = ", ".join(f"{gib(need[e])} with {engines.row(e).title}" for e in choices if e != best)
+    return best, f"{gib(need[best])} with {engines.row(best).title} vs {others}"
+
+
+def _auto_engine(facts: ModelFacts, device: str, fmt_in: str | None, quant_type: str | None,
+                 gpu: GpuProduct | None, context: int | None, concurrency, node_memory: int | None
+                 ) -> tuple[str, str]:
+    """engine auto: (engine, the note for the reason), from the engine table's preferences."""
+    if fmt_in:
+        choices = engines.preferred(fmt_in, device, quant_type) or engines.engines_serving(fmt_in, quant_type)
+        if not choices:
+            raise InvalidQuantizationError(
+                f"No engine serves {fmt_in} {quant_type} on {device.upper()}; "
+                f"{engines.table.serves_words()}.")
+        qtype = quant_type or FORMAT_TYPES[fmt_in][0]
+        engine, why = _closest_fit(facts, choices, fmt_in, qtype, device, gpu, context, concurrency, node_memory)
+        title = engines.row(engine).title
+        if why:
+            return engine, (f"engine auto: {title} for {fmt_in} on {device.upper()} "
+                            f"({why}: {_auto_why(engine, choices)})")
+        if len(engines.engines_serving(fmt_in)) > 1:  # the type narrowed the format's engines
+            return engine, f"engine auto: {title}, the only engine that serves {fmt_in} {qtype}"
+        return engine, ""
+    passed: list[str] = []
+    order = engines.table.AUTO_DEVICE_ORDER[device]
+    for i, name in enumerate(order):
+        refusal = engines.get(name).auto_refusal(facts)
+        if refusal:
+            passed.append(refusal)
+            continue
+        fmt = engines.row(name).default_format
+        same = tuple(e for e in order[i:] if engines.row(e).default_format == fmt)
+        qtype = engines.get(name).quant_candidates(gpu, True)[0][1]
+        engine, why = _closest_fit(facts, same, fmt, qtype, device, gpu, context, concurrency, node_memory)
+        title = engines.row(engine).title
+        if device == "gpu":
+            return engine, f"engine auto: {title} for a GPU"
+        if not passed:
+            return engine, f"engine auto: {title} {qtype} for a {facts.tier} model on CPU"
+        note = f"engine auto: {title} {fmt.upper()} {qtype} on CPU ({'; '.join(passed)}"
+        return engine, note + (f"; {why}: {_auto_why(engine, same)})" if why else ")")
+    raise SizingError(f"No engine takes {facts.name} on {device.upper()}: {'; '.join(passed)}.")
+
+
+def _auto_why(engine: str, choices: tuple[str, ...]) -> str:
+    """Why auto preferred `engine` among engines of one format (for status.sizing.reason)."""
+    e = engines.get(engine)
+    if e.sidecar_memory_bytes == 0 and any(engines.get(o).sidecar_memory_bytes for o in choices):
+        return "it checks the API key itself, with no proxy container"
+    return "the smallest estimate"
+
+
 def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_format: str | None = None,
                   quant_type: str | None = None, gpu_product: str | None = None,
                   gpu_count: int | None = None, cpu_only: bool = False, context: int | None = None,
-                  concurrency: int = 1, node_memory_bytes: int | None = None) -> SizingDecision:
-    """Choose engine, quantization, context and resources; see the module docstring."""
-    engine = (engine or "auto").strip().lower()
-    if engine != "auto" and engine not in ENGINES:
-        raise SizingError(f"Unknown engine {engine!r}; use auto, vllm, ollama or onnxruntime.")
-    if concurrency < 1:
+                  concurrency: int | Callable[[str], int] | None = 1,
+                  node_memory_bytes: int | None = None) -> SizingDecision:
+    """Choose engine, quantization, context and resources; see the module docstring.
+
+    concurrency: sequences held at full context; None = the chosen engine's default; a callable
+    maps the chosen engine's name to it (the spec's options for that engine)."""
+    engine = (engine or engines.AUTO).strip().lower()
+    if engine != engines.AUTO and engine not in engines.ENGINE_NAMES:
+        raise SizingError(f"Unknown engine {engine!r}; use auto, {', '.join(engines.ENGINE_NAMES)}.")
+    if isinstance(concurrency, int) and concurrency < 1:
         raise SizingError("concurrency must be at least 1.")
     fmt_in = quant_format.strip().lower() if quant_format else None
-    if fmt_in is not None and fmt_in not in FORMAT_ENGINE:
+    if fmt_in is not None and fmt_in not in FORMAT_TYPES:
         normalize(fmt_in, None)  # raises with the list of formats
     gpu = lookup_gpu(gpu_product) if gpu_product else None
     if cpu_only and (gpu is not None or (gpu_count or 0) > 0):
         raise SizingError("cpu-only was asked together with a GPU; choose one.")
-
-    wants_vllm = engine == "vllm" or (fmt_in is not None and FORMAT_ENGINE[fmt_in] == "vllm")
-    if cpu_only:
-        device = "cpu"
-    elif gpu is not None or (gpu_count or 0) > 0 or wants_vllm:
-        device = "gpu"
-    else:
-        device = "cpu"
+    device = _device(engine, fmt_in, cpu_only, gpu, gpu_count)
+    _check_ternary(facts, fmt_in, quant_type)
+    if (facts.architecture in TERNARY_ARCHITECTURES and quant_type is None and fmt_in in (None, "gguf")
+            and (engine == engines.AUTO or TERNARY_DEFAULT in engines.row(engine).types("gguf"))):
+        # A model trained ternary is served in a ternary GGUF unless a type is named.
+        fmt_in, quant_type = "gguf", TERNARY_DEFAULT
 
     notes: list[str] = []
-    if engine == "auto":
-        if fmt_in:
-            engine = FORMAT_ENGINE[fmt_in]
-        elif device == "gpu":
-            engine = "vllm"
-            notes.append("engine auto: vLLM for a GPU")
-        elif facts.architecture in ONNX_BUILDER_ARCHITECTURES and facts.tier in ("Micro", "Small"):
-            engine = "onnxruntime"
-            notes.append(f"engine auto: ONNX Runtime int4 for a {facts.tier} model on CPU")
-        else:
-            engine = "ollama"
-            why = ("its architecture is not one the ONNX builder converts"
-                   if facts.architecture not in ONNX_BUILDER_ARCHITECTURES else f"a {facts.tier} model")
-            notes.append(f"engine auto: Ollama GGUF Q4_K_M on CPU ({why})")
-    if engine == "vllm" and device == "cpu":
-        raise SizingError("vLLM needs a GPU: name a GPU product/count, or use engine ollama or onnxruntime on CPU.")
+    if engine == engines.AUTO:
+        engine, note = _auto_engine(facts, device, fmt_in, quant_type, gpu, context, concurrency,
+                                    node_memory_bytes)
+        if note:
+            notes.append(note)
+    eng = engines.get(engine)
+    concurrency = _slots(concurrency, engine)
+    if device not in eng.row.devices:
+        cpu_engines = " or ".join(r.name for r in engines.ROWS if "cpu" in r.devices)
+        raise SizingError(f"{eng.row.title} needs a GPU: name a GPU product/count, or use engine "
+                          f"{cpu_engines} on CPU.")
     tp = max(1, gpu_count or 1) if device == "gpu" else 0
     if gpu is not None and gpu.mig_profile and tp > 1:
         raise MigSliceError(
@@ -331,10 +415,10 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
             f"resources.gpu.count {tp} cannot be served (no tensor parallelism across slices): set "
             "resources.gpu.count to 1 and pick a larger slice or a whole GPU if the model does not fit.")
     _check_family(facts, engine, device, gpu, fmt_in, quant_type)
-    if engine == "vllm" and facts.attention_heads % tp:
+    if eng.tensor_parallel and facts.attention_heads % tp:
         raise _error(SizingError(
-            f"vLLM tensor parallelism needs the attention heads ({facts.attention_heads}) to divide evenly "
-            f"across {tp} GPUs; set resources.gpu.count to a number that divides them."),
+            f"{eng.row.title} tensor parallelism needs the attention heads ({facts.attention_heads}) to divide "
+            f"evenly across {tp} GPUs; set resources.gpu.count to a number that divides them."),
             "UnsupportedGPUCount", "spec.resources.gpu.count")
     if context is not None and not 256 <= context <= facts.max_context:
         raise _error(SizingError(
@@ -348,29 +432,17 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
     bf16 = gpu.bf16 if gpu else True
     if fmt_in:
         fmt, qtype = normalize(fmt_in, quant_type or default_type(fmt_in, bf16_supported=bf16))
-        check_engine_format(engine, fmt)
+        check_engine_format(engine, fmt, qtype)
         if fmt == "none" and qtype == "bf16" and not bf16 and gpu is not None:
             qtype = "fp16"
             notes.append(f"{gpu.product} has no bf16 (compute capability {gpu.compute_capability}); serving fp16")
         candidates = [(fmt, qtype)]
-    elif engine == "vllm":
-        candidates = [("none", "bf16" if bf16 else "fp16")]
-        if gpu is not None:
-            if gpu.fp8:
-                candidates.append(("fp8", "fp8"))
-            if gpu.cc >= MIN_CC["awq"]:
-                candidates.append(("awq", "w4a16"))
-    elif engine == "ollama":
-        candidates = [("gguf", "Q4_K_M")]
     else:
-        candidates = [("onnx", "int4")]
+        candidates = eng.quant_candidates(gpu, bf16)
 
-    if gpu is not None and engine == "vllm":
-        fmt0 = candidates[0][0]
-        if gpu.cc < MIN_CC[fmt0]:
-            raise InvalidQuantizationError(
-                f"{label(*candidates[0])} needs compute capability {'.'.join(map(str, MIN_CC[fmt0]))} "
-                f"in vLLM; {gpu.product} has {gpu.compute_capability}.")
+    check_quant = getattr(eng, "check_quant", None)
+    if check_quant is not None:
+        check_quant(*candidates[0], gpu)
 
     floor_ctx = context if context is not None else min(MIN_CONTEXT, facts.max_context)
     trials = [(c, _evaluate(facts, engine, c[0], c[1], device, tp, gpu, context, concurrency,
@@ -399,16 +471,31 @@ def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_forma
     if notes:
         reason = "; ".join(notes) + ". " + reason
 
-    util = trial.util if engine == "vllm" else None
+    budgeted = _budgeted(engine)
     return SizingDecision(
         model_id=facts.id, model_name=facts.name, tier=tier_for(facts.params), params=facts.params,
         engine=engine, quant_format=fmt, quant_type=qtype, device=device,
         gpu_product=gpu.product if gpu else None, gpu_count=tp, context=trial.context,
         concurrency=concurrency, fits=trial.fits, checked=checked, reason=reason, estimate=est,
         resources=_resources(facts, engine, device, tp, est), capacity_bytes=trial.capacity,
-        vllm_max_model_len=trial.context if engine == "vllm" else None,
-        vllm_gpu_memory_utilization_percent=util, storage_bytes=_storage(facts, est),
-        alternative=alternative, recommendation=recommendation)
+        vllm_max_model_len=trial.context if budgeted else None,
+        vllm_gpu_memory_utilization_percent=trial.util if budgeted else None,
+        storage_bytes=_storage(facts, est), alternative=alternative, recommendation=recommendation)
+
+
+def _check_ternary(facts: ModelFacts, fmt: str | None, qtype: str | None) -> None:
+    """TQ1_0 / TQ2_0 keep a model's quality only when it was trained ternary (BitNet b1.58)."""
+    if not qtype or qtype.upper() not in engines.TERNARY_TYPES or facts.architecture in TERNARY_ARCHITECTURES:
+        return
+    e = InvalidQuantizationError(
+        f"quantization.type {qtype.upper()} is a ternary (1.58-bit) GGUF type for models trained ternary "
+        f"(BitNet b1.58, architecture {', '.join(sorted(TERNARY_ARCHITECTURES))}); {facts.name} is "
+        f"{facts.architecture}, trained in 16 bits, and would lose nearly all its quality: use Q4_K_M "
+        f"(served by {' or '.join(engines.engines_serving('gguf', 'Q4_K_M'))}), or a BitNet b1.58 model "
+        f"such as microsoft/bitnet-b1.58-2B-4T (served by "
+        f"{' or '.join(engines.engines_serving('gguf', qtype.upper()))}).")
+    e.field = "spec.quantization.type"
+    raise e
 
 
 def _error(e: SizingError, reason: str, field: str) -> SizingError:
@@ -418,13 +505,11 @@ def _error(e: SizingError, reason: str, field: str) -> SizingError:
 
 def _check_family(facts: ModelFacts, engine: str, device: str, gpu: GpuProduct | None,
                   fmt: str | None, qtype: str | None) -> None:
-    """Refuse what the model's family cannot do, before any memory arithmetic."""
+    """Refuse what the model's family cannot do, before any memory arithmetic: the engine's own
+    checks (engines/<engine>.py check_model), then float16 on families that overflow in it."""
+    eng = engines.get(engine)
+    eng.check_model(facts, device=device, gpu=gpu, fmt=fmt, qtype=qtype)
     family = facts.family.lower()
-    if family in ONNX_REFUSED_FAMILIES and (engine == "onnxruntime" or fmt == "onnx"):
-        raise InvalidQuantizationError(
-            f"{facts.name} ({family}) cannot be exported to ONNX by the quantizer (its builder does not "
-            "handle this family's rope settings): use engine ollama with quantization.format gguf, or "
-            "vllm on a GPU.")
     if family not in FP16_UNSAFE_FAMILIES:
         return
     why = (f"{facts.name} ({family}) overflows to inf/NaN in float16, and vLLM refuses float16 for this "
@@ -434,12 +519,6 @@ def _check_family(facts: ModelFacts, engine: str, device: str, gpu: GpuProduct |
                                     f"bfloat16 such as {BF16_GPU_EXAMPLES}, or gguf/int4 on CPU.")
         err.field = "spec.quantization.type"
         raise err
-    if engine == "vllm" and device == "gpu" and gpu is not None and not gpu.bf16:
-        raise UnsupportedDtypeError(
-            f"{why}. {gpu.product} (compute capability {gpu.compute_capability}) has no bfloat16, and "
-            "vLLM's AWQ/GPTQ kernels there compute in float16 too: set resources.gpu.product to a GPU with "
-            f"compute capability 8.0 or newer ({BF16_GPU_EXAMPLES}), or serve it on CPU with engine ollama "
-            "(gguf).")
 
 
 def _fit_reason(facts, engine, fmt, qtype, device, tp, gpu, trial: _Trial, checked: bool) -> str:
@@ -449,7 +528,7 @@ def _fit_reason(facts, engine, fmt, qtype, device, tp, gpu, trial: _Trial, check
         body += f", within the {gib(trial.capacity or 0)} usable"
     else:
         body += " (fit not checked: no GPU product or node memory given)"
-    if engine == "vllm":
+    if _budgeted(engine):
         body += f"; vLLM max_model_len {trial.context}, gpu_memory_utilization {(trial.util or 90) / 100:.2f}"
     return head + body + "."
 
@@ -481,24 +560,14 @@ def _find_alternative(facts, engine, fmt, qtype, device, tp, gpu, context, tried
 
     Returns (trial at the refused context, (format, type, gpu count), longest vLLM context
     with that choice or None); (None, None, None) when nothing in reach fits."""
-    options: list[tuple[str, str]]
-    if engine == "vllm":
-        options = []
-        if gpu is None or gpu.fp8:
-            options.append(("fp8", "fp8"))
-        if gpu is None or gpu.cc >= MIN_CC["awq"]:
-            options.append(("awq", "w4a16"))
-    elif engine == "ollama":
-        options = [("gguf", "Q4_K_M"), ("gguf", "Q4_0")]
-    else:
-        options = [("onnx", "int4")]
+    options = engines.get(engine).smaller_quants(gpu)
 
     def attempt(afmt: str, atype: str, count: int):
         t = _trial(facts, engine, afmt, atype, device, count, gpu, tried_context, concurrency, node_memory)
         if not t.fits:
             return None
         longest = None
-        if context is None and engine == "vllm" and gpu is not None:
+        if context is None and _budgeted(engine) and gpu is not None:
             longest = _longest_context(facts, engine, afmt, atype, count, gpu, concurrency).context
         return t, (afmt, atype, count), longest
 
@@ -508,7 +577,7 @@ def _find_alternative(facts, engine, fmt, qtype, device, tp, gpu, context, tried
             found = attempt(afmt, atype, tp)
             if found:
                 return found
-    if device == "gpu" and engine == "vllm" and gpu is not None:
+    if device == "gpu" and engines.get(engine).tensor_parallel and gpu is not None:
         for count in (2, 4, 8):
             if count <= tp or facts.attention_heads % count:
                 continue

@@ -25,7 +25,8 @@ KV cache (``kv_cache_bytes``)
     it (vLLM, Ollama), all tokens otherwise (ONNX Runtime GenAI). Tensor parallelism splits
     KV heads across GPUs (a head is replicated when there are more GPUs than KV heads).
 
-engine overheads (``engine_overheads``), per device
+engine overheads (``engine_overheads``), per device: each engine module's runtime_overhead
+(engines/<engine>.py), for example
     vLLM:  CUDA context 512 MiB + CUDA graphs 512 MiB + activation peak of the profiling run
            max_num_batched_tokens x (3 x intermediate/TP + 6 x hidden) x 2 bytes plus sampler
            logits max_num_seqs x vocab x 4 bytes x 2.
@@ -34,6 +35,8 @@ engine overheads (``engine_overheads``), per device
     ONNX Runtime GenAI: runtime 384 MiB (+ 512 MiB CUDA context on GPU) + prompt logits
            min(context, 2048) x vocab x io bytes + 10 % of the weights for MatMulNBits
            pre-packing.
+    llama.cpp: runtime 256 MiB (+ 512 MiB CUDA context on GPU) + the same compute buffer as
+           Ollama.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from slm_operator.sizing.catalog import GIB, MIB, GpuProduct, ModelFacts
+from slm_operator import engines
+from slm_operator.engines.vllm import CUDA_GRAPHS_BYTES
+from slm_operator.sizing.catalog import GIB, GpuProduct, ModelFacts
 from slm_operator.sizing.errors import InvalidQuantizationError
 from slm_operator.sizing.quant import GGML_TYPES, ggml_bytes, gguf_tensor_types, normalize
 
@@ -50,18 +55,7 @@ from slm_operator.sizing.quant import GGML_TYPES, ggml_bytes, gguf_tensor_types,
 AWQ_GROUP = 128            # AutoAWQ / llm-compressor W4A16 default group size
 GPTQ_GROUP = 128           # GPTQ default group size
 ONNX_INT4_BLOCK = 32       # onnxruntime-genai builder: int4_block_size default
-CUDA_CONTEXT_BYTES = 512 * MIB        # CUDA context + cuBLAS/NCCL workspaces ("non-torch memory")
-CUDA_GRAPHS_BYTES = 512 * MIB         # vLLM "Graph capturing finished ... took 0.3-0.9 GiB"
-VLLM_BATCHED_TOKENS_SMALL_GPU = 2048  # vLLM V1 default max_num_batched_tokens, OpenAI server
-VLLM_BATCHED_TOKENS_LARGE_GPU = 8192  # ... on >= 70 GiB GPUs other than A100
-VLLM_MAX_NUM_SEQS_SMALL_GPU = 256
-VLLM_MAX_NUM_SEQS_LARGE_GPU = 1024
-LLAMA_CPP_UBATCH = 512                # llama.cpp default n_ubatch
-RUNTIME_BASE_BYTES = {"ollama": 384 * MIB, "onnxruntime": 384 * MIB, "vllm": 0}
-ONNX_PROMPT_LOGITS_TOKENS = 2048      # prompt tokens whose logits we budget in one prefill
-ONNX_PREPACK_FRACTION = 0.10          # MatMulNBits pre-packed weight copies (allowance)
-# Host RAM of a GPU-serving container: interpreter, torch/CUDA libraries, tokenizer, staging.
-HOST_BASE_BYTES = {"vllm": 4 * GIB, "ollama": 1 * GIB, "onnxruntime": 2 * GIB}
+__all__ = ["CUDA_GRAPHS_BYTES"]  # re-exported for autoconfig (vLLM's budget excludes graphs)
 
 
 @dataclass(frozen=True)
@@ -182,46 +176,25 @@ def kv_bytes_per_token(facts: ModelFacts, *, bytes_per_element: int = 2) -> int:
 
 
 def kv_element_bytes(engine: str, quant_format: str, quant_type: str, device: str) -> int:
-    """KV-cache element size: 16-bit, except ONNX Runtime GenAI int4 on CPU (fp32 I/O)."""
-    if engine == "onnxruntime" and device == "cpu" and quant_type == "int4":
-        return 4
-    return 2
+    """KV-cache element size (bytes) of `engine` (its module's hook; UnknownEngineError otherwise)."""
+    return engines.get(engine).kv_element_bytes(quant_format, quant_type, device)
 
 
 def sliding_window_capped(engine: str) -> bool:
-    """vLLM (hybrid KV-cache manager) and Ollama/llama.cpp (SWA cache) cap local layers."""
-    return engine in ("vllm", "ollama")
+    """Whether `engine` keeps only the window's tokens in sliding-window layers (its hook)."""
+    return engines.get(engine).sliding_window_capped
 
 
 # -- engine overheads ----------------------------------------------------------------------
 
 
-def vllm_batch_defaults(gpu: GpuProduct | None) -> tuple[int, int]:
-    """vLLM V1's default (max_num_batched_tokens, max_num_seqs) for its OpenAI server."""
-    if gpu is not None and gpu.memory_bytes >= 70 * GIB and "A100" not in gpu.product.upper():
-        return VLLM_BATCHED_TOKENS_LARGE_GPU, VLLM_MAX_NUM_SEQS_LARGE_GPU
-    return VLLM_BATCHED_TOKENS_SMALL_GPU, VLLM_MAX_NUM_SEQS_SMALL_GPU
-
-
 def engine_overheads(facts: ModelFacts, engine: str, *, device: str, context: int,
                      weights_bytes: int, tensor_parallel: int = 1,
                      gpu: GpuProduct | None = None, io_bytes: int = 2) -> dict[str, int]:
-    """Per-device overhead parts (bytes) for an engine: see the module docstring."""
-    if engine == "vllm":
-        tokens, seqs = vllm_batch_defaults(gpu)
-        act = tokens * (3 * facts.intermediate_size // tensor_parallel + 6 * facts.hidden_size) * 2
-        sampler = seqs * facts.vocab_size * 4 * 2
-        return {"cuda_context": CUDA_CONTEXT_BYTES, "cuda_graphs": CUDA_GRAPHS_BYTES,
-                "activations": act + sampler}
-    parts = {"runtime": RUNTIME_BASE_BYTES[engine]}
-    if device == "gpu":
-        parts["cuda_context"] = CUDA_CONTEXT_BYTES
-    if engine == "ollama":
-        parts["compute_buffer"] = LLAMA_CPP_UBATCH * 4 * (facts.vocab_size + 3 * facts.intermediate_size)
-    elif engine == "onnxruntime":
-        parts["activations"] = min(context, ONNX_PROMPT_LOGITS_TOKENS) * facts.vocab_size * io_bytes
-        parts["prepack"] = int(weights_bytes * ONNX_PREPACK_FRACTION)
-    return parts
+    """Per-device overhead parts (bytes) for an engine: its module's runtime_overhead."""
+    return engines.get(engine).runtime_overhead(
+        facts, device=device, context=context, weights_bytes=weights_bytes,
+        tensor_parallel=tensor_parallel, gpu=gpu, io_bytes=io_bytes)
 
 
 # -- the whole estimate ----------------------------------------------------------------------
@@ -246,7 +219,7 @@ def estimate(facts: ModelFacts, *, engine: str, quant_format: str, quant_type: s
     overhead_dev = sum(parts.values())
     per_device = math.ceil(weights / tp) + kv_dev + overhead_dev
     total = weights + kv_dev * tp + overhead_dev * tp
-    host = total if device == "cpu" else HOST_BASE_BYTES[engine]
+    host = total if device == "cpu" else engines.get(engine).host_base_bytes
     return MemoryEstimate(
         engine=engine, quant_format=fmt, quant_type=qtype, device=device, context=context,
         concurrency=concurrency, tensor_parallel=tp, weights_bytes=weights,

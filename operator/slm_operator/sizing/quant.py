@@ -3,14 +3,15 @@
 Names used across the operator (the CRD's spec.quantization):
 
 ===========  =============================  ====================================
-format       types                          engine
+format       types                          engine (engines/table.py is the source)
 ===========  =============================  ====================================
 none         bf16, fp16                     vllm
 fp8          fp8                            vllm
 awq          w4a16                          vllm
 gptq         w4a16                          vllm
-gguf         Q4_K_M, Q5_K_M, Q8_0, Q6_K,    ollama (llama.cpp)
+gguf         Q4_K_M, Q5_K_M, Q8_0, Q6_K,    llamacpp, ollama
              Q4_0
+gguf         TQ1_0, TQ2_0 (ternary)         llamacpp (BitNet b1.58 models only)
 onnx         int4, fp16                     onnxruntime (onnxruntime-genai)
 ===========  =============================  ====================================
 
@@ -25,33 +26,33 @@ bits per weight of each ggml type follow from its block layout (ggml/src/ggml-co
 - Q6_K: 256 weights in 210 bytes = 6.5625 bpw
 - Q5_K: 176 bytes / 256 = 5.5 bpw; Q4_K: 144 / 256 = 4.5 bpw
 - Q5_1: 24 / 32 = 6.0; Q5_0: 22 / 32 = 5.5; Q4_1: 20 / 32 = 5.0; Q4_0: 18 / 32 = 4.5 bpw
+- TQ1_0 (ternary, base-3 packed): fp16 scale + 256/64 + (256 - 4*256/64)/5 = 54 bytes / 256
+  = 1.6875 bpw; TQ2_0 (ternary, 2 bits each): 64 + 2 = 66 bytes / 256 = 2.0625 bpw
+  (block_tq1_0 / block_tq2_0; gguf-py GGML_QUANT_SIZES TQ1_0 (256, 54), TQ2_0 (256, 66)).
 """
 
 from __future__ import annotations
 
-from slm_operator import api
+from slm_operator.engines import table
 from slm_operator.sizing.errors import InvalidQuantizationError
 
 # One table for the API (admission rules) and sizing: formats and their types, default first.
-FORMAT_TYPES = api.FORMAT_TYPES
-ENGINES = ("vllm", "ollama", "onnxruntime")
-ENGINE_FORMATS: dict[str, tuple[str, ...]] = {
-    "vllm": ("none", "fp8", "awq", "gptq"),
-    "ollama": ("gguf",),
-    "onnxruntime": ("onnx",),
-}
-FORMAT_ENGINE = {fmt: eng for eng, fmts in ENGINE_FORMATS.items() for fmt in fmts}
+FORMAT_TYPES = table.FORMAT_TYPES
+ENGINES = table.ENGINE_NAMES
+ENGINE_FORMATS: dict[str, tuple[str, ...]] = {r.name: r.formats for r in table.ROWS}
 
 # ggml type -> (bits per weight, block length a row must be a multiple of)
 GGML_TYPES: dict[str, tuple[float, int]] = {
     "F32": (32.0, 1), "F16": (16.0, 1),
     "Q8_0": (8.5, 32), "Q6_K": (6.5625, 256), "Q5_K": (5.5, 256), "Q4_K": (4.5, 256),
     "Q5_1": (6.0, 32), "Q5_0": (5.5, 32), "Q4_1": (5.0, 32), "Q4_0": (4.5, 32),
+    "TQ1_0": (1.6875, 256), "TQ2_0": (2.0625, 256),
 }
 # llama.cpp's substitutes when a row length is not a multiple of the k-quant block (256),
 # e.g. gemma-3-1b's hidden size 1152 (llama-quant.cpp, "convert_incompatible_tensor").
-_GGML_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
-_GGUF_BASE = {"Q4_K_M": "Q4_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K", "Q8_0": "Q8_0", "Q4_0": "Q4_0"}
+_GGML_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0", "TQ1_0": "Q4_0", "TQ2_0": "Q4_0"}
+_GGUF_BASE = {"Q4_K_M": "Q4_K", "Q5_K_M": "Q5_K", "Q6_K": "Q6_K", "Q8_0": "Q8_0", "Q4_0": "Q4_0",
+              "TQ1_0": "TQ1_0", "TQ2_0": "TQ2_0"}
 
 _SHORT_NAMES: dict[str, tuple[str, str]] = {
     "bf16": ("none", "bf16"), "fp16": ("none", "fp16"), "none": ("none", "bf16"),
@@ -103,13 +104,23 @@ def parse_quant(name: str) -> tuple[str, str]:
     raise InvalidQuantizationError(f"Unknown quantization {name!r}; use one of: {known}.")
 
 
-def check_engine_format(engine: str, fmt: str) -> None:
+def check_engine_format(engine: str, fmt: str, qtype: str | None = None) -> None:
+    """Raise InvalidQuantizationError when `engine` does not serve fmt (or fmt's qtype), naming
+    the engines that do; an unknown engine raises too (never a fall-through)."""
     if engine not in ENGINE_FORMATS:
-        raise InvalidQuantizationError(f"Unknown engine {engine!r}; use vllm, ollama, onnxruntime or auto.")
-    if fmt not in ENGINE_FORMATS[engine]:
+        raise InvalidQuantizationError(
+            f"Unknown engine {engine!r}; use {', '.join(ENGINES)} or auto.")
+    row = table.row(engine)
+    if fmt not in row.formats:
         raise InvalidQuantizationError(
             f"Engine {engine} does not serve {fmt!r} models; it serves "
-            f"{', '.join(ENGINE_FORMATS[engine])} (use engine {FORMAT_ENGINE[fmt]} for {fmt}).")
+            f"{', '.join(row.formats)} (use engine {' or '.join(table.engines_serving(fmt))} for {fmt}).")
+    if qtype is not None and qtype not in row.types(fmt):
+        e = InvalidQuantizationError(
+            f"Engine {engine} does not serve {fmt} {qtype}: set quantization.type to one of "
+            f"{', '.join(row.types(fmt))}, or engine.name to {' or '.join(table.engines_serving(fmt, qtype))}.")
+        e.field = "spec.quantization.type"
+        raise e
 
 
 def label(fmt: str, qtype: str) -> str:
@@ -149,10 +160,12 @@ def gguf_tensor_types(matrices: dict[str, tuple[int, int]], *, layers: int, voca
     - output.weight, or token_embd.weight when tied (it then serves as the output):
       Q8_0 for the Q8_0 mix, else Q6_K (Q8_0 when the row is not a multiple of 256);
     - token_embd.weight when untied: the mix's base type;
+    - token_embd.weight when untied in a ternary mix (TQ1_0 / TQ2_0): Q4_K;
     - Q4_K_M / Q5_K_M: attn_v and ffn_down use Q6_K in the layers where use_more_bits();
       a fused attn_qkv (Phi-3 family) uses Q5_K (Q4_K_M) / Q6_K (Q5_K_M);
     - everything else: the base type (Q4_K, Q5_K, Q6_K, Q8_0, Q4_0);
-    - a row length that is not a multiple of the type's block falls back to Q5_0/Q5_1/Q8_0.
+    - a row length that is not a multiple of the type's block falls back to Q5_0/Q5_1/Q8_0
+      (Q4_0 for the ternary types).
     """
     if qtype not in _GGUF_BASE:
         raise InvalidQuantizationError(f"Unknown GGUF type {qtype!r}.")
@@ -164,7 +177,8 @@ def gguf_tensor_types(matrices: dict[str, tuple[int, int]], *, layers: int, voca
     if tied:
         out.append(("token_embd", vocab * hidden, out_type))
     else:
-        out.append(("token_embd", vocab * hidden, _fit_block(base, hidden)))
+        embd = "Q4_K" if qtype in table.TERNARY_TYPES else base
+        out.append(("token_embd", vocab * hidden, _fit_block(embd, hidden)))
         out.append(("output", vocab * hidden, out_type))
 
     q_in, q_out = matrices["q"]

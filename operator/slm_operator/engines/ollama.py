@@ -1,0 +1,132 @@
+"""Ollama: GGUF on CPU (or GPU), behind the project's authenticating proxy.
+
+Ollama has no authentication of its own: it listens on 127.0.0.1 only, and the auth-proxy
+container (runtime-images/ollama, `python -m slm_ollama proxy`) checks the key from the mounted
+Secret file, forwards to it and serves Prometheus metrics on the metrics port. The server
+container (`slm_ollama serve`) imports the GGUF from the model cache into Ollama's blob store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from slm_operator import constants as c
+from slm_operator import podspec
+from slm_operator.engines.base import (
+    GIB,
+    MIB,
+    EngineBase,
+    ImageSetting,
+    MetricsEndpoint,
+    Obj,
+    ServeInput,
+)
+from slm_operator.engines.table import row
+
+if TYPE_CHECKING:
+    from slm_operator.sizing.catalog import GpuProduct, ModelFacts
+
+RUNTIME_BASE_BYTES = 384 * MIB       # the Go server and its llama runner process
+CUDA_CONTEXT_BYTES = 512 * MIB
+LLAMA_CPP_UBATCH = 512               # llama.cpp default n_ubatch
+PROXY_MEMORY_BYTES = 256 * MIB       # the auth-proxy container's request and limit
+MODELS_DIR = "/var/lib/ollama-models"
+WORKING_HEADROOM = 1.2
+
+
+def llama_compute_buffer(facts: ModelFacts) -> int:
+    """llama.cpp's compute buffer: one micro-batch of logits and FFN activations in f32."""
+    return LLAMA_CPP_UBATCH * 4 * (facts.vocab_size + 3 * facts.intermediate_size)
+
+
+def models_bytes(artifact_bytes: int) -> int:
+    """OLLAMA_MODELS: Ollama copies the whole GGUF into its blob store, plus its manifests."""
+    return int(artifact_bytes * WORKING_HEADROOM) + GIB
+
+
+class Ollama(EngineBase):
+    row = row("ollama")
+    image = ImageSetting("ollama")
+    metrics = MetricsEndpoint("metrics")
+    queue_metric = None   # the proxy counts requests in flight, not a queue: CPU is the default signal
+    tmp_bytes = 1 * GIB
+    host_base_bytes = 1 * GIB
+    sidecar_memory_bytes = PROXY_MEMORY_BYTES
+    sliding_window_capped = True  # llama.cpp's SWA cache
+
+    def concurrency(self, options: Any) -> int:
+        return options.num_parallel if options else 4  # num_parallel slots of num_ctx each
+
+    def context_option(self, options: Any) -> int | None:
+        return options.num_ctx if options else None
+
+    def runtime_overhead(self, facts: ModelFacts, *, device: str, context: int, weights_bytes: int,
+                         tensor_parallel: int, gpu: GpuProduct | None, io_bytes: int) -> dict[str, int]:
+        parts = {"runtime": RUNTIME_BASE_BYTES}
+        if device == "gpu":
+            parts["cuda_context"] = CUDA_CONTEXT_BYTES
+        parts["compute_buffer"] = llama_compute_buffer(facts)
+        return parts
+
+    def smaller_quants(self, gpu: GpuProduct | None) -> list[tuple[str, str]]:
+        return [("gguf", "Q4_K_M"), ("gguf", "Q4_0")]
+
+    def containers(self, inp: ServeInput) -> tuple[list[Obj], list[Obj]]:
+        opts = inp.options
+        num_ctx = opts.num_ctx if opts and opts.num_ctx else inp.context
+        blob_bytes = models_bytes(inp.artifact_bytes)
+        server = {
+            "name": "ollama",
+            "image": inp.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-m", "slm_ollama", "serve"],
+            "args": [
+                "--gguf-dir", inp.model_path,
+                "--name", inp.served_name,
+                "--param", f"num_ctx={num_ctx}",
+            ],
+            "env": podspec.env({
+                "HOME": "/tmp",
+                "OLLAMA_HOST": "127.0.0.1:11434",
+                # Ollama copies the GGUF into its blob store: a volume of its own, sized from the
+                # artifact (not /tmp, capped for caches).
+                "OLLAMA_MODELS": MODELS_DIR,
+                "OLLAMA_NUM_PARALLEL": str(opts.num_parallel if opts else 4),
+                "OLLAMA_KEEP_ALIVE": opts.keep_alive if opts else "-1",
+                "OLLAMA_NOPRUNE": "1",
+            }),
+            # Ollama listens on localhost only, so probes exec its CLI instead of HTTP.
+            "startupProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 10,
+                             "failureThreshold": 180, "timeoutSeconds": 5},
+            "livenessProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 30,
+                              "failureThreshold": 4, "timeoutSeconds": 10},
+            "readinessProbe": {"exec": {"command": ["ollama", "list"]}, "periodSeconds": 15,
+                               "failureThreshold": 3, "timeoutSeconds": 10},
+            "resources": podspec.with_scratch(inp.resources, self.tmp_bytes + blob_bytes),
+            "securityContext": podspec.container_security_context(),
+            "volumeMounts": [*inp.mounts, {"name": "ollama-models", "mountPath": MODELS_DIR}],
+        }
+        proxy = {
+            "name": "auth-proxy",
+            "image": inp.image,
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python3", "-m", "slm_ollama", "proxy"],
+            "args": [
+                "--listen", f"0.0.0.0:{c.API_PORT}",
+                "--metrics-listen", f"0.0.0.0:{c.METRICS_PORT}",
+                "--upstream", "http://127.0.0.1:11434",
+                "--api-key-file", c.API_KEY_FILE,
+                "--model", inp.served_name,
+            ],
+            "env": podspec.env({"HOME": "/tmp"}),
+            "ports": podspec.ports(metrics_separate=True),
+            **podspec.http_probes("/ready", "/health"),
+            "resources": podspec.resources("250m", f"{PROXY_MEMORY_BYTES // MIB}Mi", 0),
+            "securityContext": podspec.container_security_context(),
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                             {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True}],
+        }
+        return [server, proxy], [podspec.empty_dir("ollama-models", blob_bytes)]
+
+
+ENGINE = Ollama()
