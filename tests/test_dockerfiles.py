@@ -263,6 +263,7 @@ SMOKE = {
     "onnxruntime-server": ["--help"],
     "ollama": ["--help"],
     "vllm": ["--allow-unauthenticated", "--print-args", "--", "/models/m", "--served-model-name", "m"],
+    "llamacpp": ["--version"],
 }
 
 
@@ -287,6 +288,7 @@ def test_image_scripts_pass_shellcheck():
     exe = shutil.which("shellcheck")
     if exe is None:
         pytest.skip("shellcheck not installed (apt-get install shellcheck)")
-    out = subprocess.run([exe, "-S", "warning", str(IMAGES_SH), str(SETUP_SH)], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([exe, "-S", "warning", str(IMAGES_SH), str(SETUP_SH),
+                          str(REPO / "runtime-images/llamacpp/build-llama-server.sh")],
+                         capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout
