@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from slm_operator import constants as c
 from slm_operator import podspec
+from slm_operator.engines import ggml
 from slm_operator.engines.base import (
     GIB,
     MIB,
@@ -31,7 +32,6 @@ from slm_operator.engines.base import (
     QueueMetric,
     ServeInput,
 )
-from slm_operator.engines.ollama import llama_compute_buffer
 from slm_operator.engines.table import row
 
 if TYPE_CHECKING:
@@ -86,8 +86,12 @@ class LlamaCpp(EngineBase):
         parts = {"runtime": RUNTIME_BASE_BYTES}
         if device == "gpu":
             parts["cuda_context"] = CUDA_CONTEXT_BYTES
-        parts["compute_buffer"] = llama_compute_buffer(facts)
+        parts["compute_buffer"] = ggml.compute_buffer(facts)
         return parts
+
+    def check_model(self, facts: ModelFacts, *, device: str, gpu: GpuProduct | None,
+                    fmt: str | None, qtype: str | None) -> None:
+        ggml.check_graph(facts)
 
     def smaller_quants(self, gpu: GpuProduct | None) -> list[tuple[str, str]]:
         return [("gguf", "Q4_K_M"), ("gguf", "Q4_0")]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from slm_operator import constants as c
 from slm_operator import podspec
+from slm_operator.engines import ggml
 from slm_operator.engines.base import (
     GIB,
     MIB,
@@ -28,15 +29,9 @@ if TYPE_CHECKING:
 
 RUNTIME_BASE_BYTES = 384 * MIB       # the Go server and its llama runner process
 CUDA_CONTEXT_BYTES = 512 * MIB
-LLAMA_CPP_UBATCH = 512               # llama.cpp default n_ubatch
 PROXY_MEMORY_BYTES = 256 * MIB       # the auth-proxy container's request and limit
 MODELS_DIR = "/var/lib/ollama-models"
 WORKING_HEADROOM = 1.2
-
-
-def llama_compute_buffer(facts: ModelFacts) -> int:
-    """llama.cpp's compute buffer: one micro-batch of logits and FFN activations in f32."""
-    return LLAMA_CPP_UBATCH * 4 * (facts.vocab_size + 3 * facts.intermediate_size)
 
 
 def models_bytes(artifact_bytes: int) -> int:
@@ -65,8 +60,12 @@ class Ollama(EngineBase):
         parts = {"runtime": RUNTIME_BASE_BYTES}
         if device == "gpu":
             parts["cuda_context"] = CUDA_CONTEXT_BYTES
-        parts["compute_buffer"] = llama_compute_buffer(facts)
+        parts["compute_buffer"] = ggml.compute_buffer(facts)
         return parts
+
+    def check_model(self, facts: ModelFacts, *, device: str, gpu: GpuProduct | None,
+                    fmt: str | None, qtype: str | None) -> None:
+        ggml.check_graph(facts)
 
     def smaller_quants(self, gpu: GpuProduct | None) -> list[tuple[str, str]]:
         return [("gguf", "Q4_K_M"), ("gguf", "Q4_0")]

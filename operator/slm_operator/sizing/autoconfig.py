@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from slm_operator import engines
+from slm_operator.engines.ggml import BITNET_ARCHITECTURES
 from slm_operator.sizing.catalog import MIB, GpuProduct, ModelFacts, lookup_gpu, tier_for
 from slm_operator.sizing.errors import (
     InvalidQuantizationError,
@@ -79,7 +80,7 @@ from slm_operator.sizing.quant import (
 )
 
 # Architectures trained ternary (BitNet b1.58): the only ones a TQ1_0/TQ2_0 GGUF keeps working.
-TERNARY_ARCHITECTURES = frozenset({"BitNetForCausalLM"})
+TERNARY_ARCHITECTURES = BITNET_ARCHITECTURES
 # Their default type: TQ2_0 (2.0625 bpw) rather than TQ1_0 (1.6875 bpw): 12 % larger, and its
 # 2-bit packing needs no base-3 unpacking, the faster of the two on CPUs (llama.cpp PR 8151).
 TERNARY_DEFAULT = "TQ2_0"

@@ -87,6 +87,7 @@ class ModelFacts:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     source: str = "catalog"  # "catalog" or "config.json"
     quantized_as: str | None = None  # quant_method of a pre-quantized config.json
+    hidden_act: str = "silu"  # config.json hidden_act (the feed-forward's activation)
 
     @property
     def tier(self) -> str:
@@ -432,7 +433,7 @@ def facts_from_config(config: dict[str, Any], *, model_id: str = "") -> ModelFac
         hidden_size=hidden, intermediate_size=inter, attention_heads=heads, kv_heads=kv,
         head_dim=head_dim, vocab_size=vocab, max_context=max_ctx, tied_embeddings=tied,
         sliding_window=window, sliding_window_layers=window_layers, vision_params=vision,
-        family=model_type, source="config.json",
+        family=model_type, source="config.json", hidden_act=str(config.get("hidden_act") or "silu"),
         quantized_as=(config.get("quantization_config") or {}).get("quant_method"),
     )
     return replace(facts, params=facts.derived_params)

@@ -1,0 +1,40 @@
+"""What the two llama.cpp-based engines (Ollama, llama.cpp's llama-server) share: ggml's
+compute buffer and the model graphs llama.cpp has.
+
+Source: the llama.cpp the pinned llama-cpp-python sdist vendors. Its BITNET graph
+(src/models/bitnet.cpp) is the SiLU-gated BitNet b1.58 of 1bitLLM (convert_hf_to_gguf.py maps
+BitnetForCausalLM and BitNetForCausalLM to it); microsoft/bitnet-b1.58-2B-4T uses a squared-ReLU
+feed-forward (config.json hidden_act "relu2"), which that graph does not compute: converting it
+would give a different model (Microsoft's bitnet.cpp serves it; not shipped here).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slm_operator.sizing.catalog import ModelFacts
+
+LLAMA_CPP_UBATCH = 512  # llama.cpp default n_ubatch
+BITNET_ARCHITECTURES = frozenset({"BitnetForCausalLM", "BitNetForCausalLM"})
+BITNET_ACTIVATIONS = frozenset({"silu"})
+
+
+def compute_buffer(facts: ModelFacts) -> int:
+    """llama.cpp's compute buffer: one micro-batch of logits and FFN activations in f32 (bytes)."""
+    return LLAMA_CPP_UBATCH * 4 * (facts.vocab_size + 3 * facts.intermediate_size)
+
+
+def check_graph(facts: ModelFacts) -> None:
+    """Raise UnsupportedModelError (field spec.model.source) for a model llama.cpp's graphs
+    would compute wrongly: a BitNet model whose feed-forward is not SiLU-gated."""
+    if facts.architecture in BITNET_ARCHITECTURES and facts.hidden_act not in BITNET_ACTIVATIONS:
+        from slm_operator.sizing.errors import UnsupportedModelError
+
+        e = UnsupportedModelError(
+            f"{facts.name} is a BitNet model with a {facts.hidden_act} feed-forward; llama.cpp's BitNet "
+            "graph is SiLU-gated, so a GGUF of it would compute a different model (it needs Microsoft's "
+            "bitnet.cpp, not shipped here): serve a SiLU BitNet b1.58 model (the 1bitLLM bitnet_b1_58 "
+            "family) with engine llamacpp, or another model.")
+        e.condition_reason, e.field = "UnsupportedModel", "spec.model.source"
+        raise e
