@@ -30,6 +30,8 @@ def test_unsupported_reason_names_the_field_and_the_fix():
     assert gguf.unsupported_reason({"architectures": ["BitnetForCausalLM"]}, "TQ2_0") is None  # 1bitLLM layout
     relu2 = gguf.unsupported_reason({**bitnet, "hidden_act": "relu2"}, "TQ1_0")
     assert relu2 and "hidden_act" in relu2 and "'relu2'" in relu2 and "bitnet-b1.58-2B-4T" in relu2
+    untied = gguf.unsupported_reason({**bitnet, "tie_word_embeddings": False}, "TQ2_0")
+    assert untied and "tie_word_embeddings" in untied
     # llama.h's enum llama_ftype values.
     assert (gguf.FTYPES["TQ1_0"], gguf.FTYPES["TQ2_0"]) == (36, 37)
 

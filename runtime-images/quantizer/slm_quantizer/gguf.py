@@ -98,7 +98,8 @@ def unsupported_reason(config: dict, qtype: str) -> str | None:
 
     config: the model's config.json. A ternary type needs a BitNet b1.58 model (any other model's
     weights are not ternary: TQ1_0/TQ2_0 would destroy them); a BitNet model needs the activation
-    llama.cpp's BITNET graph computes (BITNET_ACTIVATIONS), whatever the type.
+    llama.cpp's BITNET graph computes (BITNET_ACTIVATIONS) and tied embeddings (the graph's output
+    is the token embedding; src/models/bitnet.cpp), whatever the type.
     """
     archs = ", ".join(config.get("architectures") or []) or "none"
     if qtype in TERNARY_TYPES and not is_bitnet(config):
@@ -113,6 +114,10 @@ def unsupported_reason(config: dict, qtype: str) -> str | None:
                 f"compute a different model. BitNet b1.58 models with hidden_act silu convert (the "
                 f"1bitLLM bitnet_b1_58 family); microsoft/bitnet-b1.58-2B-4T (relu2) needs Microsoft's "
                 f"bitnet.cpp, which this project does not ship")
+    if is_bitnet(config) and config.get("tie_word_embeddings") is False:
+        return ("this BitNet model's config.json tie_word_embeddings is false (a separate lm_head); "
+                "llama.cpp's BitNet graph computes the output with the token embedding and its converter "
+                "has no place for lm_head.weight. BitNet b1.58 models with tied embeddings convert")
     return None
 
 
