@@ -1,0 +1,86 @@
+"""`slmctl compose`: the Compose file's shape, hardening and secrets, checked against the Compose
+specification JSON schema (the run with podman-compose is e2e/test_compose.py)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slm_operator.local.compose import ComposeError, build, schema_errors, write
+
+
+def manifest(engine: str = "onnxruntime", fmt: str = "onnx", qtype: str = "int4", **model: Any) -> dict[str, Any]:
+    return {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "tiny"},
+            "spec": {"model": {"source": "hf://slm-e2e/tiny-qwen3", "revision": "main", "contextLength": 512,
+                               "hub": {"endpoint": "http://hub.example:8080"}, **model},
+                     "quantization": {"format": fmt, "type": qtype}, "engine": {"name": engine},
+                     "resources": {"cpu": "1", "memory": "2Gi"}}}
+
+
+@pytest.mark.parametrize(("engine", "fmt", "qtype"), [("onnxruntime", "onnx", "int4"), ("ollama", "gguf", "Q4_K_M")])
+def test_services_hardened_and_ordered(engine: str, fmt: str, qtype: str) -> None:
+    doc = build(manifest(engine, fmt, qtype), webui=True, port=18000)
+    assert schema_errors(doc) == []
+    svcs = doc["services"]
+    for name, svc in svcs.items():
+        assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"], name
+        assert svc["tmpfs"] == ["/tmp"], name
+        if name == "volumes-init":  # root, but CHOWN is its only capability, and it exits
+            assert svc["user"] == "0:0" and svc["cap_add"] == ["CHOWN"] and svc["restart"] == "no"
+        else:
+            assert svc["user"] == "65532:65532", name
+        assert svc.get("read_only") is True or name == "webui", name
+    assert svcs["quantize"]["restart"] == "no"
+    assert svcs["quantize"]["depends_on"] == {"volumes-init": {"condition": "service_completed_successfully"}}
+    engine_svc = svcs["api"] if engine == "onnxruntime" else svcs["ollama"]
+    assert engine_svc["depends_on"] == {"quantize": {"condition": "service_completed_successfully"}}
+    assert svcs["api"]["ports"] == ["127.0.0.1:18000:8000"]  # loopback only
+    assert "/ready" in " ".join(svcs["api"]["healthcheck"]["test"])
+    assert "--api-key-file" in svcs["api"]["command"] and svcs["api"]["secrets"] == ["api-key"]
+    assert doc["secrets"] == {"api-key": {"file": "./secrets/api-key"}}
+    assert svcs["quantize"]["environment"]["HF_ENDPOINT"] == "http://hub.example:8080"
+    art = svcs["quantize"]["command"][svcs["quantize"]["command"].index("--output") + 1]
+    assert art.startswith(f"/models/artifacts/{fmt}-{qtype.lower()}-")
+    if engine == "ollama":  # no key check of its own: only the internal network reaches it
+        assert "ports" not in svcs["ollama"] and svcs["ollama"]["networks"] == ["backend"]
+        assert doc["networks"]["backend"] == {"internal": True}
+        assert "http://ollama:11434" in svcs["api"]["command"]
+    assert svcs["webui"]["environment"]["OPENAI_API_BASE_URL"] == "http://api:8000/v1"
+    assert "OPENAI_API_KEY" not in svcs["webui"]["environment"]  # read from the secret at start
+
+
+def test_schema_check_can_fail() -> None:
+    doc = build(manifest())
+    broken = copy.deepcopy(doc)
+    broken["services"]["api"]["read_only"] = "yes"
+    broken["services"]["api"]["depends_on"]["quantize"]["condition"] = "service_done"
+    problems = schema_errors(broken)
+    assert any(p.startswith("services/api/read_only") for p in problems), problems
+    assert any("depends_on" in p for p in problems), problems
+
+
+def test_token_is_a_compose_secret(tmp_path: Path) -> None:
+    doc = build(manifest(tokenSecretRef={"name": "hf-token"}))
+    q = doc["services"]["quantize"]
+    assert q["secrets"] == ["hf-token"] and q["command"][-2:] == ["--token-file", "/run/secrets/hf-token"]
+    made = write(doc, tmp_path / "compose.yaml")
+    assert sorted(p.name for p in made) == ["api-key", "hf-token"]
+    assert oct((tmp_path / "secrets").stat().st_mode)[-3:] == "700"
+    key = (tmp_path / "secrets" / "api-key").read_text().strip()
+    assert len(key) >= 40 and key not in (tmp_path / "compose.yaml").read_text()
+    assert yaml.safe_load((tmp_path / "compose.yaml").read_text()) == doc
+    assert write(doc, tmp_path / "compose.yaml") == []  # existing secrets are kept
+    assert (tmp_path / "secrets" / "api-key").read_text().strip() == key
+
+
+def test_refusals_name_the_field() -> None:
+    with pytest.raises(ComposeError, match=r"engine\.name: vllm"):
+        build(manifest("vllm", "none", "bf16"))
+    bad = manifest()
+    bad["spec"]["model"]["contextLength"] = 10
+    with pytest.raises(ComposeError, match=r"contextLength"):
+        build(bad)
