@@ -161,6 +161,10 @@ def test_a_silu_bitnet_model_gets_a_ternary_type_on_llama_cpp() -> None:
     with pytest.raises(InvalidQuantizationError, match="llamacpp") as e:
         autoconfigure(m, engine="ollama", quant_format="gguf", quant_type="TQ1_0")
     assert e.value.field == "spec.quantization.type"
+    # Untied embeddings: llama.cpp's BitNet graph has no lm_head (the quantizer refuses it too).
+    with pytest.raises(UnsupportedModelError, match="untied embeddings") as u:
+        autoconfigure(replace(m, tied_embeddings=False), cpu_only=True)
+    assert u.value.field == "spec.model.source"
 
 
 @pytest.mark.parametrize(("spec", "field", "words"), [

@@ -27,14 +27,24 @@ def compute_buffer(facts: ModelFacts) -> int:
 
 def check_graph(facts: ModelFacts) -> None:
     """Raise UnsupportedModelError (field spec.model.source) for a model llama.cpp's graphs
-    would compute wrongly: a BitNet model whose feed-forward is not SiLU-gated."""
-    if facts.architecture in BITNET_ARCHITECTURES and facts.hidden_act not in BITNET_ACTIVATIONS:
+    would compute wrongly or cannot hold: a BitNet model whose feed-forward is not SiLU-gated,
+    or whose embeddings are untied (the BITNET graph's output is the token embedding: no place
+    for a separate lm_head; the quantizer refuses the same, runtime-images/quantizer gguf.py)."""
+    if facts.architecture not in BITNET_ARCHITECTURES:
+        return
+    why = None
+    if facts.hidden_act not in BITNET_ACTIVATIONS:
+        why = (f"a BitNet model with a {facts.hidden_act} feed-forward; llama.cpp's BitNet graph is "
+               "SiLU-gated, so a GGUF of it would compute a different model (it needs Microsoft's "
+               "bitnet.cpp, not shipped here)")
+    elif not facts.tied_embeddings:
+        why = ("a BitNet model with untied embeddings (config.json tie_word_embeddings false); llama.cpp's "
+               "BitNet graph has no place for a separate lm_head")
+    if why:
         from slm_operator.sizing.errors import UnsupportedModelError
 
         e = UnsupportedModelError(
-            f"{facts.name} is a BitNet model with a {facts.hidden_act} feed-forward; llama.cpp's BitNet "
-            "graph is SiLU-gated, so a GGUF of it would compute a different model (it needs Microsoft's "
-            "bitnet.cpp, not shipped here): serve a SiLU BitNet b1.58 model (the 1bitLLM bitnet_b1_58 "
-            "family) with engine llamacpp, or another model.")
+            f"{facts.name} is {why}: serve a BitNet b1.58 model with a SiLU-gated feed-forward and tied "
+            "embeddings with engine llamacpp, or another model.")
         e.condition_reason, e.field = "UnsupportedModel", "spec.model.source"
         raise e
