@@ -26,6 +26,7 @@ import pydantic
 
 from slm_operator import api, hub, metrics, podfaults
 from slm_operator import constants as c
+from slm_operator.autoscaler import autoscaler_problem
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
 from slm_operator.kube import Kube, refusal
@@ -488,6 +489,14 @@ class Reconciler:
             if not obs.available.status:
                 obs.available = Cond(False, c.R_FAILED_CREATE, msg)
             return
+        # An HPA that cannot read its metric holds its replicas silently: say so (its own
+        # ScalingActive=False, past a grace for the first scrape and adapter relist).
+        if cr.spec.autoscaling is not None and obs.problem is None:
+            cause, again = autoscaler_problem(self.cache.get("HorizontalPodAutoscaler", cr.metadata.namespace, name))
+            if again is not None:
+                out.again_after(again)
+            if cause is not None:
+                obs.problem = cause
         progress = conds.get("Progressing") or {}
         if (progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded"
                 and obs.problem is None):
