@@ -167,7 +167,8 @@ def test_gpu_utilization_scales_up_at_90_and_down_at_10(slm_crd: str,  # noqa: F
     name = "phi4-mini"
     apply(kc, *dcgm_exporter(gpu_ns, honor_labels=True), namespace=gpu_ns)
     figures: dict[str, Any] = {}
-    with fleet(kc) as f, run_operator(kc, [ns]) as op:
+    # A short grace before an HPA that reads nothing is Degraded (the default is 3 minutes).
+    with fleet(kc) as f, run_operator(kc, [ns], env={"SLM_AUTOSCALER_METRICS_GRACE_SECONDS": "20"}) as op:
         f.watch = [(gpu_ns, "app=nvidia-dcgm-exporter", DCGM_PORT, "dcgm"),
                    (ns, "app.kubernetes.io/component=server", VLLM_PORT, "vllm")]
         f.gpu_util = 90
@@ -218,6 +219,12 @@ def test_gpu_utilization_scales_up_at_90_and_down_at_10(slm_crd: str,  # noqa: F
         cond = hpa_conditions(status)["ScalingActive"]
         assert cond["reason"] == "FailedGetPodsMetric" and GPU_METRIC in cond["message"], cond
         figures["honor_labels_off_to_scaling_inactive"] = cond["reason"]
+        # Bad input seen from the SLMDeployment: Degraded, naming the metric and the fix.
+        slm_obj = wait_for_condition(kc, "-n", ns, "slm", name, type_="Degraded", timeout=120)
+        deg = next(c for c in slm_obj["status"]["conditions"] if c["type"] == "Degraded")
+        assert deg["reason"] == "AutoscalerMetricsUnavailable", deg
+        assert GPU_METRIC in deg["message"] and "dcgm-exporter" in deg["message"], deg
+        assert "ScalingActive=False" in deg["message"] and "honorLabels: true" in deg["message"], deg
         assert not f.errors, f.errors[:3]
         assert "Traceback" not in op.output()
     print(f"\nGPU-utilization autoscaling figures: {json.dumps(figures)}")
