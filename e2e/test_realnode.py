@@ -260,7 +260,8 @@ def test_gguf_through_ollama(kubeconfig: str, namespace: str, real_node: RealNod
                               engine="ollama", repo=TOOLS_REPO), namespace=ns)
         obj = wait_ready(kubeconfig, ns, "tiny-gguf", op)
         assert obj["status"]["artifact"]["format"] == "gguf"
-        n, text = serve_and_answer(kubeconfig, ns, "tiny-gguf", "tiny-qwen3")
+        served = TOOLS_REPO.rsplit("/", 1)[1]  # the served model id: the source's last part
+        n, text = serve_and_answer(kubeconfig, ns, "tiny-gguf", served)
         assert n > 0, text
         # A tools request with the key: the model's own template takes tools, so Ollama must not
         # refuse it ("does not support tools", issue 12 item 8).
@@ -269,7 +270,7 @@ def test_gguf_through_ollama(kubeconfig: str, namespace: str, real_node: RealNod
         with port_forward(kubeconfig, ns, "service/tiny-gguf", 8000) as port:
             client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", max_retries=0, timeout=120,
                                    api_key=api_key(kubeconfig, ns, "tiny-gguf-api-key"))
-            out = client.chat.completions.create(model="tiny-qwen3", max_tokens=4, tools=[weather],
+            out = client.chat.completions.create(model=served, max_tokens=4, tools=[weather],
                                                  messages=[{"role": "user", "content": "Weather in Paris?"}])
             assert out.choices[0].finish_reason in ("length", "stop", "tool_calls"), out
         assert_restricted_and_read_only(kubeconfig, ns)
