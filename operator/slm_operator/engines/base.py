@@ -100,6 +100,7 @@ class Engine(Protocol):
     metrics: MetricsEndpoint
     queue_metric: QueueMetric | None
     kv_cache_metric: bool
+    ready_path: str
     tmp_bytes: int
     host_base_bytes: int
     sidecar_memory_bytes: int
@@ -130,6 +131,7 @@ class EngineBase:
     metrics: MetricsEndpoint = MetricsEndpoint("metrics")
     queue_metric: QueueMetric | None = None
     kv_cache_metric: bool = False
+    ready_path: str = "/ready"   # answers 200 without the key once the model is loaded
     tmp_bytes: int = 1 * GIB
     host_base_bytes: int = 1 * GIB
     sidecar_memory_bytes: int = 0

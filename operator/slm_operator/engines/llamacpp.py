@@ -46,16 +46,19 @@ GGUF_FILE = "model.gguf"      # what the quantizer publishes (runtime-images/qua
 ALL_LAYERS = "999"            # --n-gpu-layers: more than any model has = every layer on the GPU
 
 
-def server_args(inp: ServeInput) -> list[str]:
-    """`llama-server` flags for one replica (no secret on the command line: the key is a file)."""
+def server_args(inp: ServeInput, *, host: str = "0.0.0.0", port: int = c.API_PORT,
+                key_file: str = c.API_KEY_FILE) -> list[str]:
+    """`llama-server` flags for one replica (no secret on the command line: the key is a file).
+
+    host/port/key_file: the pod's by default; `slmctl up` and `slmctl compose` pass their own."""
     parallel = inp.options.parallel if inp.options else DEFAULT_PARALLEL
     threads = max(1, inp.cpu_millicores // 1000)
     args = [
         "--model", f"{inp.model_path}/{GGUF_FILE}",
         "--alias", inp.served_name,
-        "--host", "0.0.0.0",
-        "--port", str(c.API_PORT),
-        "--api-key-file", c.API_KEY_FILE,
+        "--host", host,
+        "--port", str(port),
+        "--api-key-file", key_file,
         # Each of the `parallel` slots holds `context` tokens (sizing budgeted exactly that).
         "--ctx-size", str(inp.context * parallel),
         "--parallel", str(parallel),
@@ -74,6 +77,7 @@ class LlamaCpp(EngineBase):
     image = ImageSetting("llamacpp")
     metrics = MetricsEndpoint("http", "/metrics", needs_key=True)
     queue_metric = QueueMetric("llamacpp:requests_deferred", "llamacpp_requests_deferred")
+    ready_path = "/health"  # 503 while the model loads, 200 once ready; public (no key)
     tmp_bytes = 1 * GIB
     host_base_bytes = 1 * GIB
     sliding_window_capped = True  # llama.cpp's SWA cache (--swa-full off by default)
@@ -105,7 +109,7 @@ class LlamaCpp(EngineBase):
             "args": server_args(inp),
             "env": podspec.env({"HOME": "/tmp"}),
             "ports": podspec.ports(metrics_separate=False),
-            **podspec.http_probes("/health", "/health"),
+            **podspec.http_probes(self.ready_path, "/health"),
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": inp.mounts,

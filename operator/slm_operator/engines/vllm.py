@@ -98,6 +98,7 @@ class VLLM(EngineBase):
     metrics = MetricsEndpoint("http")
     queue_metric = QueueMetric("vllm:num_requests_waiting", "vllm_num_requests_waiting")
     kv_cache_metric = True
+    ready_path = "/health"
     tmp_bytes = 4 * GIB               # torch/triton compile caches (docs/sizing.md)
     host_base_bytes = 4 * GIB         # interpreter, torch/CUDA libraries, tokenizer, staging
     sliding_window_capped = True      # hybrid KV-cache manager
@@ -172,7 +173,7 @@ class VLLM(EngineBase):
             "env": podspec.env({"HOME": "/tmp", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                                 "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
             "ports": podspec.ports(metrics_separate=False),
-            **podspec.http_probes("/health", "/health"),
+            **podspec.http_probes(self.ready_path, "/health"),
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": [*inp.mounts, {"name": "dshm", "mountPath": "/dev/shm"}],

@@ -28,13 +28,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from slm_operator import api
+from slm_operator import api, engines
+from slm_operator.diff import parse_quantity
+from slm_operator.engines import llamacpp as llamacpp_engine
+from slm_operator.engines.base import ServeInput
 from slm_operator.resolve import artifact_key, execution_target, resolve
 
 IMAGES = {  # what `make images` tags (hack/images.sh), as the operator's defaults
     "quantizer": "ghcr.io/slm-operator/quantizer:0.1.0",
     "onnxruntime": "ghcr.io/slm-operator/onnxruntime-server:0.1.0",
     "ollama": "ghcr.io/slm-operator/ollama:0.1.0",
+    "llamacpp": "ghcr.io/slm-operator/llamacpp:0.1.0",
 }
 # Open WebUI's own image, the same release as the PyPI package the browser test runs.
 WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.12.4"
@@ -76,9 +80,9 @@ def _hardened(image: str, read_only: bool = True) -> dict[str, Any]:
     return svc
 
 
-def _ready_check(port: int, start_period: str) -> dict[str, Any]:
+def _ready_check(port: int, start_period: str, path: str = "/ready") -> dict[str, Any]:
     probe = ("import sys, urllib.request; "
-             f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}/ready', timeout=4).status == 200 else 1)")
+             f"sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=4).status == 200 else 1)")
     return {"test": ["CMD", "python3", "-c", probe], "interval": "10s", "timeout": "5s", "retries": 3,
             "start_period": start_period}
 
@@ -139,7 +143,22 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
     services: dict[str, Any] = {"volumes-init": {}, "quantize": quantize}
     volumes: dict[str, Any] = {"model-cache": {}}
     networks: dict[str, Any] = {"default": {}}
-    if r.engine == "onnxruntime":
+    engines.get(r.engine)  # an unknown engine is an error, never another engine's services
+    if r.engine == "llamacpp":
+        inp = ServeInput(served_name=r.served_name, model_path=art, fmt=r.format, qtype=r.qtype,
+                         context=r.context_length, gpu_count=r.gpu_count,
+                         cpu_millicores=int((parse_quantity(r.cpu) or 1) * 1000), target=target,
+                         options=spec.engine.llamacpp, resources={}, mounts=[], artifact_bytes=0, image="")
+        # llama-server checks the key itself: one service, its API published on localhost only.
+        services["api"] = {
+            **_hardened(imgs["llamacpp"]), **after,
+            "entrypoint": ["llama-server"],
+            "command": llamacpp_engine.server_args(inp, key_file=key_file),
+            "environment": {"HOME": "/tmp"}, "volumes": ["model-cache:/models:ro"], "secrets": ["api-key"],
+            "ports": [f"127.0.0.1:{port}:{API_PORT}"],
+            "healthcheck": _ready_check(API_PORT, "120s", llamacpp_engine.ENGINE.ready_path),
+            "restart": "unless-stopped"}
+    elif r.engine == "onnxruntime":
         opts = spec.engine.onnxruntime
         services["api"] = {
             **_hardened(imgs["onnxruntime"]), **after,
@@ -152,7 +171,7 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
             "environment": {"HOME": "/tmp"}, "volumes": ["model-cache:/models:ro"], "secrets": ["api-key"],
             "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "120s"),
             "restart": "unless-stopped"}
-    else:
+    elif r.engine == "ollama":
         opts_o = spec.engine.ollama
         num_ctx = opts_o.num_ctx if opts_o and opts_o.num_ctx else r.context_length
         services["ollama"] = {
@@ -181,6 +200,9 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
         volumes["ollama-models"] = {}
         owned.append("/ollama")
         networks["backend"] = {"internal": True}
+    else:
+        raise ComposeError(f"{name}: engine.name: {r.engine} is not served by slmctl compose; use onnxruntime, "
+                           "ollama or llamacpp")
     if webui:
         # Open WebUI writes under /app (its static files, caches) at start: not read-only; the
         # rest of the hardening holds. The key is read from the secret into its environment.

@@ -34,7 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slm_operator import api
+from slm_operator import api, engines
+from slm_operator.diff import parse_quantity
+from slm_operator.engines import llamacpp as llamacpp_engine
+from slm_operator.engines.base import ServeInput
 from slm_operator.local import machine as mach
 from slm_operator.local.state import StateDir
 from slm_operator.resolve import Resolved, artifact_key, execution_target, resolve
@@ -45,6 +48,7 @@ IMAGE_USER = "65532:65532"  # the runtime images' USER (runtime-images/*/Dockerf
 READY_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 20.0
 OLLAMA_VERSION = "0.13.5"  # hack/images.sh OLLAMA_VERSION: the binary it caches
+LLAMA_CPP_VERSION = "0.3.36"  # runtime-images/install-ml-deps.sh: hack/images.sh caches llama-server by it
 Say = Callable[[str], None]
 
 
@@ -159,11 +163,35 @@ def ollama_binary() -> str | None:
     return shutil.which("ollama") or (str(cached) if os.access(cached, os.X_OK) else None)
 
 
+def llama_server_binary() -> str | None:
+    """$SLM_LLAMA_SERVER_BIN, `llama-server` on PATH, or the build hack/images.sh caches."""
+    env = os.environ.get("SLM_LLAMA_SERVER_BIN")
+    if env:
+        return env
+    version = os.environ.get("LLAMA_CPP_VERSION", LLAMA_CPP_VERSION)
+    cached = Path.home() / ".cache" / "slm-operator" / "bin" / f"llama-server-{version}" / "bin" / "llama-server"
+    return shutil.which("llama-server") or (str(cached) if os.access(cached, os.X_OK) else None)
+
+
 def engine_commands(p: Plan, port: int, private_port: int) -> list[dict[str, Any]]:
     """The processes that serve the model: [{role, argv, env}], the API on 127.0.0.1:port."""
     py = sys.executable
     base_env = {"HOME": str(p.state.root), "PYTHONUNBUFFERED": "1"}
     r = p.r
+    engines.get(r.engine)  # an unknown engine is an error, never another engine's launcher
+    if r.engine == "llamacpp":
+        binary = llama_server_binary()
+        if binary is None:
+            raise LocalError(f"{p.name}: engine llamacpp needs llama.cpp's llama-server: put it on PATH, set "
+                             "SLM_LLAMA_SERVER_BIN, or build it once with `bash hack/images.sh llama-server-bin`; "
+                             "or set engine.name: ollama")
+        inp = ServeInput(served_name=r.served_name, model_path=str(p.artifact), fmt=r.format, qtype=r.qtype,
+                         context=r.context_length, gpu_count=r.gpu_count,
+                         cpu_millicores=int((parse_quantity(r.cpu) or 1) * 1000),
+                         target=execution_target(p.spec, r), options=p.spec.engine.llamacpp, resources={},
+                         mounts=[], artifact_bytes=0, image="")
+        return [{"role": "engine", "env": base_env, "argv": [binary, *llamacpp_engine.server_args(
+            inp, host="127.0.0.1", port=port, key_file=str(p.api_key_file))]}]
     if r.engine == "onnxruntime":
         opts = p.spec.engine.onnxruntime
         return [{"role": "engine", "env": base_env, "argv": [
@@ -172,6 +200,9 @@ def engine_commands(p: Plan, port: int, private_port: int) -> list[dict[str, Any
             "--device", execution_target(p.spec, r), "--max-concurrency", str(opts.workers if opts else 4),
             "--max-queue", str(opts.queue_size if opts else 64), "--max-model-len", str(r.context_length),
             "--grace-period-s", "10"]}]
+    if r.engine != "ollama":
+        raise LocalError(f"{p.name}: engine.name: {r.engine} is not served in local mode; use onnxruntime, ollama "
+                         "or llamacpp")
     binary = ollama_binary()
     if binary is None:
         raise LocalError(f"{p.name}: engine ollama needs the Ollama binary: put `ollama` on PATH, set SLM_OLLAMA_BIN, "
@@ -384,7 +415,8 @@ def up(obj: dict[str, Any], *, port: int | None = None, runtime: str = "auto", n
                   "quantizeSeconds": round(quantize_s, 2)}
         p.state.write_run(record)
         deadline = time.monotonic() + timeout
-        while http_status(f"http://127.0.0.1:{port}/ready") != 200:
+        ready_path = engines.get(p.r.engine).ready_path
+        while http_status(f"http://127.0.0.1:{port}{ready_path}") != 200:
             dead = [pr for pr in procs if not _alive(pr["pid"], pr["marker"])]
             if dead:
                 raise LocalError(f"{p.name}: the {dead[0]['role']} exited while starting; last lines of "
@@ -415,7 +447,8 @@ def status(name: str | None = None) -> list[dict[str, Any]]:
     for st in states:
         rec = st.read_run() or {}
         alive = running(rec)
-        ready = alive and http_status(f"http://127.0.0.1:{rec['port']}/ready") == 200
+        path = engines.get(rec["engine"]).ready_path if rec.get("engine") in engines.ENGINE_NAMES else "/ready"
+        ready = alive and http_status(f"http://127.0.0.1:{rec['port']}{path}") == 200
         rows.append({"name": st.root.name, "running": alive, "ready": bool(ready), "url": rec.get("url"),
                      "engine": rec.get("engine"), "model": rec.get("model"), "apiKeyFile": rec.get("apiKeyFile"),
                      "pids": [pr["pid"] for pr in rec.get("processes") or []], "state": str(st.root)})
