@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -60,8 +61,14 @@ async def serve(ns: argparse.Namespace) -> None:
         runners.append(runner)
     logging.getLogger("slm_gateway").info("gateway for %s on %s (metrics %s)", ns.engine, ns.listen,
                                           ns.metrics_listen)
+    # As PID 1 in a container, SIGTERM has no default action: stop on it (the kubelet sends it,
+    # then waits terminationGracePeriodSeconds); cleanup lets in-flight streams finish first.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         for runner in reversed(runners):
             await runner.cleanup()

@@ -308,13 +308,31 @@ class Gateway:
         m.requests.labels(consumer.name, label, str(upstream.status)).inc()
         meter = UsageMeter(_kind(upstream.headers.get("Content-Type", "")), injected) \
             if label in GENERATION or label == "/v1/embeddings" else None
+        length = upstream.headers.get("Content-Length")
+        if length is not None and int(length) <= self.cfg.max_body_bytes and (meter is None or meter.kind == "json"):
+            # A whole answer of known length: read it and send headers and body in one write.
+            try:
+                data = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError) as err:
+                upstream.close()
+                m.in_flight.dec()
+                m.upstream_errors.labels(label).inc()
+                log.warning("upstream error on %s: %s", label, type(err).__name__)
+                return error(502, "the model server broke off its answer", "server_error", "upstream_unavailable")
+            finally:
+                upstream.release()
+            m.in_flight.dec()
+            m.duration.labels(label).observe(time.perf_counter() - start)
+            if meter is not None:
+                meter.feed(data)
+                meter.finish()
+                self._account(consumer, meter)
+            headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
+            return web.Response(body=data, status=upstream.status, reason=upstream.reason, headers=headers)
         out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for k, v in upstream.headers.items():
             if k.lower() not in HOP_BY_HOP:
                 out.headers.add(k, v)
-        length = upstream.headers.get("Content-Length")
-        if length is not None and (meter is None or meter.kind == "json"):
-            out.content_length = int(length)
         try:
             await out.prepare(request)
             # iter_any passes on what arrived, as it arrived: no re-chunking, so each event the
