@@ -9,7 +9,8 @@
 # skipped with that reason.
 set -euo pipefail
 
-PACKAGES=(podman buildah runc containernetworking-plugins iptables mmdebstrap uidmap chromium chromium-driver)
+# redis-server: the gateway's shared limit store, started for real by tests/gateway and bench/gateway.
+PACKAGES=(podman buildah runc containernetworking-plugins iptables mmdebstrap uidmap chromium chromium-driver redis-server)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")
