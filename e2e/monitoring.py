@@ -326,7 +326,7 @@ def ensure_monitoring(kubeconfig: str) -> Monitoring:
     state = node_state(kubeconfig)
     if isinstance(state, str):
         raise RuntimeError(f"Prometheus runs on the real node: {state}")
-    missing = missing_binaries()
+    missing = [m for m in missing_binaries() if m != "kube-state-metrics"]
     if missing:
         raise RuntimeError(f"not built: {' '.join(missing)} (run e2e/cluster/build)")
     with _lock():
@@ -340,10 +340,12 @@ def ensure_monitoring(kubeconfig: str) -> Monitoring:
         _start("prometheus-operator", [
             str(binary("prometheus-operator")), f"--prometheus-config-reloader={RELOADER_IMAGE}",
             f"--web.listen-address={OPERATOR_WEB}", "--log-level=info"], env={"KUBECONFIG": admin})
-        _start("kube-state-metrics", [
-            str(binary("kube-state-metrics")), f"--kubeconfig={admin}", f"--host={NODE_IP}", f"--port={KSM_PORT}",
-            "--telemetry-host=127.0.0.1", f"--telemetry-port={KSM_PORT + 1}",
-            "--resources=deployments,horizontalpodautoscalers,pods,jobs"])
+        # kube-state-metrics is needed by the alerts and dashboards only (not by the HPAs).
+        if binary("kube-state-metrics").exists():
+            _start("kube-state-metrics", [
+                str(binary("kube-state-metrics")), f"--kubeconfig={admin}", f"--host={NODE_IP}", f"--port={KSM_PORT}",
+                "--telemetry-host=127.0.0.1", f"--telemetry-port={KSM_PORT + 1}",
+                "--resources=deployments,horizontalpodautoscalers,pods,jobs"])
         apply(kubeconfig, *_base_objects())
         apply(kubeconfig, *_ksm_objects())
         apply(kubeconfig, prometheus_rule(), namespace=NAMESPACE)

@@ -37,6 +37,7 @@ from e2e.monitoring import (  # noqa: F401
     chart_template,
     dashboards,
     host_target,
+    missing_binaries,
     monitoring,
     prometheus_rule,
 )
@@ -108,6 +109,8 @@ def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, r
                                               images: dict[str, str], hub: Any,  # noqa: F811
                                               monitoring: Monitoring) -> None:  # noqa: F811
     kc, ns = kubeconfig, namespace
+    assert not [m for m in missing_binaries() if m == "kube-state-metrics"], \
+        "kube-state-metrics is not built (e2e/cluster/build): the HPA alert and the replica panels need it"
     port = free_port(NODE_IP)
     apply(kc, *operator_scrape_objects(ns, port), short_for_rule(ns), namespace=ns)
 
