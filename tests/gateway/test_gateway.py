@@ -13,6 +13,7 @@ from harness import PROMPT_TOKENS, WORDS, FakeEngine, serving_aiohttp, serving_g
 from slm_gateway.app import Gateway, GatewayConfig, build_app
 from slm_gateway.metrics import GatewayMetrics
 
+_REDIS: list[str] = []  # the stack's store, for tests that start a second replica
 ALICE, BOB, CAROL = "sk-alice-0123456789abcdef", "sk-bob-0123456789abcdef", "sk-carol-0123456789abcdef"
 
 
@@ -33,6 +34,7 @@ def stack(tmp_path, flush_redis):
                             recheck_s=0)
         gw = Gateway(cfg, metrics)
         with serving_gateway(gw) as (url, murl):
+            _REDIS[:] = [flush_redis]
             yield engine, url, murl, metrics, keys, upstream
 
 
@@ -264,3 +266,18 @@ def test_time_to_first_chunk_through_the_gateway_vs_direct(stack, capsys):
         print(f"\ntime to first chunk, median of 5: direct {direct * 1000:.1f} ms, through the gateway "
               f"{via * 1000:.1f} ms (+{(via - direct) * 1000:.1f} ms)")
     assert via - direct < engine.chunk_delay_s
+
+
+def test_tokens_spent_on_one_replica_limit_the_other(stack):
+    """Replica A's token debits reach the store within its flush interval (1 s) without a further
+    request on A, so replica B refuses the consumer."""
+    _, url_a, _, _, keys, upstream = stack
+    h = {"Authorization": f"Bearer {CAROL}"}  # 20 tokens/min; 9 per call
+    codes = [httpx.post(f"{url_a}/v1/chat/completions", headers=h, json={"model": "tiny", "messages": []}).status_code
+             for _ in range(3)]
+    assert codes == [200, 200, 200]
+    time.sleep(1.5)
+    gw_b = Gateway(GatewayConfig(engine="vllm", upstream=upstream, keys_dir=keys, redis_url=_REDIS[0], scope="ns/m"))
+    with serving_gateway(gw_b) as (url_b, _):
+        r = httpx.post(f"{url_b}/v1/chat/completions", headers=h, json={"model": "tiny", "messages": []})
+    assert r.status_code == 429 and r.json()["error"]["type"] == "tokens", r.text

@@ -184,7 +184,12 @@ class Gateway:
         if self.limiter is None and cfg.redis_url:
             self.limiter = Limiter.from_url(cfg.redis_url, cfg.scope, password=cfg.redis_password)
         self._session: aiohttp.ClientSession | None = None
-        self._tasks: set[asyncio.Task] = set()
+        # Tokens counted on this replica and not yet in the store, by consumer: they ride on the
+        # consumer's next admit, or are flushed within ``debit_flush_s`` (bounds the lag other
+        # replicas see).
+        self.pending_tokens: dict[str, int] = {}
+        self.debit_flush_s = 1.0
+        self._flusher: asyncio.Task | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -197,9 +202,11 @@ class Gateway:
         return self._session
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await task
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush_debits()
         if self._session is not None:
             await self._session.close()
         if self.limiter is not None:
@@ -266,10 +273,13 @@ class Gateway:
     async def _admit(self, consumer: Consumer, label: str) -> web.Response | None:
         m = self.metrics
         assert self.limiter is not None  # consumers with limits are rejected without a store
+        debit = self.pending_tokens.pop(consumer.name, 0)
         try:
             decision = await self.limiter.admit(consumer.name, consumer.requests_per_minute,
-                                                consumer.tokens_per_minute)
+                                                consumer.tokens_per_minute, debit=debit)
         except LimitStoreError as err:
+            if debit:
+                self.pending_tokens[consumer.name] = self.pending_tokens.get(consumer.name, 0) + debit
             log.warning("limit store error (%s): %s", err, "letting the request through" if self.cfg.fail_open
                         else "refusing the request")
             if self.cfg.fail_open:
@@ -366,16 +376,28 @@ class Gateway:
         if completion:
             self.metrics.tokens.labels(consumer.name, "completion").inc(completion)
         if consumer.tokens_per_minute is not None and self.limiter is not None and prompt + completion:
-            task = asyncio.get_running_loop().create_task(self._debit(consumer.name, prompt + completion))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self.pending_tokens[consumer.name] = self.pending_tokens.get(consumer.name, 0) + prompt + completion
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
-    async def _debit(self, name: str, tokens: int) -> None:
-        try:
-            await self.limiter.debit(name, tokens)  # type: ignore[union-attr]
-        except LimitStoreError as err:
-            self.metrics.limit_store_errors.labels("debit_lost").inc()
-            log.warning("could not count %d tokens of %s: %s", tokens, name, err)
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(self.debit_flush_s)
+        await self.flush_debits()
+
+    async def flush_debits(self) -> None:
+        """Add every consumer's pending tokens to the store (kept for the next try when it fails)."""
+        if self.limiter is None:
+            return
+        for name in list(self.pending_tokens):
+            tokens = self.pending_tokens.pop(name, 0)
+            if not tokens:
+                continue
+            try:
+                await self.limiter.debit(name, tokens)
+            except LimitStoreError as err:
+                self.pending_tokens[name] = self.pending_tokens.get(name, 0) + tokens
+                self.metrics.limit_store_errors.labels("debit_delayed").inc()
+                log.warning("could not count %d tokens of %s yet: %s", tokens, name, err)
 
     # --- metrics port -----------------------------------------------------------------------
     async def metrics_endpoint(self, _: web.Request) -> web.Response:

@@ -10,9 +10,10 @@ takes the time from Redis (``TIME``), not from the gateway, so replicas whose cl
 one timeline. Tests may pass ``now_ms`` to pin the time.
 
 Tokens are only known after the response: ``admit`` checks that the consumer's token window still
-has room (and counts the request), ``debit`` adds the tokens the engine reported afterwards, so one
+has room (and counts the request), the tokens the engine reported are added afterwards, so one
 request can take a consumer past its token limit, and the next ones wait (what Envoy AI Gateway's
-token limits do too).
+token limits do too). The gateway adds them with the consumer's next ``admit`` (same round trip),
+or with ``debit`` when no request came within its flush interval.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ WINDOW_MS = 60_000
 
 # KEYS[1]: requests counter base, KEYS[2]: tokens counter base (same hash tag: one slot).
 # ARGV: op ("admit" | "debit"), window ms, requests limit (-1 none), tokens limit (-1 none),
-#       tokens to debit, now in ms ("" = Redis' own clock).
+#       tokens to add first (both ops), now in ms ("" = Redis' own clock).
 # admit returns {1, 0, "", rem_req, rem_tok} or {0, retry_ms, "requests"|"tokens", 0, 0}.
 SCRIPT = """
 local op, window = ARGV[1], tonumber(ARGV[2])
@@ -56,13 +57,12 @@ local function wait(cur, prev, limit, need)
   return math.ceil(window - elapsed + e2)
 end
 local rk, tk = KEYS[1], KEYS[2]
-if op == 'debit' then
-  if cost > 0 then
-    redis.call('INCRBY', tk .. ':' .. idx, cost)
-    redis.call('PEXPIRE', tk .. ':' .. idx, ttl)
-  end
-  return {1, 0, '', 0, 0}
+-- Tokens of earlier answers are added first (admit carries them too: one round trip, not two).
+if cost > 0 then
+  redis.call('INCRBY', tk .. ':' .. idx, cost)
+  redis.call('PEXPIRE', tk .. ':' .. idx, ttl)
 end
+if op == 'debit' then return {1, 0, '', 0, 0} end
 local rem_req, rem_tok = -1, -1
 if rpm >= 0 then
   local cur, prev = counts(rk)
@@ -121,10 +121,12 @@ class Limiter:
         return [f"{base}:req", f"{base}:tok"]
 
     async def admit(self, consumer: str, requests_per_minute: int | None, tokens_per_minute: int | None,
-                    *, now_ms: int | None = None) -> Decision:
-        """Count one request if both windows have room; raises LimitStoreError when the store fails."""
+                    *, debit: int = 0, now_ms: int | None = None) -> Decision:
+        """Add ``debit`` tokens (of earlier answers), then count one request if both windows have
+        room; raises LimitStoreError when the store fails (nothing was added then)."""
         args = ["admit", self.window_ms, -1 if requests_per_minute is None else requests_per_minute,
-                -1 if tokens_per_minute is None else tokens_per_minute, 0, "" if now_ms is None else now_ms]
+                -1 if tokens_per_minute is None else tokens_per_minute, max(0, int(debit)),
+                "" if now_ms is None else now_ms]
         try:
             ok, retry_ms, which, rem_req, rem_tok = await self._script(keys=self._keys(consumer), args=args)
         except (RedisError, OSError) as err:
