@@ -330,7 +330,7 @@ def quantize(p: Plan, runtime: str, say: Say) -> float:
     return time.monotonic() - start
 
 
-def _spawn(p: Plan, role: str, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
+def _spawn(p: Plan, role: str, argv: list[str], env: dict[str, str]) -> tuple[dict[str, Any], subprocess.Popen]:
     log = p.state.logs / f"{role}.log"
     with open(log, "ab") as fh:
         fh.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} start\n".encode())
@@ -339,7 +339,7 @@ def _spawn(p: Plan, role: str, argv: list[str], env: dict[str, str]) -> dict[str
         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
                                 cwd=p.state.root, start_new_session=True)
-    return {"role": role, "pid": proc.pid, "marker": argv[2], "log": str(log)}
+    return {"role": role, "pid": proc.pid, "marker": argv[2], "log": str(log)}, proc
 
 
 def stop(record: dict[str, Any], timeout: float = STOP_TIMEOUT_S) -> None:
@@ -405,10 +405,13 @@ def up(obj: dict[str, Any], *, port: int | None = None, runtime: str = "auto", n
     port = _choose_port(p, port, previous)
     url = f"http://127.0.0.1:{port}/v1"
     procs = []
+    children: list[subprocess.Popen] = []
     record: dict[str, Any] = {}
     try:
         for cmd in engine_commands(p, port, free_port()):
-            procs.append(_spawn(p, cmd["role"], cmd["argv"], cmd["env"]))
+            entry, child = _spawn(p, cmd["role"], cmd["argv"], cmd["env"])
+            procs.append(entry)
+            children.append(child)
         record = {"name": p.name, "engine": p.r.engine, "model": p.r.served_name, "port": port, "url": url,
                   "artifact": str(p.artifact), "artifactKey": p.key, "apiKeyFile": str(p.api_key_file),
                   "processes": procs, "startedAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -417,7 +420,8 @@ def up(obj: dict[str, Any], *, port: int | None = None, runtime: str = "auto", n
         deadline = time.monotonic() + timeout
         ready_path = engines.get(p.r.engine).ready_path
         while http_status(f"http://127.0.0.1:{port}{ready_path}") != 200:
-            dead = [pr for pr in procs if not _alive(pr["pid"], pr["marker"])]
+            # poll(), not _alive(): until exec, a fresh child's command line is still ours.
+            dead = [pr for pr, child in zip(procs, children, strict=True) if child.poll() is not None]
             if dead:
                 raise LocalError(f"{p.name}: the {dead[0]['role']} exited while starting; last lines of "
                                  f"{dead[0]['log']}:\n{_tail(Path(dead[0]['log']))}")
@@ -425,7 +429,15 @@ def up(obj: dict[str, Any], *, port: int | None = None, runtime: str = "auto", n
                 raise LocalError(f"{p.name}: not ready after {timeout:.0f} s; logs in {p.state.logs}")
             time.sleep(0.1)
     except BaseException:
-        stop({"processes": procs})
+        for child in children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
         raise
     record["readySeconds"] = round(time.monotonic() - t0, 2)
     p.state.write_run(record)
