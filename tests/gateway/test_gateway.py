@@ -281,3 +281,23 @@ def test_tokens_spent_on_one_replica_limit_the_other(stack):
     with serving_gateway(gw_b) as (url_b, _):
         r = httpx.post(f"{url_b}/v1/chat/completions", headers=h, json={"model": "tiny", "messages": []})
     assert r.status_code == 429 and r.json()["error"]["type"] == "tokens", r.text
+
+
+def test_engine_key_is_sent_instead_of_the_clients(tmp_path):
+    """Engines that insist on a key of their own (the ONNX server, llama-server) get it from the
+    gateway; the consumer's key never reaches the engine."""
+    keys, engine_key = tmp_path / "k", tmp_path / "engine-key"
+    write_consumers(keys, {"bob": BOB})
+    engine_key.write_text("sk-engine-internal-0123456789\n")
+    engine = FakeEngine()
+    with serving_aiohttp(engine.app()) as upstream:
+        gw = Gateway(GatewayConfig(engine="onnx", upstream=upstream, keys_dir=keys, upstream_key_file=engine_key))
+        with serving_gateway(gw) as (url, _):
+            r = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {BOB}"},
+                           json={"model": "tiny", "messages": []})
+            assert r.status_code == 200
+            engine_key.write_text("sk-engine-rotated-0123456789\n")
+            httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {BOB}"},
+                       json={"model": "tiny", "messages": []})
+    sent = [h.get("Authorization") for _, _, h, _ in engine.seen]
+    assert sent == ["Bearer sk-engine-internal-0123456789", "Bearer sk-engine-rotated-0123456789"]

@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", default="default", help="limit counter namespace: one per model, e.g. ns/name")
     p.add_argument("--fail-open", action="store_true",
                    help="let requests through when the limit store is down (default: refuse with 503)")
+    p.add_argument("--upstream-key-file", type=Path,
+                   help="the engine's own key (first line), sent to it as Bearer; the client's key never is")
     p.add_argument("--model", help="Ollama: the model that must be loaded before /ready answers 200")
     p.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     p.add_argument("--recheck-s", type=float, default=1.0, help="how often the key files are checked for changes")
@@ -50,7 +52,8 @@ async def serve(ns: argparse.Namespace) -> None:
     password = ns.redis_password_file.read_text(encoding="utf-8").strip() if ns.redis_password_file else None
     cfg = GatewayConfig(engine=ns.engine, upstream=ns.upstream, keys_dir=ns.keys_dir, api_key_file=ns.api_key_file,
                         redis_url=ns.redis_url, redis_password=password, scope=ns.scope, fail_open=ns.fail_open,
-                        recheck_s=ns.recheck_s, model=ns.model, max_body_bytes=ns.max_body_bytes)
+                        recheck_s=ns.recheck_s, model=ns.model, max_body_bytes=ns.max_body_bytes,
+                        upstream_key_file=ns.upstream_key_file)
     gw = Gateway(cfg)
     runners = []
     for app, listen in ((build_app(gw), ns.listen), (build_metrics_app(gw), ns.metrics_listen)):

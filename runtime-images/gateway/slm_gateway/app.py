@@ -68,6 +68,9 @@ class GatewayConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     connect_timeout_s: float = 5.0
     read_timeout_s: float | None = None  # generations can be long; a stuck engine shows in the metrics
+    # The engine's own key (engines that insist on one: the ONNX server, llama-server, vLLM's
+    # --api-key), sent as Bearer on every forwarded request; the client's key never reaches it.
+    upstream_key_file: Path | None = None
 
     @property
     def profile(self) -> Profile:
@@ -190,6 +193,26 @@ class Gateway:
         self.pending_tokens: dict[str, int] = {}
         self.debit_flush_s = 1.0
         self._flusher: asyncio.Task | None = None
+        self._upstream_key: tuple[object, dict[str, str]] = (None, {})
+
+    def upstream_auth(self) -> dict[str, str]:
+        """{"Authorization": "Bearer <engine key>"} when --upstream-key-file is set (re-read when the
+        mounted file changes), else {}."""
+        path = self.cfg.upstream_key_file
+        if path is None:
+            return {}
+        try:
+            st = path.stat()
+            stamp: object = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            stamp = None
+        if stamp != self._upstream_key[0]:
+            try:
+                lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            except OSError:
+                lines = []
+            self._upstream_key = (stamp, {"Authorization": f"Bearer {lines[0]}"} if lines else {})
+        return self._upstream_key[1]
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -216,7 +239,8 @@ class Gateway:
     async def ready(self) -> web.Response:
         path = READY_PATHS[self.profile.engine]
         try:
-            async with self.session.get(path, timeout=aiohttp.ClientTimeout(total=3)) as r:
+            async with self.session.get(path, headers=self.upstream_auth(),
+                                        timeout=aiohttp.ClientTimeout(total=3)) as r:
                 body = await r.read()
         except (TimeoutError, aiohttp.ClientError) as err:
             return web.json_response({"status": "upstream unreachable", "detail": type(err).__name__}, status=503)
@@ -303,6 +327,7 @@ class Gateway:
         m = self.metrics
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers["Accept-Encoding"] = "identity"  # plain bytes, so usage can be read on the way
+        headers.update(self.upstream_auth())
         start = time.perf_counter()
         m.in_flight.inc()
         try:
@@ -407,7 +432,8 @@ class Gateway:
             # The engine listens on loopback only: its series (vllm:num_requests_waiting, ...)
             # are scraped through here, after the gateway's own.
             try:
-                async with self.session.get(path, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                async with self.session.get(path, headers=self.upstream_auth(),
+                                            timeout=aiohttp.ClientTimeout(total=5)) as r:
                     if r.status == 200:
                         text += await r.read()
             except (TimeoutError, aiohttp.ClientError):
