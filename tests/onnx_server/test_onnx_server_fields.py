@@ -146,6 +146,8 @@ def test_deprecated_openai_function_fields_are_refused() -> None:
          "response_format"),
         ({"truncate_prompt_tokens": 0}, "truncate_prompt_tokens"),
         ({"min_tokens": 9, "max_tokens": 3}, "min_tokens"),
+        ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options.continuous_usage_stats"),
+        ({"stream": True, "stream_options": {"include_usage": True, "other": 1}}, "stream_options"),
     ],
 )
 def test_structured_output_and_tools_validation_names_the_field(extra: dict, param: str) -> None:

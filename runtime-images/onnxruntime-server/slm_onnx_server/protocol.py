@@ -335,7 +335,13 @@ def _common(body: Any, kind: str) -> tuple[str, bool, bool, SamplingParams, dict
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise invalid("'stream_options' must be an object.", param="stream_options")
-    include_usage = bool((options or {}).get("include_usage", False))
+    include_usage = _bool(options or {}, "include_usage", False)
+    if (options or {}).get("continuous_usage_stats"):
+        raise invalid("'stream_options.continuous_usage_stats' is not supported by this server: usage comes in the "
+                      "last chunk (include_usage).", param="stream_options.continuous_usage_stats")
+    unknown_options = sorted(set(options or {}) - {"include_usage", "continuous_usage_stats"})
+    if unknown_options:
+        raise invalid(f"'stream_options' takes include_usage; got {unknown_options}.", param="stream_options")
     # max_completion_tokens is the newer chat name; both mean the same here.
     max_tokens = _int(body, "max_completion_tokens", 1) if kind == "chat" else None
     if max_tokens is None:
@@ -481,10 +487,10 @@ def parse_chat(body: Any) -> ParsedRequest:
                                "content": _message_text(message.get("content", ""), i)}
         if role == "assistant" and message.get("tool_calls"):
             out["tool_calls"] = _history_tool_calls(message["tool_calls"], i)
-        if role == "tool":
-            for key in ("tool_call_id", "name"):
-                if isinstance(message.get(key), str):
-                    out[key] = message[key]
+        # Templates may read a participant's name and a tool result's call id.
+        for key in ("tool_call_id", "name") if role == "tool" else ("name",):
+            if isinstance(message.get(key), str):
+                out[key] = message[key]
         parsed.append(out)
     tools, mode, tool_grammar = _tools(body)
     if tool_grammar is not None:
