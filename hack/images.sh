@@ -17,6 +17,7 @@
 #   hack/images.sh llama-server-bin        build (cached) llama.cpp's llama-server, print its folder
 # NAMEs: operator quantizer onnxruntime-server ollama vllm llamacpp. References are what the chart and the
 # operator default to (ghcr.io/slm-operator/<name>:<tag>), so a local cluster needs no override.
+# `gateway` (runtime-images/gateway) builds only when named.
 #
 # Environment:
 #   SLM_BASE=debian   build the bases from Debian's packages (mmdebstrap) instead of pulling the
@@ -53,7 +54,7 @@ die() { echo "images: $*" >&2; exit 1; }
 dockerfile_of() {
   case "$1" in
     operator) echo operator/Dockerfile ;;
-    quantizer|onnxruntime-server|ollama|vllm|llamacpp) echo "runtime-images/$1/Dockerfile" ;;
+    quantizer|onnxruntime-server|ollama|vllm|llamacpp|gateway) echo "runtime-images/$1/Dockerfile" ;;
     *) die "unknown image '$1' (expected one of: ${ALL[*]})" ;;
   esac
 }
@@ -69,6 +70,11 @@ ref_of() {
     tag="$(awk -v repo="slm-operator/$name" '
       $1 == "repository:" { hit = ($2 == repo) }
       hit && $1 == "tag:" { gsub(/"/, "", $2); print $2; exit }' "$REPO/charts/slm-operator/values.yaml")"
+  fi
+  # The gateway (runtime-images/gateway) has no chart entry until the operator renders it: the
+  # chart's appVersion, as the operator's. Not in ALL, so `build` without names skips it.
+  if [[ -z "$tag" && "$name" == gateway ]]; then
+    tag="$(awk '$1 == "appVersion:" { gsub(/["\047]/, "", $2); print $2; exit }' "$REPO/charts/slm-operator/Chart.yaml")"
   fi
   [[ -n "$tag" ]] || die "no default tag for $name in charts/slm-operator"
   echo "ghcr.io/slm-operator/$name:$tag"
