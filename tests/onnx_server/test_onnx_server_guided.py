@@ -253,3 +253,12 @@ def test_auto_grammar_call_branch_reads_back_as_tool_calls(onnx_model_dir: Path)
     for call in calls:
         schema = WEATHER if call["function"]["name"] == "get_weather" else {"maxProperties": 0}
         jsonschema.validate(json.loads(call["function"]["arguments"]), schema)
+
+
+def test_chat_template_kwargs_reach_the_template(hermes_server: Server) -> None:
+    """Qwen3's template writes an empty think block for enable_thinking=false: the prompt grows."""
+    client = hermes_server.client()
+    plain = client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=1, temperature=0)
+    no_think = client.chat.completions.create(model=MODEL_NAME, messages=MESSAGES, max_tokens=1, temperature=0,
+                                              extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    assert no_think.usage.prompt_tokens > plain.usage.prompt_tokens
