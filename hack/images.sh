@@ -267,20 +267,25 @@ EOF
   echo "$ref"
 }
 
-# llama.cpp's llama-server from the llama.cpp source the pinned llama-cpp-python sdist vendors (CPU,
-# static; runtime-images/llamacpp/build-llama-server.sh), cached by version. The llamacpp image
+# llama.cpp's llama-server from the llama.cpp source the pinned llama-cpp-python sdist vendors (CPU;
+# runtime-images/llamacpp/build-llama-server.sh), cached by version: linked against the venv's
+# llama-cpp-python libraries when it has the pinned version, else all of llama.cpp, static. The llamacpp image
 # build mounts this folder at /prebuilt (podman/buildah) instead of compiling it again.
 llama_server_bin() {
-  local out="$CACHE/bin/llama-server-$LLAMA_CPP_VERSION" py start tmp lock
+  local out="$CACHE/bin/llama-server-$LLAMA_CPP_VERSION" py start tmp lock libs
   if [[ -x "$out/bin/llama-server" ]]; then echo "$out"; return 0; fi
   py="python3"; [[ -x "$REPO/.venv/bin/python" ]] && py="$REPO/.venv/bin/python"
   mkdir -p "$(dirname "$out")"
   exec {lock}>"$out.lock" && flock "$lock"   # one build at a time (parallel test sessions wait)
   if [[ -x "$out/bin/llama-server" ]]; then echo "$out"; return 0; fi
   start=$SECONDS
-  log "building llama-server (llama-cpp-python $LLAMA_CPP_VERSION's llama.cpp, CPU; about 15-25 min on 2 cores)"
+  log "building llama-server (llama-cpp-python $LLAMA_CPP_VERSION's llama.cpp, CPU; 5-60 min on 2 cores)"
   tmp="$(mktemp -d "$out.build-XXXXXX")"
-  PYTHON="$py" LLAMA_CPP_VERSION="$LLAMA_CPP_VERSION" JOBS="${JOBS:-2}" nice -n 10 \
+  # llama-cpp-python's own libraries where the venv has the pinned version (make venv built them
+  # for the quantizer): only the server's sources are compiled (minutes, not an hour on 2 cores).
+  libs="$("$py" -c 'import sysconfig, llama_cpp; print(sysconfig.get_paths()["purelib"] + "/lib", llama_cpp.__version__)' 2>/dev/null || true)"
+  if [[ "${libs#* }" == "$LLAMA_CPP_VERSION" && -e "${libs% *}/libllama-common.so" ]]; then libs="${libs% *}"; else libs=""; fi
+  LLAMA_LIB_DIR="$libs" PYTHON="$py" LLAMA_CPP_VERSION="$LLAMA_CPP_VERSION" JOBS="${JOBS:-2}" nice -n 10 \
     bash "$REPO/runtime-images/llamacpp/build-llama-server.sh" "$tmp" >&2 \
     || { rm -rf "$tmp"; die "building llama-server failed"; }
   rm -rf "$out" && mv "$tmp" "$out"
