@@ -124,7 +124,7 @@ def served(browser_ready: None, tmp_path_factory: pytest.TempPathFactory) -> Ite
                              "quantization": {"format": "onnx", "type": "int4"}, "engine": {"name": "onnxruntime"},
                              "resources": {"cpu": "1", "memory": "2Gi"}}}
         try:
-            record = run.up(manifest, port=port, say=print)
+            record = run.up(manifest, port=port, say=lambda s: print(s) if "shown once" not in s else None)
             wait_install()
             key = Path(record["apiKeyFile"]).read_text().strip()
             env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "DATA_DIR": str(tmp / "webui"),

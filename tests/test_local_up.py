@@ -186,7 +186,8 @@ def test_up_ollama_gguf(hub: tuple[str, str], home: Path) -> None:
     if run.ollama_binary() is None:
         pytest.skip("no Ollama binary: hack/images.sh builds it (~/.cache/slm-operator/bin/ollama-v0.13.5)")
     _needs("llama_cpp", "slm_ollama")
-    rec = run.up(manifest("tiny-gguf", hub, fmt="gguf", qtype="Q8_0", engine="ollama"), port=0, say=print)
+    rec = run.up(manifest("tiny-gguf", hub, fmt="gguf", qtype="Q8_0", engine="ollama"), port=0,
+                 say=lambda s: print(s) if "shown once" not in s else None)  # no key in test output
     try:
         key = Path(rec["apiKeyFile"]).read_text().strip()
         assert [pr["role"] for pr in rec["processes"]] == ["engine", "proxy"]
