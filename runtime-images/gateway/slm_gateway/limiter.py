@@ -108,9 +108,10 @@ class Limiter:
 
     @classmethod
     def from_url(cls, url: str, scope: str, *, password: str | None = None, timeout_s: float = 2.0,
-                 connect_timeout_s: float = 0.5) -> Limiter:
-        """A limiter on ``redis://host:port/db``. A store that is down refuses connections at once or
-        within ``connect_timeout_s``; ``timeout_s`` bounds a slow answer (seconds)."""
+                 connect_timeout_s: float = 2.0) -> Limiter:
+        """A limiter on ``redis://host:port/db``. A store that is down refuses connections at once (a
+        Service without endpoints rejects them); ``connect_timeout_s`` bounds a connection that hangs
+        and ``timeout_s`` a slow answer (seconds; 0.5 s proved too short for a burst on a loaded node)."""
         client = aioredis.Redis.from_url(url, password=password, socket_timeout=timeout_s,
                                          socket_connect_timeout=connect_timeout_s, health_check_interval=30)
         return cls(client, scope)
