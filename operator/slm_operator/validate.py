@@ -11,7 +11,8 @@ admission cannot see; the operator reports those as Degraded with the same sente
 from __future__ import annotations
 
 import copy
-from functools import cache
+import json
+from functools import cache, lru_cache
 from typing import Any
 
 import celpy
@@ -40,12 +41,52 @@ def _path(parts: Any) -> str:
     return out
 
 
-def _schema_errors(obj: dict[str, Any]) -> list[str]:
+# Schema failures after which kube-apiserver runs no CEL rule (apiextensions-apiserver's
+# hasBlockingErr: NotSupported, Required, TooLong, TooMany, TypeInvalid); out-of-range numbers,
+# minLength/minItems and patterns do not block, and CEL errors are reported beside them.
+_BLOCKING = frozenset({"enum", "required", "maxLength", "maxItems", "maxProperties", "type"})
+
+
+def _schema_errors(obj: dict[str, Any]) -> tuple[list[str], bool]:
+    """The schema's errors as "field: message", and whether any blocks the CEL rules."""
     validator = jsonschema.Draft7Validator(_schema())
     errors = []
+    blocking = False
     for e in sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path)):
-        errors.append(f"{_path(e.absolute_path) or '<root>'}: {e.message}")
-    return errors
+        blocking = blocking or e.validator in _BLOCKING
+        where = _path(e.absolute_path)
+        if e.validator == "required":
+            # Name the missing field itself, as the API server does ("spec.model.source: Required value").
+            missing = e.message.split("'")[1] if e.message.startswith("'") else str(e.message)
+            field = f"{where}.{missing}" if where else missing
+            errors.append(f"{field}: Required value: add {field}")
+            continue
+        errors.append(f"{where or '<root>'}: {e.message}")
+    return errors, blocking
+
+
+def admission_form(obj: Any, schema: dict[str, Any]) -> Any:
+    """The object as the API server decodes it before validating (a copy).
+
+    Null object fields and map values are pruned (no field here is `nullable`), so `replicas:
+    null` means "not set" and a default may fill it; integral numbers in integer fields become
+    ints (`300.0` decodes as 300). Nulls inside lists stay, and are type errors there too.
+    """
+    if isinstance(obj, dict):
+        props = schema.get("properties")
+        extra = schema.get("additionalProperties") if isinstance(schema.get("additionalProperties"), dict) else None
+        out = {}
+        for k, v in obj.items():
+            sub = props.get(k) if props is not None else extra
+            if v is None and sub is not None and not sub.get("nullable"):
+                continue
+            out[k] = admission_form(v, sub or {})
+        return out
+    if isinstance(obj, list):
+        return [admission_form(x, schema.get("items", {})) for x in obj]
+    if isinstance(obj, float) and schema.get("type") == "integer" and obj.is_integer():
+        return int(obj)
+    return obj
 
 
 def _unknown_fields(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
@@ -56,7 +97,7 @@ def _unknown_fields(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
             sub = schema["properties"].get(key)
             if sub is None:
                 if not schema.get("x-kubernetes-preserve-unknown-fields") and path != "metadata":
-                    errors.append(f"{path + '.' if path else ''}{key}: unknown field")
+                    errors.append(f"{path + '.' if path else ''}{key}: unknown field: remove it or fix its spelling")
                 continue
             errors += _unknown_fields(value, sub, f"{path + '.' if path else ''}{key}")
     elif isinstance(obj, list) and "items" in schema:
@@ -65,21 +106,32 @@ def _unknown_fields(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
     return errors
 
 
+@lru_cache(maxsize=65536)
+def _rule_result(rule: str, message: str, value: str) -> str | None:
+    """One CEL rule on one JSON value: None when it holds, else the error text.
+
+    Cached by the value's canonical JSON (the rules see only `self`, so the result is a function
+    of the two): the defaulted and the typed pass share most values, and cel-python's tree
+    walk costs milliseconds a rule.
+    """
+    try:
+        ok = _program(rule).evaluate({"self": celpy.json_to_cel(json.loads(value))})
+    except Exception as e:  # a rule that cannot evaluate is a rejection at admission too
+        return f"rule {rule!r} failed to evaluate: {e}"
+    if isinstance(ok, celpy.CELEvalError):
+        return f"rule {rule!r} failed to evaluate: {ok}"
+    return None if bool(ok) else message
+
+
 def _cel_errors(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
     errors: list[str] = []
-    for rule in schema.get("x-kubernetes-validations", []):
-        if "oldSelf" in rule["rule"]:
-            continue
-        try:
-            ok = _program(rule["rule"]).evaluate({"self": celpy.json_to_cel(obj)})
-        except Exception as e:  # a rule that cannot evaluate is a rejection at admission too
-            errors.append(f"{path or '<root>'}: rule {rule['rule']!r} failed to evaluate: {e}")
-            continue
-        if isinstance(ok, celpy.CELEvalError):
-            errors.append(f"{path or '<root>'}: rule {rule['rule']!r} failed to evaluate: {ok}")
-            continue
-        if not bool(ok):
-            errors.append(f"{path or '<root>'}: {rule['message']}")
+    rules = [r for r in schema.get("x-kubernetes-validations", []) if "oldSelf" not in r["rule"]]
+    if rules:
+        value = json.dumps(obj, sort_keys=True)
+        for rule in rules:
+            problem = _rule_result(rule["rule"], rule["message"], value)
+            if problem is not None:
+                errors.append(f"{path or '<root>'}: {problem}")
     if isinstance(obj, dict):
         for key, sub in schema.get("properties", {}).items():
             if key in obj:
@@ -118,10 +170,16 @@ def validate(obj: dict[str, Any], *, check_fit: bool = True) -> list[str]:
     name = (obj.get("metadata") or {}).get("name")
     if not name:
         return ["metadata.name: required"]
-    errors = _schema_errors(obj) + _unknown_fields(obj, _schema(), "")
+    obj = admission_form(obj, _schema())
+    unknown = _unknown_fields(obj, _schema(), "")
+    if unknown:  # strict field validation refuses the request before any schema check
+        return unknown
+    errors, blocking = _schema_errors(obj)
     if errors:
-        if not any("is not of type" in e or "unknown field" in e for e in errors):
-            # Out-of-range values: the API server still runs the CEL rules (types are sound).
+        # Beside a missing field, a value out of its enum, too long or of the wrong type the API
+        # server runs no CEL rule ("some validation rules were not checked because the object
+        # was invalid"); beside out-of-range values it runs them all on the defaulted object.
+        if not blocking:
             errors += _cel_errors(structural_defaults(copy.deepcopy(obj), _schema()), _schema(), "")
         return errors
     # The API server runs every CEL rule on the structurally defaulted object and reports them all;
