@@ -79,3 +79,29 @@ def test_checked_in_table_matches_the_pinned_vllm():
     assert fresh["routes"] == json.loads(TABLE.read_text())["routes"], (
         "vLLM's routes changed: regenerate with "
         f"{python} tests/gateway/vllm_routes.py > runtime-images/gateway/slm_gateway/data/vllm-routes.json")
+
+
+@pytest.mark.parametrize("raw", ["/v1/models/../../sleep", "/v1/models/%2e%2e/%2e%2e/sleep", "/%73leep",
+                                 "/v1/models/..%2f..%2fsleep", "/sleep/", "//sleep",
+                                 "/v1/chat/completions/../../collective_rpc"])
+def test_encoded_and_dotted_paths_do_not_reach_admin_routes(tmp_path, raw):
+    """Routes are matched on the decoded path the engine would see; nothing that decodes or
+    normalizes to a refused route is forwarded."""
+    import socket
+
+    key_file = tmp_path / "api-key"
+    key_file.write_text("sk-the-only-key-0123456789\n")
+    engine = FakeEngine()
+    with serving_aiohttp(engine.app()) as upstream:
+        gw = Gateway(GatewayConfig(engine="vllm", upstream=upstream, api_key_file=key_file))
+        with serving_gateway(gw) as (url, _):
+            port = int(url.rsplit(":", 1)[1])
+            with socket.create_connection(("127.0.0.1", port)) as s:  # raw: no client-side normalization
+                s.sendall(f"POST {raw} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-the-only-key-0123456789\r\n"
+                          f"Content-Length: 2\r\nConnection: close\r\n\r\n{{}}".encode())
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+    status = int(data.split(b" ", 2)[1])
+    assert status in (403, 404), data[:200]
+    assert engine.seen == []
