@@ -197,3 +197,24 @@ def test_up_ollama_gguf(hub: tuple[str, str], home: Path) -> None:
     finally:
         run.down("tiny-gguf")
     assert not run.status("tiny-gguf")[0]["running"]
+
+
+@pytest.mark.slow
+def test_up_quantizer_in_podman(hub: tuple[str, str], home: Path) -> None:
+    """--runtime podman: the quantizer image (hardened: read-only, user 65532, no capabilities)."""
+    import shutil
+
+    from slm_operator.local import run
+
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (bash hack/host-deps.sh installs it)")
+    if subprocess.run(["podman", "image", "exists", run.QUANTIZER_IMAGE], check=False).returncode != 0:
+        pytest.skip(f"{run.QUANTIZER_IMAGE} is not built here (make images)")
+    said: list[str] = []
+    rec = run.up(manifest("tiny-podman", hub), port=0, runtime="podman", say=said.append)
+    try:
+        assert any("(podman; log" in s for s in said), said
+        assert (Path(rec["artifact"]) / "manifest.json").is_file()
+        assert chat(rec["url"], Path(rec["apiKeyFile"]).read_text().strip(), "tiny-qwen3")
+    finally:
+        run.down("tiny-podman")

@@ -297,7 +297,7 @@ def quantize(p: Plan, runtime: str, say: Say) -> float:
             cmd += ["-v", f"{p.state.root / 'secrets'}:/secrets:ro"]
         for k, v in sorted({**env, "HOME": "/tmp"}.items()):
             cmd += ["-e", f"{k}={v}"]
-        cmd += [QUANTIZER_IMAGE, "python3", "-m", "slm_quantizer", *args]
+        cmd += ["--entrypoint", '["python3", "-m", "slm_quantizer"]', QUANTIZER_IMAGE, *args]
         if os.geteuid() == 0:  # rootful podman: the image's user must own its output folder
             for path in (p.state.models, *p.state.models.rglob("*")):
                 os.chown(path, 65532, 65532, follow_symlinks=False)
