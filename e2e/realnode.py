@@ -44,6 +44,7 @@ IMAGES = {
     "quantizer": _DEFAULTS.quantizer,
     "onnxruntime-server": _DEFAULTS.onnxruntime,
     "ollama": _DEFAULTS.ollama,
+    "llamacpp": _DEFAULTS.llamacpp,
 }
 
 
