@@ -73,6 +73,14 @@ def test_rejected_naming_the_fields_the_api_server_names(spec: dict[str, Any], f
     assert _fields(errors) == fields, errors
 
 
+@pytest.mark.parametrize("name", ["a" * 41, "1abc", "a.b", "a_b"])
+def test_name_rules_name_metadata_name(name: str) -> None:
+    """The CRD's root rules on the name carry fieldPath .metadata.name: both report that field."""
+    cr = _cr({"model": PVC})
+    cr["metadata"]["name"] = name
+    assert _fields(validate(cr, check_fit=False)) == {"metadata.name"}
+
+
 def test_required_message_says_the_fix() -> None:
     errors = validate(_cr({"model": {"revision": "main"}}), check_fit=False)
     assert errors == ["spec.model.source: Required value: add spec.model.source"]

@@ -86,7 +86,8 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
-            "metadata": {"type": "object"},
+            # name declared so the name rules below can point their fieldPath at it.
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
             "spec": spec_schema(),
             "status": {
                 "type": "object",
@@ -95,9 +96,11 @@ def build_crd() -> dict[str, Any]:
             },
         },
         "x-kubernetes-validations": [
-            {"rule": f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}", "message": api.NAME_LENGTH_MESSAGE},
+            # fieldPath: the API server reports these against metadata.name, not the object root.
+            {"rule": f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}", "message": api.NAME_LENGTH_MESSAGE,
+             "fieldPath": ".metadata.name"},
             {"rule": f"self.metadata.name.matches({api._cel_string(api.NAME_PATTERN)})",
-             "message": api.NAME_MESSAGE},
+             "message": api.NAME_MESSAGE, "fieldPath": ".metadata.name"},
         ],
     }
     return {

@@ -131,7 +131,9 @@ def _cel_errors(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
         for rule in rules:
             problem = _rule_result(rule["rule"], rule["message"], value)
             if problem is not None:
-                errors.append(f"{path or '<root>'}: {problem}")
+                # A rule's fieldPath (".metadata.name") names the field it is about, as at admission.
+                where = (path + rule.get("fieldPath", "")).lstrip(".")
+                errors.append(f"{where or '<root>'}: {problem}")
     if isinstance(obj, dict):
         for key, sub in schema.get("properties", {}).items():
             if key in obj:
