@@ -206,17 +206,28 @@ def mutated(draw: st.DrawFn, spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def generate(n: int, seed_value: int) -> list[dict[str, Any]]:
-    """n specs from the CRD schema, about two thirds with one near-valid mutation."""
-    out: list[dict[str, Any]] = []
+# metadata.name: usually a fixed good one (None: p<index>), else one the name rules refuse
+# (too long for the CRD, not a DNS-1035 label, not even an RFC 1123 subdomain) or a good one.
+NAMES = st.one_of(
+    st.just(None),
+    st.just(None),
+    st.just(None),
+    st.from_regex(r"[a-z][-a-z0-9]{0,50}[a-z0-9]", fullmatch=True),
+    st.sampled_from(["1abc", "a.b", "a_b", "UPPER", "x-"]),
+)
+
+
+def generate(n: int, seed_value: int) -> list[tuple[str | None, dict[str, Any]]]:
+    """n (metadata.name or None, spec) pairs from the CRD schema, most specs with one mutation."""
+    out: list[tuple[str | None, dict[str, Any]]] = []
 
     @seed(seed_value)
     @settings(
         max_examples=n, database=None, phases=[Phase.generate], deadline=None, suppress_health_check=list(HealthCheck)
     )
-    @given(from_crd_schema(SPEC_SCHEMA).flatmap(mutated))
-    def collect(spec: dict[str, Any]) -> None:
-        out.append(spec)
+    @given(from_crd_schema(SPEC_SCHEMA).flatmap(mutated), NAMES)
+    def collect(spec: dict[str, Any], name: str | None) -> None:
+        out.append((name, spec))
 
     collect()
     return out
@@ -242,7 +253,7 @@ def server_fields(status: dict[str, Any]) -> set[str]:
     return fields or {"<none>"}
 
 
-def classify(spec: dict[str, Any], mine: list[str], theirs: dict[str, Any] | None) -> str:
+def classify(manifest: dict[str, Any], mine: list[str], theirs: dict[str, Any] | None) -> str:
     """A short name for a disagreement (or "" when both agree)."""
     if not mine and theirs is None:
         return ""
@@ -256,26 +267,29 @@ def classify(spec: dict[str, Any], mine: list[str], theirs: dict[str, Any] | Non
     return ""
 
 
-def dry_run_all(
-    kubeconfig: str, namespace: str, specs: list[dict[str, Any]], workers: int = 8
-) -> list[dict[str, Any] | None]:
-    """Server-side dry-run create of each spec; None where admitted, else the Status object."""
+def manifests(pairs: list[tuple[str | None, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Whole SLMDeployments from generate()'s pairs (an unnamed one is called p<index>)."""
+    return [
+        {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": name or f"p{i}"}, "spec": spec}
+        for i, (name, spec) in enumerate(pairs)
+    ]
+
+
+def dry_run_all(kubeconfig: str, namespace: str, bodies: list[dict[str, Any]], workers: int = 8) -> list[Any]:
+    """Server-side dry-run create of each manifest; None where admitted, else the Status object."""
     client = HttpxClient(KubeConfig.from_file(kubeconfig).get(), ConnectionParams())
     url = f"/apis/{api.API_VERSION}/namespaces/{namespace}/{api.PLURAL}"
 
-    def one(i: int) -> dict[str, Any] | None:
-        body = {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": f"p{i}"}, "spec": specs[i]}
+    def one(body: dict[str, Any]) -> dict[str, Any] | None:
         r = client.post(url, params={"dryRun": "All", "fieldValidation": "Strict"}, json=body)
         if r.status_code == 201:
             return None
         status = r.json()
-        assert status.get("kind") == "Status" and r.status_code in (400, 422), (
-            f"spec {i}: {r.status_code} {r.text[:500]}"
-        )
+        assert status.get("kind") == "Status" and r.status_code in (400, 422), f"{r.status_code} {r.text[:500]}"
         return status
 
     with client, ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, range(len(specs))))
+        return list(pool.map(one, bodies))
 
 
 @pytest.mark.timeout(max(900, int(N * 1.5)))  # ~0.3 s a spec here, with room
@@ -283,33 +297,28 @@ def test_validate_and_api_server_agree_on_generated_specs(kubeconfig: str, names
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     kubectl(kubeconfig, "wait", "--for=condition=Established", "crd/slmdeployments.slm.ai", "--timeout=60s")
     t0 = time.monotonic()
-    specs = generate(N, SEED)
+    bodies = manifests(generate(N, SEED))
     t1 = time.monotonic()
-    theirs = dry_run_all(kubeconfig, namespace, specs)
+    theirs = dry_run_all(kubeconfig, namespace, bodies)
     t2 = time.monotonic()
-    mine = [
-        validate(
-            {"apiVersion": api.API_VERSION, "kind": api.KIND, "metadata": {"name": f"p{i}"}, "spec": s}, check_fit=False
-        )
-        for i, s in enumerate(specs)
-    ]
+    mine = [validate(body, check_fit=False) for body in bodies]
     t3 = time.monotonic()
     classes: Counter[str] = Counter()
     first: dict[str, str] = {}
-    for spec, m, t in zip(specs, mine, theirs, strict=True):
-        c = classify(spec, m, t)
+    for body, m, t in zip(bodies, mine, theirs, strict=True):
+        c = classify(body, m, t)
         if c:
             classes[c] += 1
-            first.setdefault(c, f"spec={spec}\n    validate={m}\n    server={t and t.get('message')}")
+            first.setdefault(c, f"manifest={body}\n    validate={m}\n    server={t and t.get('message')}")
     admitted = sum(t is None for t in theirs)
-    agree = len(specs) - sum(classes.values())
+    agree = len(bodies) - sum(classes.values())
     print(
-        f"\nadmission parity: {len(specs)} specs (seed {SEED}), {admitted} admitted by the server, "
-        f"agreement {agree}/{len(specs)} = {100 * agree / len(specs):.2f}%; "
+        f"\nadmission parity: {len(bodies)} specs (seed {SEED}), {admitted} admitted by the server, "
+        f"agreement {agree}/{len(bodies)} = {100 * agree / len(bodies):.2f}%; "
         f"generate {t1 - t0:.1f}s, dry-run {t2 - t1:.1f}s, validate {t3 - t2:.1f}s"
     )
     for c, k in classes.most_common():
         print(f"  {k:5d}  {c}\n    {first[c]}")
-    assert len(specs) >= min(N, 100), f"hypothesis produced only {len(specs)} specs"
-    assert 0 < admitted < len(specs), "the mix must hold both admitted and rejected specs"
+    assert len(bodies) >= min(N, 100), f"hypothesis produced only {len(bodies)} specs"
+    assert 0 < admitted < len(bodies), "the mix must hold both admitted and rejected specs"
     assert not classes, f"{sum(classes.values())} disagreements in {len(classes)} classes (printed above)"
