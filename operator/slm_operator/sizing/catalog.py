@@ -88,6 +88,10 @@ class ModelFacts:
     source: str = "catalog"  # "catalog" or "config.json"
     quantized_as: str | None = None  # quant_method of a pre-quantized config.json
     hidden_act: str = "silu"  # config.json hidden_act (the feed-forward's activation)
+    # vLLM --tool-call-parser / --reasoning-parser names for the model's own chat template
+    # (data/models.yaml explains the choice); None: the template has no tools / no reasoning.
+    tool_call_parser: str | None = None
+    reasoning_parser: str | None = None
 
     @property
     def tier(self) -> str:
