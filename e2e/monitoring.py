@@ -436,6 +436,14 @@ def monitoring(kubeconfig: str) -> Monitoring:
 
 
 @pytest.fixture(scope="session")
+def serving_images(kubeconfig: str) -> dict[str, str]:
+    """The quantizer, ONNX server and gateway images imported into the real node (cached)."""
+    from e2e.realnode import ensure_images
+
+    return ensure_images(["quantizer", "onnxruntime-server", "gateway"])
+
+
+@pytest.fixture(scope="session")
 def slm_crd(kubeconfig: str) -> str:
     """The SLMDeployment CRD installed (crds/), Established."""
     kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))

@@ -45,6 +45,7 @@ IMAGES = {
     "onnxruntime-server": _DEFAULTS.onnxruntime,
     "ollama": _DEFAULTS.ollama,
     "llamacpp": _DEFAULTS.llamacpp,
+    "gateway": _DEFAULTS.gateway,
 }
 
 
