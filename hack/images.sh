@@ -15,9 +15,8 @@
 #   hack/images.sh base                    build (cached) the SLM_BASE=debian base, print its ref
 #   hack/images.sh ollama-bin              build (cached) the ollama binary, print its path
 #   hack/images.sh llama-server-bin        build (cached) llama.cpp's llama-server, print its folder
-# NAMEs: operator quantizer onnxruntime-server ollama vllm llamacpp. References are what the chart and the
+# NAMEs: operator quantizer onnxruntime-server ollama vllm llamacpp gateway. References are what the chart and the
 # operator default to (ghcr.io/slm-operator/<name>:<tag>), so a local cluster needs no override.
-# `gateway` (runtime-images/gateway) builds only when named.
 #
 # Environment:
 #   SLM_BASE=debian   build the bases from Debian's packages (mmdebstrap) instead of pulling the
@@ -46,7 +45,7 @@ LLAMA_CPP_VERSION="$(sed -n 's/^LLAMA_CPP_VERSION=//p' "$REPO/runtime-images/ins
 DEBIAN_SUITE="bookworm"   # python3 is 3.11 there, as in the python:3.11 upstream bases
 DEBIAN_PACKAGES="python3,python3-venv,python-is-python3,ca-certificates"
 
-ALL=(operator quantizer onnxruntime-server ollama vllm llamacpp)
+ALL=(operator quantizer onnxruntime-server ollama vllm llamacpp gateway)
 
 log() { echo "images: $*" >&2; }
 die() { echo "images: $*" >&2; exit 1; }
@@ -70,11 +69,6 @@ ref_of() {
     tag="$(awk -v repo="slm-operator/$name" '
       $1 == "repository:" { hit = ($2 == repo) }
       hit && $1 == "tag:" { gsub(/"/, "", $2); print $2; exit }' "$REPO/charts/slm-operator/values.yaml")"
-  fi
-  # The gateway (runtime-images/gateway) has no chart entry until the operator renders it: the
-  # chart's appVersion, as the operator's. Not in ALL, so `build` without names skips it.
-  if [[ -z "$tag" && "$name" == gateway ]]; then
-    tag="$(awk '$1 == "appVersion:" { gsub(/["\047]/, "", $2); print $2; exit }' "$REPO/charts/slm-operator/Chart.yaml")"
   fi
   [[ -n "$tag" ]] || die "no default tag for $name in charts/slm-operator"
   echo "ghcr.io/slm-operator/$name:$tag"

@@ -231,6 +231,10 @@ def test_operator_args_probes_and_runtime_images(rendered: dict[str, list[dict[s
     assert env["SLM_IMAGE_VLLM"] == "ghcr.io/slm-operator/vllm:0.1.0"
     assert env["SLM_IMAGE_OLLAMA"] == "ghcr.io/slm-operator/ollama:0.1.0"
     assert env["SLM_IMAGE_ONNXRUNTIME"] == "ghcr.io/slm-operator/onnxruntime-server:0.1.0"
+    # The gateway in every engine pod: the operator's own default, so they agree.
+    from slm_operator.render.common import Images
+
+    assert env["SLM_IMAGE_GATEWAY"] == Images().gateway == "ghcr.io/slm-operator/gateway:0.1.0"
     # The chart's image list is the engine registry's: one SLM_IMAGE_<ENGINE> per engine, with the
     # operator's own default (so an install without overrides runs what the operator expects).
     from slm_operator import engines
@@ -239,7 +243,7 @@ def test_operator_args_probes_and_runtime_images(rendered: dict[str, list[dict[s
     for e in engines.all_engines():
         assert env[image_env(e.row.name)] == e.image.default, e.row.name
     assert {k for k in env if k.startswith("SLM_IMAGE_")} == {
-        "SLM_IMAGE_QUANTIZER", *(image_env(n) for n in engines.ENGINE_NAMES)}
+        "SLM_IMAGE_QUANTIZER", "SLM_IMAGE_GATEWAY", *(image_env(n) for n in engines.ENGINE_NAMES)}
     assert env["SLM_MONITORING_NAMESPACE"] == "monitoring"
     (dep,) = by_kind(rendered["defaults"], "Deployment")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
@@ -264,8 +268,8 @@ def test_registry_override_applies_to_every_image(rendered: dict[str, list[dict[
     images += [e["value"] for e in operator_container(docs)["env"] if e["name"].startswith("SLM_IMAGE_")]
     from slm_operator import engines
 
-    # operator, helm test pod, the quantizer and one per engine
-    assert len(images) == 3 + len(engines.ENGINE_NAMES), images
+    # operator, helm test pod, the quantizer, the gateway and one per engine
+    assert len(images) == 4 + len(engines.ENGINE_NAMES), images
     for image in images:
         assert image.startswith("registry.internal:5000/slm-operator/"), image
     assert operator_container(docs)["image"] == "registry.internal:5000/slm-operator/operator@sha256:" + "a" * 64

@@ -126,7 +126,8 @@ def test_onnx_server_on_cpu_mounts_key_file() -> None:
     from slm_onnx_server.config import parse_args
 
     cfg = parse_args(ctr["args"])  # the server's own parser accepts what the operator renders
-    assert (cfg.max_concurrency, cfg.max_queue, cfg.metrics_port) == (4, 64, 9090)
+    assert (cfg.max_concurrency, cfg.max_queue, cfg.metrics_port) == (4, 64, 0)
+    assert (cfg.host, cfg.port) == ("127.0.0.1", 8001), "behind the gateway, on loopback only"
     assert cfg.max_model_len >= 4096, "the context sizing chose reaches the server"
     assert str(cfg.api_key_file) == "/var/run/secrets/slm/api-key"
     assert "nvidia.com/gpu" not in ctr["resources"]["limits"]
@@ -135,13 +136,53 @@ def test_onnx_server_on_cpu_mounts_key_file() -> None:
     assert [p["name"] for p in objs["Service"][0]["spec"]["ports"]] == ["http", "metrics"]
 
 
-def test_ollama_listens_on_localhost_behind_proxy() -> None:
+def test_ollama_listens_on_localhost_behind_gateway() -> None:
     pod = by_kind(render(cr(OLLAMA)))["Deployment"][0]["spec"]["template"]["spec"]
     names = [c["name"] for c in pod["containers"]]
-    assert names == ["ollama", "auth-proxy"]
+    assert names == ["ollama", "gateway"]
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["OLLAMA_HOST"].startswith("127.0.0.1:")
     assert "ports" not in pod["containers"][0], "Ollama itself must not be reachable"
+    args = pod["containers"][1]["args"]
+    assert args[args.index("--upstream") + 1] == "http://127.0.0.1:11434"
+    assert "--upstream-key-file" not in args, "Ollama has no key of its own"
+
+
+LLAMACPP = {"model": {"source": "hf://Qwen/Qwen3-1.7B", "revision": "main"},
+            "engine": {"name": "llamacpp"}, "quantization": {"format": "gguf", "type": "Q4_K_M"}}
+
+
+@pytest.mark.parametrize("spec", [VLLM, ONNX, OLLAMA, LLAMACPP], ids=["vllm", "onnx", "ollama", "llamacpp"])
+def test_gateway_is_the_only_listener(spec: dict[str, Any]) -> None:
+    from slm_gateway.__main__ import parser as gateway_parser
+
+    objs = by_kind(render(cr(spec)))
+    pod = objs["Deployment"][0]["spec"]["template"]["spec"]
+    engine, gateway = pod["containers"][0], pod["containers"][-1]
+    assert gateway["name"] == "gateway" and gateway["image"].startswith("ghcr.io/slm-operator/gateway:")
+    assert [c["name"] for c in pod["containers"] if c.get("ports")] == ["gateway"], "only the gateway listens"
+    assert [p["name"] for p in gateway["ports"]] == ["http", "metrics"]
+    assert "127.0.0.1" in engine["args"] or "OLLAMA_HOST" in str(engine["env"]), "the engine is on loopback"
+    assert "0.0.0.0" not in engine["args"]
+    ns = gateway_parser().parse_args(gateway["args"])  # the gateway's own parser accepts what the operator renders
+    assert ns.listen == "0.0.0.0:8000" and ns.metrics_listen == "0.0.0.0:9090"
+    assert str(ns.api_key_file) == "/var/run/secrets/slm/api-key" and ns.keys_dir is None
+    assert ns.scope == "ns/m"
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert gateway["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    sec = gateway["securityContext"]
+    assert sec["readOnlyRootFilesystem"] and sec["runAsNonRoot"] and sec["capabilities"] == {"drop": ["ALL"]}
+    assert gateway["resources"]["limits"]["memory"] == gateway["resources"]["requests"]["memory"]
+    assert [p["name"] for p in objs["Service"][0]["spec"]["ports"]] == ["http", "metrics"]
+
+
+def test_gateway_image_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slm_operator.settings import OperatorConfig
+
+    monkeypatch.setenv("SLM_IMAGE_GATEWAY", "registry.internal/slm-operator/gateway:9")
+    ctx = OperatorConfig.from_env().render_context(service_monitor_crd=False)
+    pod = by_kind(render(cr(ONNX), ctx))["Deployment"][0]["spec"]["template"]["spec"]
+    assert pod["containers"][-1]["image"] == "registry.internal/slm-operator/gateway:9"
 
 
 def test_network_policies() -> None:
@@ -237,7 +278,8 @@ def test_job_name_changes_with_quantization_inputs_only() -> None:
 def test_service_monitor_only_when_crd_exists() -> None:
     assert "ServiceMonitor" not in by_kind(render(cr(VLLM)))
     sm = by_kind(render(cr(VLLM), RenderContext(service_monitor_crd=True)))["ServiceMonitor"][0]
-    assert sm["spec"]["endpoints"][0]["port"] == "http"
+    # The gateway's metrics port for every engine (the engine's series appended): no key needed.
+    assert sm["spec"]["endpoints"][0]["port"] == "metrics" and "authorization" not in sm["spec"]["endpoints"][0]
     off = copy.deepcopy(VLLM)
     off["monitoring"] = {"serviceMonitor": False}
     assert "ServiceMonitor" not in by_kind(render(cr(off), RenderContext(service_monitor_crd=True)))

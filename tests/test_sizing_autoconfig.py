@@ -74,10 +74,10 @@ def test_auto_engine_on_cpu():
     assert autoconfigure(model("Phi-4-mini-instruct"), cpu_only=True).engine == "onnxruntime"
     assert autoconfigure(model("Qwen3-0.6B")).engine == "onnxruntime"  # no hardware named: CPU
     medium = autoconfigure(model("Qwen3-14B"), cpu_only=True)
-    # GGUF on CPU: llama.cpp, which needs less memory than Ollama (no proxy container); the
-    # reason says which engine and why.
+    # GGUF on CPU: llama.cpp, which needs less memory than Ollama (both have the gateway
+    # container now); the reason says which engine and why.
     assert (medium.engine, medium.quant_format, medium.quant_type) == ("llamacpp", "gguf", "Q4_K_M")
-    assert "llama.cpp" in medium.reason and "Ollama" in medium.reason and "proxy" in medium.reason
+    assert "llama.cpp" in medium.reason and "Ollama" in medium.reason and "smallest estimate" in medium.reason
     odd = replace(model("Qwen3-4B"), architecture="FancyNewForCausalLM")
     assert autoconfigure(odd, cpu_only=True).engine == "llamacpp"
     assert "ONNX builder" in autoconfigure(odd, cpu_only=True).reason

@@ -573,7 +573,23 @@ class PeerSelector(Model):
         *label_map("access.allowedFrom[].podSelector")] = None
 
 
+class ApiKeys(Model):
+    """Named consumers, each with its own key and optional limits (runtime-images/gateway README)."""
+
+    secret_ref: Annotated[SecretRef, Field(
+        description="Secret whose entries are named consumers: each entry's name is the consumer (a DNS "
+                    "label, the metrics label), its value a bare key, or YAML with key (or keyRef: {name, "
+                    "key}) and optional requestsPerMinute, tokensPerMinute, maxTokens, allowedRoutes. "
+                    "Changes take effect within about a minute, without restarts.")]
+    fail_open: Annotated[bool, Field(
+        description="When the shared limit store (Redis) does not answer: false (default) refuses "
+                    "consumers with limits with 503; true lets them through unlimited.")] = False
+
+
 class Access(Model):
+    api_keys: Annotated[ApiKeys | None, Field(
+        description="Per-consumer keys and limits. Omitted: one consumer, 'default', with the key of "
+                    "apiKeySecretRef (or the generated one).")] = None
     api_key_secret_ref: Annotated[SecretKeyRef | None, Field(
         description="Secret with the API key clients must send as a Bearer token. Omitted: a "
                     "Secret <name>-api-key with a random key is generated (and kept).")] = None

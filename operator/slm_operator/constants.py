@@ -43,10 +43,16 @@ C_CACHE = "model-cache"
 # In-pod paths and ports.
 API_PORT = 8000
 METRICS_PORT = 9090
+# The engine listens here on 127.0.0.1 only; the gateway (runtime-images/gateway) is the only
+# thing on API_PORT and METRICS_PORT (Ollama keeps its own loopback port, 11434).
+ENGINE_HOST = "127.0.0.1"
+ENGINE_PORT = 8001
 MODELS_MOUNT = "/models"
 SOURCE_MOUNT = "/source"
 API_KEY_DIR = "/var/run/secrets/slm"
 API_KEY_FILE = f"{API_KEY_DIR}/api-key"
+# The per-consumer Secret (access.apiKeys), mounted in the gateway container only.
+CONSUMERS_DIR = "/var/run/secrets/slm-consumers"
 HF_TOKEN_DIR = "/var/run/secrets/hf"
 HF_TOKEN_FILE = f"{HF_TOKEN_DIR}/token"
 S3_CREDENTIALS_DIR = "/var/run/secrets/s3"

@@ -33,6 +33,7 @@ class OperatorConfig:
         defaults = Images()
         images = Images(
             quantizer=os.environ.get("SLM_IMAGE_QUANTIZER", defaults.quantizer),
+            gateway=os.environ.get("SLM_IMAGE_GATEWAY", defaults.gateway),
             # One env per engine of the registry: SLM_IMAGE_<ENGINE> (the chart's runtimeImages).
             engines=tuple((name, os.environ.get(image_env(name), image))
                           for name, image in defaults.engines),

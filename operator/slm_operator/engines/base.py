@@ -134,7 +134,8 @@ class EngineBase:
     ready_path: str = "/ready"   # answers 200 without the key once the model is loaded
     tmp_bytes: int = 1 * GIB
     host_base_bytes: int = 1 * GIB
-    sidecar_memory_bytes: int = 0
+    # The gateway container in every engine pod (render/engines.py GATEWAY_MEMORY).
+    sidecar_memory_bytes: int = 256 * MIB
     sliding_window_capped: bool = True
     gpu_memory_utilization: bool = False
     tensor_parallel: bool = False

@@ -50,7 +50,8 @@ def server_args(inp: ServeInput, *, host: str = "0.0.0.0", port: int = c.API_POR
                 key_file: str = c.API_KEY_FILE) -> list[str]:
     """`llama-server` flags for one replica (no secret on the command line: the key is a file).
 
-    host/port/key_file: the pod's by default; `slmctl up` and `slmctl compose` pass their own."""
+    host/port/key_file: all interfaces on the API port by default (`slmctl compose`); the pod passes
+    loopback (behind the gateway), `slmctl up` its own."""
     parallel = inp.options.parallel if inp.options else DEFAULT_PARALLEL
     threads = max(1, inp.cpu_millicores // 1000)
     args = [
@@ -106,10 +107,10 @@ class LlamaCpp(EngineBase):
             "image": inp.image,
             "imagePullPolicy": "IfNotPresent",
             "command": ["llama-server"],
-            "args": server_args(inp),
+            # Loopback only: the gateway container is the pod's only listener.
+            "args": server_args(inp, host=c.ENGINE_HOST, port=c.ENGINE_PORT),
             "env": podspec.env({"HOME": "/tmp"}),
-            "ports": podspec.ports(metrics_separate=False),
-            **podspec.http_probes(self.ready_path, "/health"),
+            # No ports or HTTP probes: llama-server is on loopback; the gateway's /ready asks its /health.
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": inp.mounts,

@@ -1,16 +1,15 @@
-"""Ollama: GGUF on CPU (or GPU), behind the project's authenticating proxy.
+"""Ollama: GGUF on CPU (or GPU), behind the gateway.
 
-Ollama has no authentication of its own: it listens on 127.0.0.1 only, and the auth-proxy
-container (runtime-images/ollama, `python -m slm_ollama proxy`) checks the key from the mounted
-Secret file, forwards to it and serves Prometheus metrics on the metrics port. The server
-container (`slm_ollama serve`) imports the GGUF from the model cache into Ollama's blob store.
+Ollama has no authentication of its own: it listens on 127.0.0.1 only, and the gateway container
+(render/engines.py, runtime-images/gateway) checks the key, refuses the model-management routes,
+forwards to it and serves Prometheus metrics on the metrics port. The server container
+(`slm_ollama serve`) imports the GGUF from the model cache into Ollama's blob store.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from slm_operator import constants as c
 from slm_operator import podspec
 from slm_operator.engines import ggml
 from slm_operator.engines.base import (
@@ -29,7 +28,6 @@ if TYPE_CHECKING:
 
 RUNTIME_BASE_BYTES = 384 * MIB       # the Go server and its llama runner process
 CUDA_CONTEXT_BYTES = 512 * MIB
-PROXY_MEMORY_BYTES = 256 * MIB       # the auth-proxy container's request and limit
 MODELS_DIR = "/var/lib/ollama-models"
 WORKING_HEADROOM = 1.2
 
@@ -43,10 +41,9 @@ class Ollama(EngineBase):
     row = row("ollama")
     image = ImageSetting("ollama")
     metrics = MetricsEndpoint("metrics")
-    queue_metric = None   # the proxy counts requests in flight, not a queue: CPU is the default signal
+    queue_metric = None   # the gateway counts requests in flight, not a queue: CPU is the default signal
     tmp_bytes = 1 * GIB
     host_base_bytes = 1 * GIB
-    sidecar_memory_bytes = PROXY_MEMORY_BYTES
     sliding_window_capped = True  # llama.cpp's SWA cache
 
     def concurrency(self, options: Any) -> int:
@@ -105,27 +102,7 @@ class Ollama(EngineBase):
             "securityContext": podspec.container_security_context(),
             "volumeMounts": [*inp.mounts, {"name": "ollama-models", "mountPath": MODELS_DIR}],
         }
-        proxy = {
-            "name": "auth-proxy",
-            "image": inp.image,
-            "imagePullPolicy": "IfNotPresent",
-            "command": ["python3", "-m", "slm_ollama", "proxy"],
-            "args": [
-                "--listen", f"0.0.0.0:{c.API_PORT}",
-                "--metrics-listen", f"0.0.0.0:{c.METRICS_PORT}",
-                "--upstream", "http://127.0.0.1:11434",
-                "--api-key-file", c.API_KEY_FILE,
-                "--model", inp.served_name,
-            ],
-            "env": podspec.env({"HOME": "/tmp"}),
-            "ports": podspec.ports(metrics_separate=True),
-            **podspec.http_probes("/ready", "/health"),
-            "resources": podspec.resources("250m", f"{PROXY_MEMORY_BYTES // MIB}Mi", 0),
-            "securityContext": podspec.container_security_context(),
-            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
-                             {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True}],
-        }
-        return [server, proxy], [podspec.empty_dir("ollama-models", blob_bytes)]
+        return [server], [podspec.empty_dir("ollama-models", blob_bytes)]
 
 
 ENGINE = Ollama()

@@ -1,8 +1,9 @@
 """ONNX Runtime: onnxruntime-genai folders (int4, fp16) on CPU or CUDA, served by the project's
 OpenAI-compatible server (runtime-images/onnxruntime-server, `python -m slm_onnx_server`).
 
-The server checks the key from the mounted Secret file itself, serves /ready and /health
-without it, and Prometheus metrics on a port of its own (queue depth slm_onnx_queue_depth).
+The server listens on 127.0.0.1 behind the gateway container, checks the key from the mounted
+Secret file itself (the gateway sends it), serves /ready, /health and /metrics without it (queue
+depth slm_onnx_queue_depth; the gateway appends them to its own /metrics).
 """
 
 from __future__ import annotations
@@ -95,9 +96,9 @@ class OnnxRuntime(EngineBase):
         args = [
             "--model-dir", inp.model_path,
             "--served-model-name", inp.served_name,
-            "--host", "0.0.0.0",
-            "--port", str(c.API_PORT),
-            "--metrics-port", str(c.METRICS_PORT),
+            # Loopback only, /metrics on the same port: the gateway fronts both.
+            "--host", c.ENGINE_HOST,
+            "--port", str(c.ENGINE_PORT),
             "--api-key-file", c.API_KEY_FILE,
             "--device", inp.target,
             "--max-concurrency", str(opts.workers if opts else 4),
@@ -116,8 +117,7 @@ class OnnxRuntime(EngineBase):
             "command": ["python3", "-m", "slm_onnx_server"],
             "args": args,
             "env": podspec.env({"HOME": "/tmp"}),
-            "ports": podspec.ports(metrics_separate=True),
-            **podspec.http_probes("/ready", "/health"),
+            # No ports or HTTP probes: the server is on loopback; the gateway's /ready asks its /ready.
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": inp.mounts,

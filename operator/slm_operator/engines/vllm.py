@@ -67,8 +67,10 @@ def vllm_args(inp: ServeInput) -> list[str]:
         "--",  # the launcher's own flags end here; the rest is checked, then passed to `vllm serve`
         inp.model_path,  # positional: vLLM 0.33 deprecates --model for `vllm serve`
         "--served-model-name", inp.served_name,
-        "--host", "0.0.0.0",
-        "--port", str(c.API_PORT),
+        # Loopback only: the gateway container is the pod's only listener (vLLM's --api-key
+        # guards /v1 alone; the key stays as a second lock).
+        "--host", c.ENGINE_HOST,
+        "--port", str(c.ENGINE_PORT),
         "--max-model-len", str(max_len),
         "--gpu-memory-utilization", f"{util / 100:.2f}",
         "--max-num-seqs", str(opts.max_num_seqs if opts else 64),
@@ -172,8 +174,7 @@ class VLLM(EngineBase):
             "args": vllm_args(inp),
             "env": podspec.env({"HOME": "/tmp", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                                 "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
-            "ports": podspec.ports(metrics_separate=False),
-            **podspec.http_probes(self.ready_path, "/health"),
+            # No ports or HTTP probes: vLLM is on loopback; the gateway's /ready asks its /health.
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": [*inp.mounts, {"name": "dshm", "mountPath": "/dev/shm"}],

@@ -50,7 +50,7 @@ def plan(cr: api.SLMDeployment, ctx: RenderContext | None = None) -> Plan:
                            quantizer_policy(t, ctx) if job else None, service(t), job) if o]
     image = cr.spec.engine.image or ctx.images.for_engine(r.engine)
     replicas = None if cr.spec.autoscaling else (1 if cr.spec.replicas is None else cr.spec.replicas)
-    serve = [o for o in (serving_deployment(t, image, replicas), hpa(t), pdb(t),
+    serve = [o for o in (serving_deployment(t, image, replicas, ctx.images.gateway), hpa(t), pdb(t),
                          service_monitor(t, ctx)) if o]
     return Plan(target=t, prepare=prepare, serve=serve, job=job)
 

@@ -22,6 +22,7 @@ from slm_operator.resolve import Resolved, pvc_source
 
 Obj = dict[str, Any]
 QUANTIZER_IMAGE = ImageSetting("quantizer").default
+GATEWAY_IMAGE = ImageSetting("gateway").default
 
 
 def _engine_defaults() -> tuple[tuple[str, str], ...]:
@@ -30,10 +31,12 @@ def _engine_defaults() -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True)
 class Images:
-    """Default images: the quantizer's and each engine's (from the registry's image settings;
-    the chart sets them, env SLM_IMAGE_<ENGINE>). `images.<engine>` reads one engine's image."""
+    """Default images: the quantizer's, the gateway's (in every engine pod) and each engine's
+    (from the registry's image settings; the chart sets them, env SLM_IMAGE_<NAME>).
+    `images.<engine>` reads one engine's image."""
 
     quantizer: str = QUANTIZER_IMAGE
+    gateway: str = GATEWAY_IMAGE
     engines: tuple[tuple[str, str], ...] = field(default_factory=_engine_defaults)
 
     def for_engine(self, engine: str) -> str:

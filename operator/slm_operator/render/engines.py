@@ -4,13 +4,19 @@ resolution; everything engine-specific is in engines/<engine>.py.
 
 API keys reach the engine only by reference: a mounted Secret file (or an env var with
 valueFrom.secretKeyRef) — never a literal.
+
+Every engine pod also gets the gateway container (runtime-images/gateway, `python -m
+slm_gateway`): the engine listens on 127.0.0.1 only, and the gateway is the only thing on the
+Service's http and metrics ports. It checks the consumers' keys, refuses admin and
+model-management routes, and sends the engine its own key (--upstream-key-file). Its /metrics
+carries the engine's series too (fetched over loopback), so metric names do not change.
 """
 
 from __future__ import annotations
 
 from slm_operator import constants as c
-from slm_operator import engines
-from slm_operator.engines.base import MetricsEndpoint, ServeInput
+from slm_operator import engines, podspec
+from slm_operator.engines.base import MIB, MetricsEndpoint, ServeInput
 from slm_operator.engines.vllm import ARTIFACT_QUANTIZATION
 from slm_operator.render.common import (
     Obj,
@@ -22,7 +28,23 @@ from slm_operator.render.common import (
 )
 from slm_operator.resolve import engine_options, execution_target, served_from_source
 
-__all__ = ["ARTIFACT_QUANTIZATION", "containers", "metrics_endpoint", "serve_input", "tmp_volume"]
+__all__ = ["ARTIFACT_QUANTIZATION", "containers", "gateway_container", "metrics_endpoint", "serve_input",
+           "tmp_volume"]
+
+# The gateway's --engine profile per operator engine, and where that engine listens in the pod.
+GATEWAY_ENGINE = {"vllm": "vllm", "ollama": "ollama", "onnxruntime": "onnx", "llamacpp": "llamacpp"}
+OLLAMA_PORT = 11434  # OLLAMA_HOST in engines/ollama.py
+# The gateway's request and limit: aiohttp, redis-py and prometheus-client (~60 MB resident) plus
+# buffers for the engine's /metrics it appends; the same figure sizing adds per pod
+# (EngineBase.sidecar_memory_bytes).
+GATEWAY_MEMORY = 256 * MIB
+GATEWAY_CPU = "250m"
+GATEWAY_CPU_LIMIT = "1"  # a CPU-bound proxy under a 250m quota would add throttling latency
+# Engines that check a key of their own (vLLM's --api-key, the ONNX server, llama-server): the
+# gateway sends the pod's key to them; Ollama has none.
+ENGINES_WITH_KEY = frozenset({"vllm", "onnxruntime", "llamacpp"})
+# The gateway's metrics on a port of their own (they name the consumers); the engine's are appended.
+GATEWAY_METRICS = MetricsEndpoint("metrics")
 
 
 def tmp_volume(t: Target) -> Obj:
@@ -58,11 +80,62 @@ def serve_input(t: Target, image: str) -> ServeInput:
     )
 
 
-def containers(t: Target, image: str) -> tuple[list[Obj], list[Obj]]:
-    """The serving pod's containers and the extra volumes they need (the engine's builder)."""
-    return engines.get(t.r.engine).containers(serve_input(t, image))
+def gateway_args(t: Target) -> list[str]:
+    """`python -m slm_gateway` flags for this pod (no secret on the command line: keys are files)."""
+    engine = t.r.engine
+    port = OLLAMA_PORT if engine == "ollama" else c.ENGINE_PORT
+    args = [
+        "--engine", GATEWAY_ENGINE[engine],
+        "--upstream", f"http://{c.ENGINE_HOST}:{port}",
+        "--listen", f"0.0.0.0:{c.API_PORT}",
+        "--metrics-listen", f"0.0.0.0:{c.METRICS_PORT}",
+        # Limit counters are per model: every replica of this SLMDeployment shares them.
+        "--scope", f"{t.cr.metadata.namespace or 'default'}/{t.name}",
+        "--model", t.r.served_name,
+    ]
+    if t.spec.access.api_keys is not None:
+        args += ["--keys-dir", c.CONSUMERS_DIR]
+    else:
+        # One key (generated, or access.apiKeySecretRef): the consumer "default".
+        args += ["--api-key-file", c.API_KEY_FILE]
+    if engine in ENGINES_WITH_KEY:
+        args += ["--upstream-key-file", c.API_KEY_FILE]
+    return args
+
+
+def gateway_container(t: Target, image: str) -> Obj:
+    """The gateway container: the pod's only listener, on the named ports http and metrics.
+
+    Probes: /health (the gateway itself) for startup and liveness, /ready (the gateway asks the
+    engine's readiness route over loopback) for readiness; both answer without a key."""
+    mounts = [{"name": "tmp", "mountPath": "/tmp"},
+              {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True}]
+    if t.spec.access.api_keys is not None:
+        mounts.append({"name": "consumers", "mountPath": c.CONSUMERS_DIR, "readOnly": True})
+    return {
+        "name": "gateway",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-m", "slm_gateway"],
+        "args": gateway_args(t),
+        "env": podspec.env({"HOME": "/tmp"}),
+        "ports": podspec.ports(metrics_separate=True),
+        **podspec.http_probes("/ready", "/health"),
+        "resources": podspec.resources(GATEWAY_CPU, f"{GATEWAY_MEMORY // MIB}Mi", 0,
+                                       cpu_limit=GATEWAY_CPU_LIMIT),
+        "securityContext": podspec.container_security_context(),
+        "volumeMounts": mounts,
+    }
+
+
+def containers(t: Target, image: str, gateway_image: str) -> tuple[list[Obj], list[Obj]]:
+    """The serving pod's containers (the engine's, then the gateway) and the extra volumes they
+    need (the engine's builder's)."""
+    ctrs, volumes = engines.get(t.r.engine).containers(serve_input(t, image))
+    return [*ctrs, gateway_container(t, gateway_image)], volumes
 
 
 def metrics_endpoint(t: Target) -> MetricsEndpoint:
-    """Where Prometheus scrapes the engine (port name, path, whether the API key is needed)."""
-    return engines.get(t.r.engine).metrics
+    """Where Prometheus scrapes: the gateway's metrics port for every engine (the gateway's
+    series, then the engine's own, fetched over loopback; no key needed there)."""
+    return GATEWAY_METRICS

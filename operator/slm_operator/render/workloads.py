@@ -5,6 +5,7 @@ from __future__ import annotations
 from slm_operator import constants as c
 from slm_operator import hub
 from slm_operator.render.common import (
+    GATEWAY_IMAGE,
     JOB_TMP_BYTES,
     Obj,
     Target,
@@ -192,9 +193,9 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
     }
 
 
-def serving_deployment(t: Target, image: str, replicas: int | None) -> Obj:
+def serving_deployment(t: Target, image: str, replicas: int | None, gateway_image: str = GATEWAY_IMAGE) -> Obj:
     names = child_names(t.name, t.key)
-    containers, extra_volumes = engine_containers(t, image)
+    containers, extra_volumes = engine_containers(t, image, gateway_image)
     for ctr in containers:
         # A crash-looping server writes no termination file: the kubelet then keeps the last
         # log lines as the message, which the Degraded condition quotes.
