@@ -61,7 +61,7 @@ def real_node(kubeconfig: str) -> RealNode:
 @pytest.fixture(scope="session")
 def images(real_node: RealNode) -> dict[str, str]:
     """Built before the first test (conftest.pytest_collection_finish); imported here."""
-    return ensure_images(["quantizer", "onnxruntime-server", "ollama"])
+    return ensure_images(["quantizer", "onnxruntime-server", "ollama", "gateway"])
 
 
 @pytest.fixture(scope="session")
