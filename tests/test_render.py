@@ -356,3 +356,57 @@ def test_job_fails_at_once_on_permanent_quantizer_exit_codes() -> None:
         assert fail["onExitCodes"]["containerName"] == container["name"]
         assert fail["onExitCodes"]["values"] == [2, 3, 4, 6]  # slm_quantizer.cli.PERMANENT_EXIT_CODES
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
+
+
+def _with_keys(spec: dict[str, Any], **keys: Any) -> dict[str, Any]:
+    out = copy.deepcopy(spec)
+    out["access"] = {"apiKeys": {"secretRef": {"name": "consumers"}, **keys}}
+    return out
+
+
+def test_api_keys_mount_the_consumers_secret_for_the_gateway_only() -> None:
+    from slm_gateway.__main__ import parser as gateway_parser
+    from slm_operator.render.common import ConsumerFacts
+
+    ctx = RenderContext(consumers=ConsumerFacts(limits=False, refs=(("batch-key", "token"),)))
+    objs = by_kind(render(cr(_with_keys(ONNX)), ctx))
+    pod = objs["Deployment"][0]["spec"]["template"]["spec"]
+    engine, gateway = pod["containers"]
+    ns = gateway_parser().parse_args(gateway["args"])
+    assert str(ns.keys_dir) == "/var/run/secrets/slm-consumers" and ns.api_key_file is None
+    assert ns.redis_url is None and not ns.fail_open, "no limits: no store"
+    assert str(ns.upstream_key_file) == "/var/run/secrets/slm/api-key", "the engine keeps its own key"
+    assert not any(m["name"] == "consumers" for m in engine["volumeMounts"]), "the engine never sees consumers' keys"
+    vol = next(v for v in pod["volumes"] if v["name"] == "consumers")["projected"]
+    assert vol["sources"][0] == {"secret": {"name": "consumers"}}
+    assert vol["sources"][1]["secret"] == {"name": "batch-key", "optional": True,
+                                           "items": [{"key": "token", "path": "_refs/batch-key/token"}]}
+    assert [o["metadata"]["name"] for o in objs["Deployment"]] == ["m"], "no limit store without limits"
+    assert len(objs["NetworkPolicy"][0]["spec"]["egress"]) == 1
+
+
+def test_consumer_limits_render_a_hardened_store_reached_only_by_the_gateways() -> None:
+    from slm_gateway.__main__ import parser as gateway_parser
+    from slm_operator.render.common import ConsumerFacts
+
+    objs = by_kind(render(cr(_with_keys(ONNX, failOpen=True)), RenderContext(consumers=ConsumerFacts(limits=True))))
+    deps = {d["metadata"]["name"]: d for d in objs["Deployment"]}
+    gateway = deps["m"]["spec"]["template"]["spec"]["containers"][-1]
+    ns = gateway_parser().parse_args(gateway["args"])
+    assert ns.redis_url == "redis://m-limits:6379/0" and ns.fail_open
+    assert str(ns.redis_password_file) == "/var/run/secrets/slm-limits/password"
+    store = deps["m-limits"]["spec"]["template"]["spec"]
+    (redis,) = store["containers"]
+    assert redis["image"] == gateway["image"], "Debian's redis-server from the gateway image"
+    sec = redis["securityContext"]
+    assert sec["readOnlyRootFilesystem"] and sec["runAsNonRoot"] and sec["capabilities"] == {"drop": ["ALL"]}
+    assert "requirepass" in redis["command"][-1] and "--save ''" in redis["command"][-1]
+    assert "secret" not in json.dumps(redis["command"]).lower().replace("secrets/slm-limits", "")
+    secret = next(s for s in objs["Secret"] if s["metadata"]["name"] == "m-limits")
+    assert "data" not in secret and secret["metadata"]["annotations"]["slm.ai/generated-key"] == "password"
+    nps = {n["metadata"]["name"]: n["spec"] for n in objs["NetworkPolicy"]}
+    assert nps["m-limits"]["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {
+        "slm.ai/deployment": "m", "app.kubernetes.io/component": "server"}}}]
+    assert nps["m-limits"]["egress"] == []
+    assert nps["m-server"]["egress"][1]["ports"] == [{"port": 6379, "protocol": "TCP"}]
+    assert [s["metadata"]["name"] for s in objs["Service"]] == ["m", "m-limits"]

@@ -18,6 +18,7 @@ L_ENGINE = "slm.ai/engine"
 A_SPEC_HASH = "slm.ai/spec-hash"          # pod template: restart pods when engine config changes
 A_ARTIFACT_KEY = "slm.ai/artifact-key"    # Job: which artifact it produces
 A_GENERATED = "slm.ai/generated-secret"   # Secret: value generated once by the operator
+A_GENERATED_KEY = "slm.ai/generated-key"  # Secret: the data key of that value (default api-key)
 
 # Condition types (status.conditions[].type).
 READY = "Ready"
@@ -39,6 +40,7 @@ C_SERVER = "server"
 C_QUANTIZER = "quantizer"
 C_API_KEY = "api-key"
 C_CACHE = "model-cache"
+C_LIMITS = "limits"
 
 # In-pod paths and ports.
 API_PORT = 8000
@@ -53,6 +55,10 @@ API_KEY_DIR = "/var/run/secrets/slm"
 API_KEY_FILE = f"{API_KEY_DIR}/api-key"
 # The per-consumer Secret (access.apiKeys), mounted in the gateway container only.
 CONSUMERS_DIR = "/var/run/secrets/slm-consumers"
+# The limit store (Redis, for consumers with requestsPerMinute/tokensPerMinute): its password file.
+LIMITS_DIR = "/var/run/secrets/slm-limits"
+LIMITS_PASSWORD_FILE = f"{LIMITS_DIR}/password"
+REDIS_PORT = 6379
 HF_TOKEN_DIR = "/var/run/secrets/hf"
 HF_TOKEN_FILE = f"{HF_TOKEN_DIR}/token"
 S3_CREDENTIALS_DIR = "/var/run/secrets/s3"

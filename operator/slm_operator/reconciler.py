@@ -31,7 +31,7 @@ from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
 from slm_operator.kube import Kube, refusal
 from slm_operator.render import Plan, RenderContext, plan
-from slm_operator.render.common import artifact_path, child_names
+from slm_operator.render.common import ConsumerFacts, artifact_path, child_names
 from slm_operator.render.workloads import QUANTIZER_PERMANENT_EXIT_CODES
 from slm_operator.resolve import gated_refusal, refused
 from slm_operator.status import Cond, Observation, build_status, status_changed, transitions
@@ -102,6 +102,22 @@ def _decoded(value: str) -> str:
         return ""
 
 
+def _key_ref_names(entries: list[tuple[str, str]]) -> set[str]:
+    """The Secret names the entries' keyRef fields name (a malformed entry names none)."""
+    import yaml
+
+    out: set[str] = set()
+    for _, raw in entries:
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            continue
+        ref = value.get("keyRef") if isinstance(value, dict) else None
+        if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+            out.add(ref["name"])
+    return out
+
+
 def _one_line(text: Any, limit: int = 400) -> str:
     s = podfaults.redact(" ".join(str(text or "").split())).rstrip(". ")
     return s if len(s) <= limit else s[: limit - 1] + "…"
@@ -165,7 +181,11 @@ class Reconciler:
             await self._write_status(body, obs, old_status, out)
             return out
 
-        p = plan(cr, self.ctx)
+        # access.apiKeys: read before rendering (whether a limit store is needed, which keyRef
+        # Secrets to project); malformed entries are reported, the good ones keep working.
+        consumer_values: list[str] = []
+        facts, consumers_missing, consumers_invalid = await self._consumers(cr, consumer_values)
+        p = plan(cr, dataclasses.replace(self.ctx, consumers=facts))
         r = p.resolved
         obs = Observation(generation=generation, engine=r.engine)
         obs.sizing = {k: v for k, v in {
@@ -190,7 +210,8 @@ class Reconciler:
             return out
 
         secret_values: list[str] = []  # masked in any message quoted from a pod
-        missing = await self._check_secrets(cr, secret_values)
+        secret_values.extend(consumer_values)
+        missing = await self._check_secrets(cr, secret_values) or consumers_missing
         await self._apply_all([o for o in p.prepare if o["kind"] != "Job"], out)
         if missing:
             obs.problem = Cond(True, "SecretNotFound", missing)
@@ -205,6 +226,8 @@ class Reconciler:
             await self._apply_all(p.serve, out)
             await self._prune(cr, p, out)
             self._observe_serving(cr, obs, out, secret_values)
+            if consumers_invalid and obs.problem is None:
+                obs.problem = Cond(True, "InvalidApiKeyEntry", consumers_invalid)
         else:
             obs.available = Cond(False, "WaitingForModel", "The serving Deployment starts once the model "
                                  "artifact is ready.")
@@ -252,6 +275,51 @@ class Reconciler:
                 values.extend(_decoded(v) for v in data.values() if isinstance(v, str))
         return None
 
+    async def _consumers(self, cr: api.SLMDeployment,
+                         values: list[str]) -> tuple[ConsumerFacts, str | None, str | None]:
+        """Parse the access.apiKeys Secret with the gateway's own parser (slm_gateway.consumers).
+
+        Returns (facts for render, a SecretNotFound sentence or None, an InvalidApiKeyEntry
+        sentence naming the Secret and each rejected entry with its reason, or None). The keys
+        read are appended to `values` (messages quoted from pods are masked against them)."""
+        keys = cr.spec.access.api_keys
+        if keys is None:
+            return ConsumerFacts(), None, None
+        from slm_gateway.consumers import build_table
+
+        ns, name = cr.metadata.namespace, keys.secret_ref.name
+        secret = await self.kube.get("v1", "Secret", name, ns)
+        if secret is None:
+            return ConsumerFacts(), (
+                f"Secret {name} referenced by spec.access.apiKeys.secretRef was not found in namespace {ns}: "
+                f"create it (one entry per consumer: kubectl -n {ns} create secret generic {name} "
+                f"--from-literal=<consumer>=<key>) and the deployment resumes by itself."), None
+        entries = [(k, _decoded(v)) for k, v in sorted((secret.get("data") or {}).items()) if isinstance(v, str)]
+        entries += [(k, str(v)) for k, v in sorted((secret.get("stringData") or {}).items())]
+        refs: dict[tuple[str, str], str | None] = {}
+        for ref_name in sorted({r for r in _key_ref_names(entries)}):
+            ref_secret = await self.kube.get("v1", "Secret", ref_name, ns)
+            for k, v in ((ref_secret or {}).get("data") or {}).items():
+                refs[(ref_name, k)] = _decoded(v) if isinstance(v, str) else None
+        asked: list[tuple[str, str]] = []
+
+        def read_ref(secret_name: str, key: str) -> str | None:
+            asked.append((secret_name, key))
+            return refs.get((secret_name, key))
+
+        table = build_table(entries, store=True, read_ref=read_ref)
+        values.extend(v for _, v in entries)
+        values.extend(v for v in refs.values() if v)
+        facts = ConsumerFacts(limits=any(con.limited for con in table.consumers),
+                              refs=tuple(sorted(set(asked))))
+        if not table.rejected:
+            return facts, None, None
+        listed = "; ".join(f"{r.entry} ({r.reason}): {r.message}" for r in table.rejected)
+        return facts, None, (f"Secret {name} (spec.access.apiKeys): {len(table.rejected)} entr"
+                             f"{'y was' if len(table.rejected) == 1 else 'ies were'} rejected, the other "
+                             f"consumers keep working: {listed}. Fix the entries in the Secret; the gateway "
+                             "picks the change up within a minute.")
+
     async def _ensure_generated_secret(self, obj: dict[str, Any], out: Outcome) -> None:
         """Create-once: the random key is written on creation and never rotated by us.
 
@@ -265,8 +333,9 @@ class Reconciler:
             return
         if await self.kube.get("v1", "Secret", key[1], key[0]) is None:
             value = base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
+            data_key = (meta.get("annotations") or {}).get(c.A_GENERATED_KEY, "api-key")
             try:
-                await self.kube.create({**obj, "data": {"api-key": value}})
+                await self.kube.create({**obj, "data": {data_key: value}})
             except Exception as e:
                 if not self._refused(e, "create", obj, out):
                     raise

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from slm_operator import api
 from slm_operator.render.common import Images, Obj, RenderContext, Target
+from slm_operator.render.limits import limits_deployment, limits_policy, limits_secret, limits_service
 from slm_operator.render.monitoring import service_monitor
 from slm_operator.render.network import quantizer_policy, server_policy, service
 from slm_operator.render.scaling import hpa, pdb
@@ -44,10 +45,11 @@ class Plan:
 def plan(cr: api.SLMDeployment, ctx: RenderContext | None = None) -> Plan:
     ctx = ctx or RenderContext()
     r = resolve(cr.spec)
-    t = Target(cr=cr, r=r, key=artifact_key(cr.spec, r))
+    t = Target(cr=cr, r=r, key=artifact_key(cr.spec, r), consumers=ctx.consumers)
     job = quantize_job(t, ctx.images.quantizer, ctx.hub) if needs_job(cr.spec, r) else None
-    prepare = [o for o in (api_key_secret(t), cache_pvc(t), server_policy(t, ctx),
-                           quantizer_policy(t, ctx) if job else None, service(t), job) if o]
+    prepare = [o for o in (api_key_secret(t), limits_secret(t), cache_pvc(t), server_policy(t, ctx),
+                           quantizer_policy(t, ctx) if job else None, limits_policy(t), service(t),
+                           limits_service(t), job, limits_deployment(t, ctx.images.gateway)) if o]
     image = cr.spec.engine.image or ctx.images.for_engine(r.engine)
     replicas = None if cr.spec.autoscaling else (1 if cr.spec.replicas is None else cr.spec.replicas)
     serve = [o for o in (serving_deployment(t, image, replicas, ctx.images.gateway), hpa(t), pdb(t),

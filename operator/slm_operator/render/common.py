@@ -57,6 +57,17 @@ class Images:
 
 
 @dataclass(frozen=True)
+class ConsumerFacts:
+    """What the operator read from the access.apiKeys Secret before rendering (render makes no
+    API calls): whether some consumer has requestsPerMinute/tokensPerMinute (then the limit
+    store is rendered), and the (Secret, key) pairs keyRef entries name (projected into the
+    gateway's consumers folder under _refs/<secret>/<key>)."""
+
+    limits: bool = False
+    refs: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class RenderContext:
     """Facts read before rendering; render itself makes no API calls."""
 
@@ -66,6 +77,7 @@ class RenderContext:
         ("kubernetes.io/metadata.name", "monitoring"),
     )
     hub: HubDefaults = field(default_factory=HubDefaults)  # operator-wide hub endpoint / CA bundle
+    consumers: ConsumerFacts = field(default_factory=ConsumerFacts)  # this CR's (dataclasses.replace)
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ class Target:
     cr: api.SLMDeployment
     r: Resolved
     key: str  # artifact key (hash of quantization inputs)
+    consumers: ConsumerFacts = field(default_factory=ConsumerFacts)
 
     @property
     def name(self) -> str:
@@ -145,6 +158,7 @@ def child_names(name: str, key: str) -> dict[str, str]:
         "job": f"{name}-quantize-{key}",
         "np_server": f"{name}-server",
         "np_quantizer": f"{name}-quantizer",
+        "limits": f"{name}-limits",
     }
 
 

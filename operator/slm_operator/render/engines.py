@@ -26,6 +26,7 @@ from slm_operator.render.common import (
     empty_dir,
     engine_resources,
 )
+from slm_operator.render.limits import gateway_volume, redis_url
 from slm_operator.resolve import engine_options, execution_target, served_from_source
 
 __all__ = ["ARTIFACT_QUANTIZATION", "containers", "gateway_container", "metrics_endpoint", "serve_input",
@@ -76,7 +77,8 @@ def serve_input(t: Target, image: str) -> ServeInput:
         target=execution_target(t.spec, r), options=engine_options(t.spec, r.engine),
         resources=engine_resources(t), mounts=_mounts(t), artifact_bytes=artifact_bytes(t),
         image=image, trust_remote_code=t.spec.model.trust_remote_code,
-        extra={"gpu_memory_utilization_percent": r.gpu_memory_utilization_percent},
+        extra={"gpu_memory_utilization_percent": r.gpu_memory_utilization_percent,
+               "model_source": t.spec.model.source},  # vLLM: the catalog's tool/reasoning parsers
     )
 
 
@@ -93,8 +95,13 @@ def gateway_args(t: Target) -> list[str]:
         "--scope", f"{t.cr.metadata.namespace or 'default'}/{t.name}",
         "--model", t.r.served_name,
     ]
-    if t.spec.access.api_keys is not None:
+    keys = t.spec.access.api_keys
+    if keys is not None:
         args += ["--keys-dir", c.CONSUMERS_DIR]
+        if t.consumers.limits:
+            args += ["--redis-url", redis_url(t), "--redis-password-file", c.LIMITS_PASSWORD_FILE]
+        if keys.fail_open:
+            args.append("--fail-open")
     else:
         # One key (generated, or access.apiKeySecretRef): the consumer "default".
         args += ["--api-key-file", c.API_KEY_FILE]
@@ -112,6 +119,8 @@ def gateway_container(t: Target, image: str) -> Obj:
               {"name": "api-key", "mountPath": c.API_KEY_DIR, "readOnly": True}]
     if t.spec.access.api_keys is not None:
         mounts.append({"name": "consumers", "mountPath": c.CONSUMERS_DIR, "readOnly": True})
+        if t.consumers.limits:
+            mounts.append({"name": "limits", "mountPath": c.LIMITS_DIR, "readOnly": True})
     return {
         "name": "gateway",
         "image": image,
@@ -128,11 +137,30 @@ def gateway_container(t: Target, image: str) -> Obj:
     }
 
 
+def consumers_volume(t: Target) -> Obj | None:
+    """The access.apiKeys Secret as the gateway's consumers folder, with each keyRef's Secret key
+    projected under _refs/<secret>/<key> (optional: a missing one is the entry's KeyRefNotFound,
+    not a pod stuck on its mount). The kubelet updates projected Secrets in place (rotation)."""
+    keys = t.spec.access.api_keys
+    if keys is None:
+        return None
+    sources: list[Obj] = [{"secret": {"name": keys.secret_ref.name}}]
+    for secret, key in t.consumers.refs:
+        sources.append({"secret": {"name": secret, "optional": True,
+                                   "items": [{"key": key, "path": f"_refs/{secret}/{key}"}]}})
+    return {"name": "consumers", "projected": {"defaultMode": 0o440, "sources": sources}}
+
+
+def gateway_volumes(t: Target) -> list[Obj]:
+    """The volumes only the gateway mounts: the consumers folder and the limit store's password."""
+    return [v for v in (consumers_volume(t), gateway_volume(t)) if v]
+
+
 def containers(t: Target, image: str, gateway_image: str) -> tuple[list[Obj], list[Obj]]:
     """The serving pod's containers (the engine's, then the gateway) and the extra volumes they
     need (the engine's builder's)."""
     ctrs, volumes = engines.get(t.r.engine).containers(serve_input(t, image))
-    return [*ctrs, gateway_container(t, gateway_image)], volumes
+    return [*ctrs, gateway_container(t, gateway_image)], [*volumes, *gateway_volumes(t)]
 
 
 def metrics_endpoint(t: Target) -> MetricsEndpoint:

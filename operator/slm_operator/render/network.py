@@ -2,7 +2,8 @@
 
 Serving pods: ingress only from `access.allowedFrom` (default: this namespace) to the API
 port and from the monitoring namespace to the metrics port; egress only DNS (the model is
-already on disk). Quantization pods: no ingress; egress DNS and HTTPS (the hub, S3), plus the
+already on disk) and, with consumer limits, the deployment's limit store (render/limits.py).
+Quantization pods: no ingress; egress DNS and HTTPS (the hub, S3), plus the
 hub endpoint's port when it is not 443 (see hub.py).
 """
 
@@ -43,6 +44,10 @@ def _peers(t: Target) -> list[Obj]:
 def server_policy(t: Target, ctx: RenderContext) -> Obj:
     metrics_port = c.API_PORT if metrics_endpoint(t).port == "http" else c.METRICS_PORT
     monitoring_peer = {"namespaceSelector": {"matchLabels": dict(ctx.monitoring_namespace_labels)}}
+    egress = [DNS_EGRESS]
+    if t.consumers.limits:  # the gateways reach this deployment's limit store, nothing else
+        egress.append({"to": [{"podSelector": {"matchLabels": selector(t, c.C_LIMITS)}}],
+                       "ports": [{"port": c.REDIS_PORT, "protocol": "TCP"}]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -54,7 +59,7 @@ def server_policy(t: Target, ctx: RenderContext) -> Obj:
                 {"from": _peers(t), "ports": [{"port": c.API_PORT, "protocol": "TCP"}]},
                 {"from": [monitoring_peer], "ports": [{"port": metrics_port, "protocol": "TCP"}]},
             ],
-            "egress": [DNS_EGRESS],
+            "egress": egress,
         },
     }
 

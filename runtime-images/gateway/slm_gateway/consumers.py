@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,10 +105,12 @@ class _Reject(Exception):
         self.reason, self.message = reason, message
 
 
-def parse_entry(entry: str, raw: str, refs: Path | None = None, *, store: bool = True) -> tuple[Consumer, str]:
+def parse_entry(entry: str, raw: str, refs: Path | None = None, *, store: bool = True,
+                read_ref: Callable[[str, str], str | None] | None = None) -> tuple[Consumer, str]:
     """Parse one Secret entry (its name and its text) into (Consumer, key).
 
-    ``refs`` is the folder keyRefs resolve in; ``store`` says whether a shared limit store is
+    ``refs`` is the folder keyRefs resolve in (or ``read_ref(secret, key)`` returns the key or None:
+    the operator reads the referenced Secrets from the API); ``store`` says whether a shared limit store is
     configured (without one, an entry with request or token limits is refused: limits that hold
     per pod only would let a consumer use N replicas times its limit).
     Raises _Reject (reason code + sentence) for a malformed entry.
@@ -142,7 +144,13 @@ def parse_entry(entry: str, raw: str, refs: Path | None = None, *, store: bool =
             raise _Reject("BadValue", f"entry {entry!r}: keyRef must be {{name: <secret>, key: <data key>}}")
         path = (refs or Path("/nonexistent")) / ref["name"] / ref["key"]
         try:
-            key = path.read_text(encoding="utf-8").strip()
+            if read_ref is not None:
+                found = read_ref(ref["name"], ref["key"])
+                if found is None:
+                    raise OSError(ref["name"])
+                key = found.strip()
+            else:
+                key = path.read_text(encoding="utf-8").strip()
         except OSError:
             raise _Reject("KeyRefNotFound", f"entry {entry!r}: keyRef {ref['name']}/{ref['key']} is not mounted; "
                           f"check the Secret {ref['name']!r} exists and has the key {ref['key']!r}") from None
@@ -167,13 +175,16 @@ def parse_entry(entry: str, raw: str, refs: Path | None = None, *, store: bool =
     return Consumer(entry, rpm, tpm, cap, routes), key
 
 
-def build_table(entries: Iterable[tuple[str, str]], refs: Path | None = None, *, store: bool = True) -> KeyTable:
-    """Parse (name, value) entries, in name order, into a KeyTable; a key used twice is rejected the second time."""
+def build_table(entries: Iterable[tuple[str, str]], refs: Path | None = None, *, store: bool = True,
+                read_ref: Callable[[str, str], str | None] | None = None) -> KeyTable:
+    """Parse (name, value) entries, in name order, into a KeyTable; a key used twice is rejected the second time.
+
+    The gateway and the operator (status: Degraded InvalidApiKeyEntry) both parse with this."""
     table = KeyTable()
     owner: dict[bytes, str] = {}
     for entry, raw in sorted(entries):
         try:
-            consumer, key = parse_entry(entry, raw, refs, store=store)
+            consumer, key = parse_entry(entry, raw, refs, store=store, read_ref=read_ref)
         except _Reject as err:
             table.rejected.append(Rejected(entry, err.reason, err.message))
             continue
