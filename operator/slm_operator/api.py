@@ -21,6 +21,7 @@ from pydantic_core import PydanticCustomError
 
 from slm_operator import engines
 from slm_operator.engines import table as engine_table
+from slm_operator.engines import vllm_parsers
 
 GROUP = "slm.ai"
 VERSION = "v1alpha1"
@@ -425,6 +426,19 @@ class VLLMOptions(Model):
         description="--tensor-parallel-size: must not exceed the GPU count.", ge=1, le=8)] = 1
     enable_prefix_caching: Annotated[bool, Field(description="--enable-prefix-caching.")] = True
     kv_cache_dtype: Annotated[Literal["auto", "fp8"], Field(description="--kv-cache-dtype.")] = "auto"
+    # vLLM 0.33.0's registered names (engines/vllm_parsers.py, checked against vLLM's registries).
+    tool_call_parser: Annotated[
+        Literal[(*vllm_parsers.VLLM_TOOL_CALL_PARSERS, vllm_parsers.NONE)] | None, Field(  # type: ignore[valid-type]
+            description="--tool-call-parser (with --enable-auto-tool-choice): how vLLM reads tool calls "
+                        "from the model's output, so requests with tools and tool_choice auto are served. "
+                        "Default: the catalog's for the model (hermes for Qwen3, llama3_json for Llama 3.2, "
+                        "phi4_mini_json for Phi-4-mini, mistral for Mistral v0.3), none for others; 'none' "
+                        "turns tool calling off.")] = None
+    reasoning_parser: Annotated[
+        Literal[(*vllm_parsers.VLLM_REASONING_PARSERS, vllm_parsers.NONE)] | None, Field(  # type: ignore[valid-type]
+            description="--reasoning-parser: vLLM returns the model's reasoning in reasoning_content, apart "
+                        "from content. Default: the catalog's for the model (qwen3 for Qwen3), none for "
+                        "others; 'none' turns it off.")] = None
     extra_args: Annotated[list[Annotated[str, Field(max_length=256)]], Field(
         description="Extra `vllm serve` flags. Flags that enable dev endpoints, pass API keys, "
                     "import code or log prompts are refused, and so are flags the typed options set.",

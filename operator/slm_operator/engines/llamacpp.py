@@ -67,6 +67,9 @@ def server_args(inp: ServeInput, *, host: str = "0.0.0.0", port: int = c.API_POR
         "--metrics",
         "--no-webui",
         "--no-slots",
+        # The model's own (Jinja) chat template: without it llama-server refuses `tools`. On by
+        # default in the pinned llama.cpp, explicit so LLAMA_ARG_JINJA or a new default cannot drop it.
+        "--jinja",
     ]
     if inp.gpu_count:
         args += ["--n-gpu-layers", ALL_LAYERS]

@@ -22,6 +22,7 @@ from slm_operator.engines.base import (
     ServeInput,
 )
 from slm_operator.engines.table import row
+from slm_operator.engines.vllm_parsers import parser_flags
 
 if TYPE_CHECKING:
     from slm_operator.sizing.catalog import GpuProduct, ModelFacts
@@ -89,6 +90,12 @@ def vllm_args(inp: ServeInput) -> list[str]:
         args += ["--dtype", "bfloat16" if inp.qtype == "bf16" else "float16"]
     if inp.trust_remote_code:
         args.append("--trust-remote-code")
+    # Tool calling / reasoning for the model's own chat template (the catalog's parser, or the
+    # spec's): without them vLLM refuses `tools` with tool_choice "auto".
+    from slm_operator.sizing.catalog import lookup_model  # sizing imports this module
+
+    source = inp.extra.get("model_source")
+    args += parser_flags(lookup_model(source) if source else None, opts)
     if opts:
         args += list(opts.extra_args)
     return args

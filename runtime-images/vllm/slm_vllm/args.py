@@ -85,9 +85,17 @@ def _is_number(arg: str) -> bool:
     return True
 
 
+# vLLM flags that are also a prefix of a listed flag: argparse takes an exact match before any
+# abbreviation, so `--reasoning-parser qwen3` names --reasoning-parser (the operator renders it
+# for reasoning models), never --reasoning-parser-plugin.
+EXACT_FLAGS = frozenset({"reasoning-parser"})
+
+
 def _matches(name: str, table: Iterable[str]) -> str | None:
     # argparse accepts unambiguous prefixes (allow_abbrev), so `--trust-remote` is
     # `--trust-remote-code`: refuse any prefix of a listed flag, not only exact names.
+    if name in EXACT_FLAGS:
+        return None
     for flag in table:
         if flag == name or (len(name) >= 2 and flag.startswith(name)):
             return flag
