@@ -37,6 +37,7 @@ PVC = {"source": "pvc://claim/model"}
         {"model": PVC, "tolerations": [{"key": "a", "value": None}]},
         {"model": {**PVC, "contextLength": 300.0}},  # an integral number decodes as an integer
         {"model": {**PVC, "contextLength": 1e3}},
+        {"model": PVC, "replicas": 3.0},  # read only through has() by the rules
     ],
 )
 def test_admitted_like_the_api_server(spec: dict[str, Any]) -> None:
@@ -64,12 +65,25 @@ def test_admitted_like_the_api_server(spec: dict[str, Any]) -> None:
         # Out-of-range numbers do not block the CEL rules: both are reported.
         ({"model": {"source": "hf://org/name"}, "replicas": -1}, {"spec.replicas", "spec.model"}),
         ({"model": {"source": "hf://org/name", "servedName": "a" * 129}}, {"spec.model.servedName"}),
+        # An integer written as 3.0 passes the schema, but a CEL rule that reads it fails
+        # ("expected int, got float64") where the rule sits; has() alone does not read it.
+        ({"model": PVC, "autoscaling": {"maxReplicas": 4.0}}, {"spec.autoscaling"}),
+        (
+            {"model": PVC, "engine": {"name": "vllm", "vllm": {"tensorParallelSize": 2.0}},
+             "resources": {"gpu": {"count": 2}}},
+            {"spec"},
+        ),
+        # ObjectMeta's RFC 1123 check runs beside a blocking schema error (the CRD's name rules do not).
+        ({"model": PVC, "tolerations": [[1]], "_name": "x-"}, {"metadata.name", "spec.tolerations[0]"}),
         # Strict field validation refuses an unknown field before any schema check.
         ({"model": {**PVC, "bogus": 1}, "quantization": {"format": "x"}}, {"spec.model.bogus"}),
     ],
 )
 def test_rejected_naming_the_fields_the_api_server_names(spec: dict[str, Any], fields: set[str]) -> None:
-    errors = validate(_cr(spec), check_fit=False)
+    spec = dict(spec)
+    cr = _cr(spec)
+    cr["metadata"]["name"] = spec.pop("_name", "p")
+    errors = validate(cr, check_fit=False)
     assert _fields(errors) == fields, errors
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import cache, lru_cache
 from typing import Any
 
@@ -63,6 +64,52 @@ def _schema_errors(obj: dict[str, Any]) -> tuple[list[str], bool]:
             continue
         errors.append(f"{where or '<root>'}: {e.message}")
     return errors, blocking
+
+
+# ObjectMeta's own check, which the API server makes on every object beside the schema
+# (k8s.io/apimachinery validation.IsDNS1123Subdomain: at most 253 characters).
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _name_errors(name: str) -> list[str]:
+    if len(name) <= 253 and _DNS1123_SUBDOMAIN.match(name):
+        return []
+    return [f"metadata.name: {name!r} is not a lowercase RFC 1123 subdomain: use at most 253 lower-case letters, "
+            "digits, '-' and '.', starting and ending with a letter or digit"]
+
+
+def _integral_floats(obj: Any, schema: dict[str, Any], path: str) -> set[str]:
+    """Paths of integer fields written as numbers with a decimal point (3.0).
+
+    The schema check admits them, and the API server stores an integer, but its CEL rules see
+    the float and fail ("expected int, got float64") wherever a rule reads the field.
+    """
+    if isinstance(obj, float) and schema.get("type") == "integer":
+        return {path}
+    found: set[str] = set()
+    if isinstance(obj, dict):
+        props = schema.get("properties")
+        for k, v in obj.items():
+            sub = props.get(k) if props is not None else schema.get("additionalProperties")
+            if isinstance(sub, dict):
+                found |= _integral_floats(v, sub, f"{path + '.' if path else ''}{k}")
+    elif isinstance(obj, list) and "items" in schema:
+        for i, v in enumerate(obj):
+            found |= _integral_floats(v, schema["items"], f"{path}[{i}]")
+    return found
+
+
+def _reads(rule: str, node: str, fields: set[str]) -> str | None:
+    """The first of `fields` under `node` that a CEL rule at `node` reads (by the field's name)."""
+    for f in sorted(fields):
+        if f == node:
+            return f
+        if node and not f.startswith((node + ".", node + "[")):
+            continue
+        # has(self.x) tests presence without reading the value: no conversion, no error.
+        if re.search(r"\." + re.escape(re.split(r"[.\[]", f)[-1]) + r"\b", re.sub(r"has\([^)]*\)", "", rule)):
+            return f
+    return None
 
 
 def admission_form(obj: Any, schema: dict[str, Any]) -> Any:
@@ -123,24 +170,29 @@ def _rule_result(rule: str, message: str, value: str) -> str | None:
     return None if bool(ok) else message
 
 
-def _cel_errors(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
+def _cel_errors(obj: Any, schema: dict[str, Any], path: str, floats: frozenset[str] = frozenset()) -> list[str]:
+    """Every CEL rule's error as "field: message"; `floats` are _integral_floats' paths."""
     errors: list[str] = []
     rules = [r for r in schema.get("x-kubernetes-validations", []) if "oldSelf" not in r["rule"]]
     if rules:
         value = json.dumps(obj, sort_keys=True)
         for rule in rules:
+            # A rule's fieldPath (".metadata.name") names the field it is about, as at admission.
+            where = (path + rule.get("fieldPath", "")).lstrip(".") or "<root>"
+            if floats and (f := _reads(rule["rule"], path, set(floats))):
+                errors.append(f"{where}: rule {rule['rule']!r} failed to evaluate: expected int, got float64 at "
+                              f"{f}: write it as a whole number without a decimal point (e.g. 3, not 3.0)")
+                continue
             problem = _rule_result(rule["rule"], rule["message"], value)
             if problem is not None:
-                # A rule's fieldPath (".metadata.name") names the field it is about, as at admission.
-                where = (path + rule.get("fieldPath", "")).lstrip(".")
-                errors.append(f"{where or '<root>'}: {problem}")
+                errors.append(f"{where}: {problem}")
     if isinstance(obj, dict):
         for key, sub in schema.get("properties", {}).items():
             if key in obj:
-                errors += _cel_errors(obj[key], sub, f"{path + '.' if path else ''}{key}")
+                errors += _cel_errors(obj[key], sub, f"{path + '.' if path else ''}{key}", floats)
     elif isinstance(obj, list) and "items" in schema:
         for i, item in enumerate(obj):
-            errors += _cel_errors(item, schema["items"], f"{path}[{i}]")
+            errors += _cel_errors(item, schema["items"], f"{path}[{i}]", floats)
     return errors
 
 
@@ -172,28 +224,30 @@ def validate(obj: dict[str, Any], *, check_fit: bool = True) -> list[str]:
     name = (obj.get("metadata") or {}).get("name")
     if not name:
         return ["metadata.name: required"]
+    floats = frozenset(_integral_floats(obj, _schema(), ""))
     obj = admission_form(obj, _schema())
     unknown = _unknown_fields(obj, _schema(), "")
     if unknown:  # strict field validation refuses the request before any schema check
         return unknown
     errors, blocking = _schema_errors(obj)
-    if errors:
+    meta = _name_errors(str(name))  # checked beside the schema, whatever it says
+    if errors or meta:
         # Beside a missing field, a value out of its enum, too long or of the wrong type the API
         # server runs no CEL rule ("some validation rules were not checked because the object
         # was invalid"); beside out-of-range values it runs them all on the defaulted object.
         if not blocking:
-            errors += _cel_errors(structural_defaults(copy.deepcopy(obj), _schema()), _schema(), "")
-        return errors
+            errors += _cel_errors(structural_defaults(copy.deepcopy(obj), _schema()), _schema(), "", floats)
+        return meta + errors
     # The API server runs every CEL rule on the structurally defaulted object and reports them all;
     # so do we. The typed models repeat the field-level rules (same sentences) and add nothing
     # admission would not say, so their errors only count where CEL did not already say it.
-    errors = _cel_errors(structural_defaults(copy.deepcopy(obj), _schema()), _schema(), "")
+    errors = _cel_errors(structural_defaults(copy.deepcopy(obj), _schema()), _schema(), "", floats)
     try:
         full = defaulted(obj)
     except pydantic.ValidationError as e:
         said = {m.split(": ", 1)[-1] for m in errors}
         return errors + [f"{_path(err['loc'])}: {err['msg']}" for err in e.errors() if err["msg"] not in said]
-    errors += [e for e in _cel_errors(full, _schema(), "") if e not in errors]
+    errors += [e for e in _cel_errors(full, _schema(), "", floats) if e not in errors]
     if errors or not check_fit:
         return errors
     from slm_operator.resolve import gated_refusal, refused, resolve
