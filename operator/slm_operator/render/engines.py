@@ -39,7 +39,7 @@ OLLAMA_PORT = 11434  # OLLAMA_HOST in engines/ollama.py
 # buffers for the engine's /metrics it appends; the same figure sizing adds per pod
 # (EngineBase.sidecar_memory_bytes).
 GATEWAY_MEMORY = 256 * MIB
-GATEWAY_CPU = "250m"
+GATEWAY_CPU = "100m"  # requests schedule; the limit lets it burst
 GATEWAY_CPU_LIMIT = "1"  # a CPU-bound proxy under a 250m quota would add throttling latency
 # Engines that check a key of their own (vLLM's --api-key, the ONNX server, llama-server): the
 # gateway sends the pod's key to them; Ollama has none.
