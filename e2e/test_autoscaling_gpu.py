@@ -43,13 +43,16 @@ from e2e.monitoring_standins import (
     vllm_series,
 )
 from e2e.test_autoscaling_alerts import ENGINE_ONLY, dashboard_queries
+from slm_operator.constants import METRICS_PORT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
 ROOT = Path(__file__).resolve().parents[1]
 STABILIZATION_S = 30
 DCGM_PORT = 9400        # dcgm-exporter's default listen port (:9400)
-VLLM_PORT = 8000        # vLLM serves /metrics on its API port (the operator's "http" port)
+# Where Prometheus scrapes an engine pod: its "metrics" port, on which the pod's gateway serves
+# the engine's /metrics (the operator's ServiceMonitor names that port).
+VLLM_PORT = METRICS_PORT
 GPU_METRIC = "slm_gpu_utilization_percent"
 KV_METRIC = "vllm_kv_cache_usage_perc"
 
