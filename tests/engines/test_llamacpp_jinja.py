@@ -41,10 +41,26 @@ def cached_binary() -> Path:
     return Path(found)
 
 
-def test_rendered_command_passes_jinja(tmp_path: Path) -> None:
-    for qtype in ("Q4_K_M", "TQ2_0"):
-        command = rendered_command(qtype, tmp_path)
-        assert "--jinja" in command and "--no-jinja" not in command
+@pytest.mark.parametrize("spec", [
+    {"model": {"source": "hf://Qwen/Qwen3-1.7B"}, "quantization": {"format": "gguf", "type": "Q4_K_M"}},
+    {"model": {"source": "hf://slm-e2e/tiny"}, "quantization": {"format": "gguf", "type": "TQ2_0"},
+     "resources": {"cpu": "2", "memory": "2Gi", "gpu": {"count": 1}}},
+], ids=["qwen3-cpu", "uncatalogued-gpu"])
+def test_rendered_command_passes_jinja(spec: dict) -> None:
+    import yaml
+
+    from slm_operator import api
+    from slm_operator.render import render
+    from slm_operator.validate import defaulted
+
+    spec = yaml.safe_load(yaml.safe_dump(spec))
+    spec["model"]["revision"] = "0123456789abcdef0123456789abcdef01234567"
+    spec["engine"] = {"name": "llamacpp"}
+    body = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u"}, "spec": spec}
+    (ctr,) = [c for o in render(api.SLMDeployment.model_validate(defaulted(body))) if o["kind"] == "Deployment"
+              for c in o["spec"]["template"]["spec"]["containers"] if c["name"] == "llama-server"]
+    assert "--jinja" in ctr["args"] and "--no-jinja" not in ctr["args"]
 
 
 def test_pinned_llama_server_lists_jinja() -> None:
