@@ -115,8 +115,16 @@ def ollama_proxy_series() -> set[str]:
     return _samples(_families(ProxyMetrics().registry, "slm_proxy_"))
 
 
+def gateway_series() -> set[str]:
+    """The gateway's series (runtime-images/gateway slm_gateway/metrics.py), in every engine pod."""
+    from slm_gateway.metrics import GatewayMetrics
+
+    return _samples(_families(GatewayMetrics().registry, "slm_gateway_"))
+
+
 def known_series() -> set[str]:
-    return (operator_series() | onnx_server_series() | ollama_proxy_series() | _samples(VLLM_FAMILIES)
+    return (operator_series() | onnx_server_series() | ollama_proxy_series() | gateway_series()
+            | _samples(VLLM_FAMILIES)
             | _samples(VLLM_LEGACY_FAMILIES) | _samples(DCGM_FAMILIES) | _samples(KSM_FAMILIES)
             | _samples(LLAMACPP_FAMILIES)
             | _samples(PROMETHEUS_FAMILIES))
@@ -253,7 +261,8 @@ def test_dashboard_covers_what_issue_7_asks_for():
     titles = " | ".join(p["title"].lower() for p in dashboard_panels())
     for word in ("requests/s", "error rate", "tokens/s", "time to first token", "end-to-end", "queue depth",
                  "kv-cache", "gpu utilization", "gpu memory", "replicas", "quantization jobs",
-                 "quantization job duration", "reconciles/s", "reconcile duration"):
+                 "quantization job duration", "reconciles/s", "reconcile duration", "by consumer",
+                 "tokens/s by consumer", "throttled (429)", "auth failures (401)"):
         assert word in titles, f"no panel about {word}"
 
 
@@ -299,7 +308,7 @@ def test_alerts_cover_issue_7_and_are_documented():
     rules = alert_rules()
     names = {r["alert"] for r in rules}
     assert {"SLMDeploymentNotReady", "SLMQuantizationFailed", "SLMQueueDepthHighAtMaxReplicas",
-            "SLMHighErrorRate", "SLMOperatorReconcileErrors"} <= names
+            "SLMHighErrorRate", "SLMOperatorReconcileErrors", "SLMConsumerThrottled", "SLMAuthFailuresSpike"} <= names
     docs = (ROOT / "docs" / "observability.md").read_text()
     for r in rules:
         assert r["labels"]["severity"] in {"critical", "warning", "info"}, r["alert"]
@@ -495,6 +504,16 @@ def synthetic_series(engine: str) -> list[dict[str, str]]:
                  "metric_target_type": "average"}, "4x60"),
         _series("up", {**POD, "job": "qwen3-small"}, "1x60"),
         _series("up", {**OTHER_POD, "job": "other"}, "1x60"),
+        # The gateway in front of every engine (runtime-images/gateway slm_gateway/metrics.py).
+        _series("slm_gateway_requests_total", {**POD, "consumer": "web", "route": "/v1/chat/completions",
+                                               "code": "200"}, "0+10x60"),
+        _series("slm_gateway_tokens_total", {**POD, "consumer": "web", "kind": "completion"}, "0+30x60"),
+        _series("slm_gateway_rate_limited_total", {**POD, "consumer": "web", "limit": "requests"}, "0+1x60"),
+        _series("slm_gateway_auth_failures_total", {**POD, "reason": "invalid"}, "0+2x60"),
+        _series("slm_gateway_limit_store_errors_total", {**POD, "outcome": "refused"}, "0+1x60"),
+        _series("slm_gateway_in_flight_requests", POD, "1x60"),
+        *_histogram("slm_gateway_upstream_latency_seconds", {**POD, "route": "/v1/chat/completions"}),
+        *_histogram("slm_gateway_request_duration_seconds", {**POD, "route": "/v1/chat/completions"}),
     ]
     if engine == "vllm":
         eng = {**POD, "model_name": "qwen3", "engine": "0"}
@@ -522,14 +541,7 @@ def synthetic_series(engine: str) -> list[dict[str, str]]:
             *[s for m in ("time_to_first_token_seconds", "time_per_output_token_seconds",
                           "e2e_request_latency_seconds") for s in _histogram(f"slm_onnx_{m}", POD)],
         ]
-    else:  # ollama, through the auth proxy
-        route = {**POD, "route": "/v1/chat/completions"}
-        out += [
-            _series("slm_proxy_requests_total", {**route, "method": "POST", "status": "200"}, "0+10x60"),
-            _series("slm_proxy_in_flight_requests", POD, "1x60"),
-            *_histogram("slm_proxy_upstream_latency_seconds", route),
-            *_histogram("slm_proxy_request_duration_seconds", route),
-        ]
+    # ollama: the gateway's series above are all it has.
     return out
 
 
