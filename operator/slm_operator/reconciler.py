@@ -310,8 +310,13 @@ class Reconciler:
         table = build_table(entries, store=True, read_ref=read_ref)
         values.extend(v for _, v in entries)
         values.extend(v for v in refs.values() if v)
-        facts = ConsumerFacts(limits=any(con.limited for con in table.consumers),
-                              refs=tuple(sorted(set(asked))))
+        limits = any(con.limited for con in table.consumers)
+        store_host = None
+        if limits:
+            svc = await self.kube.get("v1", "Service", child_names(cr.metadata.name, "")["limits"], ns)
+            ip = ((svc or {}).get("spec") or {}).get("clusterIP")
+            store_host = ip if ip and ip != "None" else None
+        facts = ConsumerFacts(limits=limits, refs=tuple(sorted(set(asked))), store_host=store_host)
         if not table.rejected:
             return facts, None, None
         listed = "; ".join(f"{r.entry} ({r.reason}): {r.message}" for r in table.rejected)

@@ -65,6 +65,9 @@ class ConsumerFacts:
 
     limits: bool = False
     refs: tuple[tuple[str, str], ...] = ()
+    # The limit store Service's ClusterIP once it exists: the gateways dial it without a DNS
+    # lookup on the request path (and on clusters without cluster DNS); before, its DNS name.
+    store_host: str | None = None
 
 
 @dataclass(frozen=True)

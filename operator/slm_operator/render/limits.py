@@ -56,7 +56,9 @@ def gateway_volume(t: Target) -> Obj | None:
 
 
 def redis_url(t: Target) -> str:
-    return f"redis://{child_names(t.name, t.key)['limits']}:{c.REDIS_PORT}/0"
+    """The store's Service by ClusterIP when the operator has seen it (ConsumerFacts.store_host), else by name."""
+    host = t.consumers.store_host or child_names(t.name, t.key)["limits"]
+    return f"redis://{host}:{c.REDIS_PORT}/0"
 
 
 def limits_deployment(t: Target, image: str) -> Obj | None:
