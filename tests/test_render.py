@@ -174,6 +174,9 @@ def test_gateway_is_the_only_listener(spec: dict[str, Any]) -> None:
     assert sec["readOnlyRootFilesystem"] and sec["runAsNonRoot"] and sec["capabilities"] == {"drop": ["ALL"]}
     assert gateway["resources"]["limits"]["memory"] == gateway["resources"]["requests"]["memory"]
     assert [p["name"] for p in objs["Service"][0]["spec"]["ports"]] == ["http", "metrics"]
+    # The engine keeps probes of its own, run inside its container (the kubelet cannot dial loopback).
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert "exec" in engine[probe] and "httpGet" not in engine[probe], probe
 
 
 def test_gateway_image_from_env(monkeypatch: pytest.MonkeyPatch) -> None:

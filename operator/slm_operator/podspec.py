@@ -78,6 +78,24 @@ def http_probes(path_ready: str, path_live: str, port: str = "http") -> Obj:
     }
 
 
+def loopback_probes(path_ready: str, path_live: str, port: int = c.ENGINE_PORT) -> Obj:
+    """startup/liveness/readiness probes for an engine listening on 127.0.0.1 only (behind the
+    gateway): the kubelet's httpGet dials the pod IP, so each probe runs in the container, a GET
+    over bash's /dev/tcp (bash is in every engine image; no HTTP client needed). Paths must not
+    need the API key. Same periods as http_probes."""
+    def probe(path: str) -> Obj:
+        script = (f"exec 3<>/dev/tcp/127.0.0.1/{port} && "
+                  f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && "
+                  "read -r status <&3 && [[ $status == *' 200 '* ]]")
+        return {"exec": {"command": ["bash", "-c", script]}}
+
+    return {
+        "startupProbe": {**probe(path_live), "periodSeconds": 10, "failureThreshold": 180, "timeoutSeconds": 5},
+        "livenessProbe": {**probe(path_live), "periodSeconds": 15, "failureThreshold": 4, "timeoutSeconds": 5},
+        "readinessProbe": {**probe(path_ready), "periodSeconds": 5, "failureThreshold": 3, "timeoutSeconds": 5},
+    }
+
+
 def ports(metrics_separate: bool) -> list[Obj]:
     """The API port ("http"), plus a "metrics" port when metrics are served apart."""
     out = [{"name": "http", "containerPort": c.API_PORT, "protocol": "TCP"}]

@@ -113,7 +113,8 @@ class LlamaCpp(EngineBase):
             # Loopback only: the gateway container is the pod's only listener.
             "args": server_args(inp, host=c.ENGINE_HOST, port=c.ENGINE_PORT),
             "env": podspec.env({"HOME": "/tmp"}),
-            # No ports or HTTP probes: llama-server is on loopback; the gateway's /ready asks its /health.
+            # No ports: llama-server is on loopback behind the gateway; probes run in the container.
+            **podspec.loopback_probes(self.ready_path, "/health"),
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": inp.mounts,

@@ -117,7 +117,8 @@ class OnnxRuntime(EngineBase):
             "command": ["python3", "-m", "slm_onnx_server"],
             "args": args,
             "env": podspec.env({"HOME": "/tmp"}),
-            # No ports or HTTP probes: the server is on loopback; the gateway's /ready asks its /ready.
+            # No ports: the server is on loopback behind the gateway; probes run in the container.
+            **podspec.loopback_probes("/ready", "/health"),
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": inp.mounts,

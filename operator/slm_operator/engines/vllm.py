@@ -181,7 +181,8 @@ class VLLM(EngineBase):
             "args": vllm_args(inp),
             "env": podspec.env({"HOME": "/tmp", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                                 "DO_NOT_TRACK": "1", "XDG_CACHE_HOME": "/tmp/.cache"}),
-            # No ports or HTTP probes: vLLM is on loopback; the gateway's /ready asks its /health.
+            # No ports: vLLM is on loopback behind the gateway; probes run in the container.
+            **podspec.loopback_probes(self.ready_path, "/health"),
             "resources": podspec.with_scratch(inp.resources, self.tmp_bytes),
             "securityContext": podspec.container_security_context(),
             "volumeMounts": [*inp.mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
