@@ -249,7 +249,7 @@ def test_kv_cache_usage_scales_up_and_down(slm_crd: str, namespace: str,  # noqa
         hpa = kubectl_json(kc, "-n", ns, "get", "hpa", name)
         assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "700m"
         wait_for(lambda: monitoring.query(f'vllm:kv_cache_usage_perc{{namespace="{ns}",service="{name}"}}'),
-                 timeout=120, interval=2, what="vllm:kv_cache_usage_perc scraped from the pod's address")
+                 timeout=300, interval=2, what="vllm:kv_cache_usage_perc scraped from the pod's address")
 
         took, status = wait_desired(kc, ns, name, KV_METRIC, lambda d: d >= 2, "scale-up at 95% KV cache")
         figures["kv_95_to_scale_up_s"] = round(took, 1)
