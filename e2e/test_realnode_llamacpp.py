@@ -10,8 +10,8 @@ Each goes through the project's quantizer image (convert -> quantize -> perplexi
 artifact on the claim) and the llamacpp image (llama-server built from the pinned
 llama-cpp-python sdist's llama.cpp), both built by hack/images.sh on the Debian base and
 imported into the node. Through `kubectl port-forward` to the Service, as a user would: /health
-answers without a key (the probes), the OpenAI API and /metrics only with the Secret's key, an
-answer comes back from the official `openai` client, and the queue metric the HPA reads is there.
+answers without a key (the probes), the OpenAI API only with the Secret's key, an answer comes
+back from the official `openai` client, and the queue metric the HPA reads is on the metrics port.
 Pods run under Pod Security "restricted" with a read-only root filesystem.
 """
 
@@ -46,8 +46,9 @@ def real_node(kubeconfig: str) -> RealNode:
 
 @pytest.fixture(scope="module")
 def images(real_node: RealNode) -> dict[str, str]:
-    """The quantizer and llamacpp images, built (cached; llama-server once per version) and imported."""
-    return ensure_images(["quantizer", "llamacpp"])
+    """The quantizer, llamacpp and gateway images (every engine pod has the gateway in front), built
+    (cached; llama-server once per version) and imported."""
+    return ensure_images(["quantizer", "llamacpp", "gateway"])
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +71,13 @@ def _auth(key: str) -> dict[str, str]:
 
 def check_served(kubeconfig: str, ns: str, name: str) -> str:
     """Through the Service: the probes' route without a key, every API route only with it, an answer
-    from the openai client, the queue metric. Returns the answer."""
+    from the openai client, and llama-server's queue metric on the metrics port (the gateway appends
+    the engine's series to its own). Returns the answer."""
     key = api_key(kubeconfig, ns, f"{name}-api-key")
     with port_forward(kubeconfig, ns, f"service/{name}", 8000) as port:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/health", timeout=30).status_code == 200
         assert httpx.get(f"{base}/v1/models", timeout=30).status_code == 401
-        assert httpx.get(f"{base}/metrics", timeout=30).status_code == 401
         models = httpx.get(f"{base}/v1/models", headers=_auth(key), timeout=30).json()
         model = models["data"][0]["id"]
         client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=120)
@@ -90,7 +91,8 @@ def check_served(kubeconfig: str, ns: str, name: str) -> str:
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"{base}/v1", api_key="not-the-key", max_retries=0, timeout=60) \
                 .chat.completions.create(model=model, max_tokens=2, messages=[{"role": "user", "content": "hi"}])
-        metrics = httpx.get(f"{base}/metrics", headers=_auth(key), timeout=30)
+    with port_forward(kubeconfig, ns, f"service/{name}", 9090) as port:
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30)
         assert metrics.status_code == 200 and QUEUE_METRIC in metrics.text, metrics.text[:2000]
     return text
 
@@ -102,7 +104,7 @@ def check_pod(kubeconfig: str, ns: str, name: str, image: str, qtype: str) -> No
     serving = [p for p in pods if not p["metadata"].get("labels", {}).get("job-name")]
     assert serving, [p["metadata"]["name"] for p in pods]
     for pod in serving:
-        container = pod["spec"]["containers"][0]
+        (container,) = [c for c in pod["spec"]["containers"] if c["name"] == "llama-server"]
         assert container["image"] == image
         args = container.get("command", []) + container.get("args", [])
         assert "--api-key-file" in args and key not in " ".join(args)
