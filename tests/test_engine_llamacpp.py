@@ -58,8 +58,10 @@ def test_llama_server_pod_is_secure_and_sized() -> None:
     objs = _objs(LLAMACPP)
     (dep,) = objs["Deployment"]
     pod = dep["spec"]["template"]["spec"]
-    (ctr,) = pod["containers"]
+    ctr, gateway = pod["containers"]  # llama-server on loopback, the gateway in front (render/engines.py)
+    assert gateway["name"] == "gateway"
     args = ctr["args"]
+    assert (_flag(args, "--host"), _flag(args, "--port")) == ("127.0.0.1", str(c.ENGINE_PORT))
     assert ctr["command"] == ["llama-server"] and ctr["image"] == "ghcr.io/slm-operator/llamacpp:0.1.0"
     # The key only as a mounted Secret file; no literal anywhere in the pod.
     assert _flag(args, "--api-key-file") == c.API_KEY_FILE
@@ -82,25 +84,26 @@ def test_llama_server_pod_is_secure_and_sized() -> None:
     assert sc["readOnlyRootFilesystem"] and sc["runAsNonRoot"] and sc["capabilities"]["drop"] == ["ALL"]
     assert {m["mountPath"]: m.get("readOnly", False) for m in ctr["volumeMounts"]} == {
         "/tmp": False, c.API_KEY_DIR: True, c.MODELS_MOUNT: True}
-    assert ctr["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
-    assert ctr["startupProbe"]["httpGet"]["path"] == "/health"
+    # Probes run in the container (loopback): a GET /health over bash's /dev/tcp.
+    assert "GET /health " in ctr["readinessProbe"]["exec"]["command"][-1]
+    assert "GET /health " in ctr["startupProbe"]["exec"]["command"][-1]
 
 
 def test_metrics_and_autoscaling_use_the_key_and_the_queue_metric() -> None:
     objs = _objs(LLAMACPP)
     (sm,) = objs["ServiceMonitor"]
     (ep,) = sm["spec"]["endpoints"]
-    # llama-server checks the key on /metrics too: Prometheus sends it from the same Secret.
-    assert ep["port"] == "http" and ep["path"] == "/metrics"
-    assert ep["authorization"] == {"type": "Bearer", "credentials": {"name": "bn-api-key", "key": "api-key"}}
+    # llama-server checks the key on /metrics too: the gateway fetches them with the engine's key
+    # (--upstream-key-file) and appends them to its own on the metrics port, which needs none.
+    assert ep["port"] == "metrics" and ep["path"] == "/metrics" and "authorization" not in ep
     (svc,) = objs["Service"]
-    assert [p["name"] for p in svc["spec"]["ports"]] == ["http"]
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["http", "metrics"]
     (hpa,) = objs["HorizontalPodAutoscaler"]
     assert hpa["spec"]["metrics"] == [{"type": "Pods", "pods": {
         "metric": {"name": "llamacpp_requests_deferred"},
         "target": {"type": "AverageValue", "averageValue": "4"}}}]
     (np,) = [p for p in objs["NetworkPolicy"] if p["metadata"]["name"] == "bn-server"]
-    assert {"port": c.API_PORT, "protocol": "TCP"} in np["spec"]["ingress"][1]["ports"]
+    assert {"port": c.METRICS_PORT, "protocol": "TCP"} in np["spec"]["ingress"][1]["ports"]
 
 
 def test_flags_probes_and_metric_names_are_llama_cpps_own() -> None:
@@ -110,7 +113,7 @@ def test_flags_probes_and_metric_names_are_llama_cpps_own() -> None:
                     "(hack/ or runtime-images/llamacpp/build-llama-server.sh fetches it)")
     arg_cpp = (src / "common/arg.cpp").read_text()
     cr = api.SLMDeployment.model_validate(defaulted(body({**LLAMACPP, "resources": {"gpu": {"count": 1}}})))
-    (ctr,) = next(o for o in render(cr) if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+    ctr = next(o for o in render(cr) if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
     for flag in (a for a in ctr["args"] if a.startswith("--")):
         assert f'"{flag}"' in arg_cpp, f"llama-server has no {flag}"
     http = (src / "tools/server/server-http.cpp").read_text()
