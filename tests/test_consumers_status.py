@@ -8,6 +8,8 @@ import asyncio
 import base64
 from typing import Any
 
+import pytest
+
 from slm_operator import api
 from slm_operator.reconciler import Reconciler
 from slm_operator.render import RenderContext
@@ -86,3 +88,20 @@ def test_malformed_entries_name_the_secret_and_the_entry() -> None:
     assert GOOD not in invalid and OTHER not in invalid, "no key in status"
     assert facts.limits, "the good entry keeps its limits (and the store)"
     assert facts.refs == (("absent", "token"),)
+
+
+@pytest.mark.parametrize(("keys", "expect"), [
+    ({}, "spec.access.apiKeys.secretRef"),
+    ({"secretRef": {"name": "Bad_Name"}}, "spec.access.apiKeys.secretRef.name"),
+    ({"secretRef": {"name": "consumers"}, "failopen": True}, "failopen"),
+    ({"secretRef": {"name": "consumers"}, "failOpen": "yes"}, "spec.access.apiKeys.failOpen"),
+])
+def test_admission_names_the_bad_api_keys_field(keys: dict[str, Any], expect: str) -> None:
+    from slm_operator.validate import validate
+
+    doc = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "m"},
+           "spec": {"model": {"source": "hf://Qwen/Qwen3-0.6B", "revision": "main"}, "access": {"apiKeys": keys}}}
+    errors = validate(doc, check_fit=False)
+    assert any(expect in e for e in errors), errors
+    doc["spec"]["access"]["apiKeys"] = {"secretRef": {"name": "consumers"}, "failOpen": True}
+    assert validate(doc, check_fit=False) == []
