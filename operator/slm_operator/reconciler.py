@@ -39,6 +39,7 @@ from slm_operator.status import Cond, Observation, build_status, status_changed,
 log = logging.getLogger(__name__)
 
 SECRET_RETRY_SECONDS = 20.0
+CONSUMERS_RECHECK_SECONDS = 60.0  # how often a CR with access.apiKeys re-reads its consumers Secret
 REJECTED_RETRY_SECONDS = 60.0  # a refused write may pass later (quota freed, webhook fixed)
 
 
@@ -185,6 +186,10 @@ class Reconciler:
         # Secrets to project); malformed entries are reported, the good ones keep working.
         consumer_values: list[str] = []
         facts, consumers_missing, consumers_invalid = await self._consumers(cr, consumer_values)
+        if cr.spec.access.api_keys is not None:
+            # The consumers Secret is not ours (no watch): look again so its edits reach status
+            # (InvalidApiKeyEntry), and a consumer given a limit gets the limit store, within a minute.
+            out.again_after(CONSUMERS_RECHECK_SECONDS)
         p = plan(cr, dataclasses.replace(self.ctx, consumers=facts))
         r = p.resolved
         obs = Observation(generation=generation, engine=r.engine)
