@@ -29,6 +29,8 @@ test: venv
 	bash tests/engines/vllm_env.sh
 	bash hack/checkov-env.sh >/dev/null
 	bash hack/build-promtool.sh >/dev/null
+	# llama.cpp's llama-server (cached by version; minutes when the venv's llama-cpp-python libraries are linked)
+	bash hack/images.sh llama-server-bin >/dev/null
 	SLM_E2E_DOWN=1 $(VENV)/bin/pytest -ra
 
 test-fast: venv
