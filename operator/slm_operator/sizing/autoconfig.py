@@ -364,9 +364,8 @@ def _auto_engine(facts: ModelFacts, device: str, fmt_in: str | None, quant_type:
 
 def _auto_why(engine: str, choices: tuple[str, ...]) -> str:
     """Why auto preferred `engine` among engines of one format (for status.sizing.reason)."""
-    e = engines.get(engine)
-    if e.sidecar_memory_bytes == 0 and any(engines.get(o).sidecar_memory_bytes for o in choices):
-        return "it checks the API key itself, with no proxy container"
+    # Every engine pod carries the same gateway sidecar now, so the estimates alone decide.
+    del engine, choices
     return "the smallest estimate"
 
 
