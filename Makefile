@@ -65,3 +65,8 @@ images-push:
 	@test -n "$(REGISTRY)" || { echo "usage: make images-push REGISTRY=registry.example:5000"; exit 2; }
 	bash hack/images.sh build
 	bash hack/images.sh push "$(REGISTRY)"
+
+# Long forms of the fault and parity tests (not in `make test`): admission parity on 2,000 specs.
+.PHONY: chaos
+chaos: venv
+	SLM_PARITY_N=2000 $(VENV)/bin/pytest -ra e2e/test_admission_parity.py
