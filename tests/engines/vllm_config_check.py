@@ -8,36 +8,29 @@ the quantization method specified in the `quantization` argument (awq_marlin)").
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sys
+from typing import Any
 
+# The PyPI wheel is a CUDA build: select vLLM's CPU platform before vLLM is imported.
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 import vllm
 from vllm.engine.arg_utils import EngineArgs
-from vllm.entrypoints.common.cli_args import make_arg_parser, validate_parsed_serve_args
-from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm_serve_cases import run_cases, serve_parser
+
+
+def _model_config(ns: Any) -> dict[str, Any]:
+    if getattr(ns, "model_tag", None):
+        ns.model = ns.model_tag
+    config = EngineArgs.from_cli_args(ns).create_model_config()
+    return {"quantization": config.quantization, "dtype": str(config.dtype)}
 
 
 def main() -> None:
     request = json.load(sys.stdin)
-    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
-    results = []
-    for case in request["cases"]:
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
-                ns = parser.parse_args(case)
-            validate_parsed_serve_args(ns)
-            if getattr(ns, "model_tag", None):
-                ns.model = ns.model_tag
-            config = EngineArgs.from_cli_args(ns).create_model_config()
-            results.append({"ok": True, "quantization": config.quantization, "dtype": str(config.dtype)})
-        except (SystemExit, Exception) as exc:
-            results.append({"ok": False, "error": err.getvalue().strip() or f"{type(exc).__name__}: {exc}"})
+    results = run_cases(serve_parser(), request["cases"], _model_config)
     print(json.dumps({"vllm_version": vllm.__version__, "results": results}))
 
 

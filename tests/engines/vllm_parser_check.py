@@ -9,19 +9,15 @@ Used by test_vllm_parser_compat.py; by hand:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sys
 
-# The PyPI wheel is a CUDA build; on a machine without a GPU the parser's device default
-# cannot be inferred, so select vLLM's CPU platform. The serve flags we render do not depend on it.
+# The PyPI wheel is a CUDA build: select vLLM's CPU platform before vLLM is imported.
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 import vllm
-from vllm.entrypoints.common.cli_args import make_arg_parser, validate_parsed_serve_args
-from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm_serve_cases import run_cases, serve_parser
 
 FIELDS = ("model_tag", "served_model_name", "host", "port", "max_model_len", "gpu_memory_utilization",
           "max_num_seqs", "tensor_parallel_size", "enable_prefix_caching", "quantization", "dtype",
@@ -30,17 +26,8 @@ FIELDS = ("model_tag", "served_model_name", "host", "port", "max_model_len", "gp
 
 def main() -> None:
     request = json.load(sys.stdin)
-    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
-    results = []
-    for case in request["cases"]:
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
-                ns = parser.parse_args(case)
-            validate_parsed_serve_args(ns)
-            results.append({"ok": True, "values": {f: getattr(ns, f, None) for f in FIELDS}})
-        except (SystemExit, Exception) as exc:
-            results.append({"ok": False, "error": err.getvalue().strip() or repr(exc)})
+    parser = serve_parser()
+    results = run_cases(parser, request["cases"], lambda ns: {"values": {f: getattr(ns, f, None) for f in FIELDS}})
     options = set(parser._option_string_actions)
     missing = [f for f in request["flags"] if f"--{f}" not in options]
     print(json.dumps({"vllm_version": vllm.__version__, "results": results, "missing_flags": missing}))

@@ -12,44 +12,33 @@ Used by test_vllm_tool_parsers.py; by hand:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import sys
+from typing import Any
 
-# The PyPI wheel is a CUDA build; without a GPU select vLLM's CPU platform (see vllm_parser_check.py).
+# The PyPI wheel is a CUDA build: select vLLM's CPU platform before vLLM is imported.
 os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
 
 import vllm
-from vllm.entrypoints.common.cli_args import (
-    make_arg_parser,
-    validate_api_server_args,
-    validate_parsed_serve_args,
-)
+from vllm.entrypoints.common.cli_args import validate_api_server_args
 from vllm.reasoning import ReasoningParserManager
 from vllm.tool_parsers import ToolParserManager
-from vllm.utils.argparse_utils import FlexibleArgumentParser
+from vllm_serve_cases import run_cases, serve_parser
+
+
+def _parsers(ns: Any) -> dict[str, Any]:
+    # EngineArgs.__post_init__ copies --reasoning-parser here before `vllm serve` validates.
+    if ns.reasoning_parser:
+        ns.structured_outputs_config.reasoning_parser = ns.reasoning_parser
+    validate_api_server_args(ns)
+    return {"enable_auto_tool_choice": ns.enable_auto_tool_choice, "tool_call_parser": ns.tool_call_parser,
+            "reasoning_parser": ns.reasoning_parser}
 
 
 def main() -> None:
     request = json.load(sys.stdin)
-    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm serve"))
-    results = []
-    for case in request["cases"]:
-        err = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(err):
-                ns = parser.parse_args(case)
-            validate_parsed_serve_args(ns)
-            # EngineArgs.__post_init__ copies --reasoning-parser here before `vllm serve` validates.
-            if ns.reasoning_parser:
-                ns.structured_outputs_config.reasoning_parser = ns.reasoning_parser
-            validate_api_server_args(ns)
-            results.append({"ok": True, "enable_auto_tool_choice": ns.enable_auto_tool_choice,
-                            "tool_call_parser": ns.tool_call_parser, "reasoning_parser": ns.reasoning_parser})
-        except (SystemExit, Exception) as exc:
-            results.append({"ok": False, "error": err.getvalue().strip() or repr(exc)})
+    results = run_cases(serve_parser(), request["cases"], _parsers)
     print(json.dumps({"vllm_version": vllm.__version__,
                       "tool_call_parsers": sorted(ToolParserManager.list_registered()),
                       "reasoning_parsers": sorted(ReasoningParserManager.list_registered()),
