@@ -142,6 +142,7 @@ class Keys:
         for r in table.rejected:
             self.metrics.rejected.labels(r.entry, r.reason).set(1)
             log.warning("rejected consumer entry: %s", r.message)
+        self.metrics.track_consumers([c.name for c in self.table.consumers], [c.name for c in table.consumers])
         self.metrics.consumers.labels("accepted").set(len(table.by_digest))
         self.metrics.consumers.labels("rejected").set(len(table.rejected))
         self.metrics.reloads.inc()

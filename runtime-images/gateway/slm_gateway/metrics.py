@@ -4,11 +4,15 @@ engine's profile, "management" or "other"; ``entry`` is a Secret entry's name.""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 UNKNOWN = "unknown"
+AUTH_FAILURE_REASONS = ("missing", "invalid")
+LIMIT_STORE_OUTCOMES = ("refused", "allowed", "debit_delayed")
+LIMITS = ("requests", "tokens")
 
 
 @dataclass
@@ -47,3 +51,19 @@ class GatewayMetrics:
                               "with the reason code", ["entry", "reason"], registry=r)
         self.reloads = Counter("slm_gateway_key_reloads_total", "Reloads of the consumer Secret that changed the "
                                "accepted or rejected entries", registry=r)
+        # Every bounded label value starts at 0 (Prometheus' instrumentation advice: a series that
+        # appears only on its first event leaves rate(), dashboards and alerts with no data before it).
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
+        for outcome in LIMIT_STORE_OUTCOMES:
+            self.limit_store_errors.labels(outcome)
+
+    def track_consumers(self, old: list[str], new: list[str]) -> None:
+        """Start each consumer's 429 series at 0 (limits: requests, tokens) and drop removed ones."""
+        for name in set(old) - set(new):
+            for limit in LIMITS:
+                with contextlib.suppress(KeyError):  # never had a series
+                    self.rate_limited.remove(name, limit)
+        for name in new:
+            for limit in LIMITS:
+                self.rate_limited.labels(name, limit)
