@@ -174,7 +174,7 @@ def test_images_sh_builds_what_the_chart_and_the_operator_default_to():
         assert refs[name] == f"{img['registry']}/{img['repository']}:{img['tag']}"
         assert refs[name] == getattr(Images(), key)
     # Every image has its Dockerfile, and images.sh knows every Dockerfile the tests know.
-    assert set(refs) == {"operator", "quantizer", "onnxruntime-server", "ollama", "vllm", "llamacpp"}
+    assert set(refs) == {"operator", "quantizer", "onnxruntime-server", "ollama", "vllm", "llamacpp", "gateway"}
 
 
 def test_operator_image_fits_the_chart():
