@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from slm_operator import constants as c
 from slm_operator.engines.table import EngineRow
 
 if TYPE_CHECKING:
@@ -107,6 +108,9 @@ class Engine(Protocol):
     sliding_window_capped: bool
     gpu_memory_utilization: bool
     tensor_parallel: bool
+    gateway_profile: str
+    loopback_port: int
+    checks_own_key: bool
 
     def concurrency(self, options: Any) -> int: ...
     def context_option(self, options: Any) -> int | None: ...
@@ -139,6 +143,12 @@ class EngineBase:
     sliding_window_capped: bool = True
     gpu_memory_utilization: bool = False
     tensor_parallel: bool = False
+    # Behind the gateway: its --engine profile (slm_gateway's route table), the loopback port the
+    # engine listens on, and whether the engine checks a key of its own (then the gateway sends the
+    # pod's key upstream with --upstream-key-file).
+    gateway_profile: str = ""
+    loopback_port: int = c.ENGINE_PORT
+    checks_own_key: bool = True
 
     @property
     def name(self) -> str:

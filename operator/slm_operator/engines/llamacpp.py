@@ -78,6 +78,7 @@ def server_args(inp: ServeInput, *, host: str = "0.0.0.0", port: int = c.API_POR
 
 class LlamaCpp(EngineBase):
     row = row("llamacpp")
+    gateway_profile = "llamacpp"
     image = ImageSetting("llamacpp")
     metrics = MetricsEndpoint("http", "/metrics", needs_key=True)
     queue_metric = QueueMetric("llamacpp:requests_deferred", "llamacpp_requests_deferred")

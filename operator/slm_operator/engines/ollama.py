@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from slm_operator import constants as c
 from slm_operator import podspec
 from slm_operator.engines import ggml
 from slm_operator.engines.base import (
@@ -22,6 +23,8 @@ from slm_operator.engines.base import (
     ServeInput,
 )
 from slm_operator.engines.table import row
+
+OLLAMA_PORT = 11434  # Ollama's default port, on loopback behind the gateway
 
 if TYPE_CHECKING:
     from slm_operator.sizing.catalog import GpuProduct, ModelFacts
@@ -39,6 +42,9 @@ def models_bytes(artifact_bytes: int) -> int:
 
 class Ollama(EngineBase):
     row = row("ollama")
+    gateway_profile = "ollama"
+    loopback_port = OLLAMA_PORT
+    checks_own_key = False  # Ollama has no key: the gateway is its only guard
     image = ImageSetting("ollama")
     metrics = MetricsEndpoint("metrics")
     queue_metric = None   # the gateway counts requests in flight, not a queue: CPU is the default signal
@@ -83,7 +89,7 @@ class Ollama(EngineBase):
             ],
             "env": podspec.env({
                 "HOME": "/tmp",
-                "OLLAMA_HOST": "127.0.0.1:11434",
+                "OLLAMA_HOST": f"{c.ENGINE_HOST}:{OLLAMA_PORT}",
                 # Ollama copies the GGUF into its blob store: a volume of its own, sized from the
                 # artifact (not /tmp, capped for caches).
                 "OLLAMA_MODELS": MODELS_DIR,

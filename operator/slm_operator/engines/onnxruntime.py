@@ -45,6 +45,7 @@ ONNX_REFUSED_FAMILIES = frozenset({"gemma3", "gemma3_text"})
 
 class OnnxRuntime(EngineBase):
     row = row("onnxruntime")
+    gateway_profile = "onnx"
     image = ImageSetting("onnxruntime-server")
     metrics = MetricsEndpoint("metrics")
     queue_metric = QueueMetric("slm_onnx_queue_depth", "slm_onnx_queue_depth")

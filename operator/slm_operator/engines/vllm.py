@@ -103,6 +103,7 @@ def vllm_args(inp: ServeInput) -> list[str]:
 
 class VLLM(EngineBase):
     row = row("vllm")
+    gateway_profile = "vllm"
     image = ImageSetting("vllm")
     metrics = MetricsEndpoint("http")
     queue_metric = QueueMetric("vllm:num_requests_waiting", "vllm_num_requests_waiting")

@@ -32,18 +32,12 @@ from slm_operator.resolve import engine_options, execution_target, served_from_s
 __all__ = ["ARTIFACT_QUANTIZATION", "containers", "gateway_container", "metrics_endpoint", "serve_input",
            "tmp_volume"]
 
-# The gateway's --engine profile per operator engine, and where that engine listens in the pod.
-GATEWAY_ENGINE = {"vllm": "vllm", "ollama": "ollama", "onnxruntime": "onnx", "llamacpp": "llamacpp"}
-OLLAMA_PORT = 11434  # OLLAMA_HOST in engines/ollama.py
 # The gateway's request and limit: aiohttp, redis-py and prometheus-client (~60 MB resident) plus
 # buffers for the engine's /metrics it appends; the same figure sizing adds per pod
 # (EngineBase.sidecar_memory_bytes).
 GATEWAY_MEMORY = 256 * MIB
 GATEWAY_CPU = "100m"  # requests schedule; the limit lets it burst
 GATEWAY_CPU_LIMIT = "1"  # a CPU-bound proxy under a 250m quota would add throttling latency
-# Engines that check a key of their own (vLLM's --api-key, the ONNX server, llama-server): the
-# gateway sends the pod's key to them; Ollama has none.
-ENGINES_WITH_KEY = frozenset({"vllm", "onnxruntime", "llamacpp"})
 # The gateway's metrics on a port of their own (they name the consumers); the engine's are appended.
 GATEWAY_METRICS = MetricsEndpoint("metrics")
 
@@ -84,11 +78,10 @@ def serve_input(t: Target, image: str) -> ServeInput:
 
 def gateway_args(t: Target) -> list[str]:
     """`python -m slm_gateway` flags for this pod (no secret on the command line: keys are files)."""
-    engine = t.r.engine
-    port = OLLAMA_PORT if engine == "ollama" else c.ENGINE_PORT
+    engine = engines.get(t.r.engine)
     args = [
-        "--engine", GATEWAY_ENGINE[engine],
-        "--upstream", f"http://{c.ENGINE_HOST}:{port}",
+        "--engine", engine.gateway_profile,
+        "--upstream", f"http://{c.ENGINE_HOST}:{engine.loopback_port}",
         "--listen", f"0.0.0.0:{c.API_PORT}",
         "--metrics-listen", f"0.0.0.0:{c.METRICS_PORT}",
         # Limit counters are per model: every replica of this SLMDeployment shares them.
@@ -105,7 +98,7 @@ def gateway_args(t: Target) -> list[str]:
     else:
         # One key (generated, or access.apiKeySecretRef): the consumer "default".
         args += ["--api-key-file", c.API_KEY_FILE]
-    if engine in ENGINES_WITH_KEY:
+    if engine.checks_own_key:
         args += ["--upstream-key-file", c.API_KEY_FILE]
     return args
 
