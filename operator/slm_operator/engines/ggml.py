@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from slm_operator.engines.base import MIB, EngineBase
+
 if TYPE_CHECKING:
-    from slm_operator.sizing.catalog import ModelFacts
+    from slm_operator.sizing.catalog import GpuProduct, ModelFacts
 
 LLAMA_CPP_UBATCH = 512  # llama.cpp default n_ubatch
 BITNET_ARCHITECTURES = frozenset({"BitnetForCausalLM", "BitNetForCausalLM"})
@@ -48,3 +50,26 @@ def check_graph(facts: ModelFacts) -> None:
             "embeddings with engine llamacpp, or another model.")
         e.condition_reason, e.field = "UnsupportedModel", "spec.model.source"
         raise e
+
+
+class GgmlEngine(EngineBase):
+    """The sizing hooks both GGUF engines share (one llama.cpp runtime underneath); a module sets
+    runtime_base_bytes, its server process's own allowance (bytes)."""
+
+    runtime_base_bytes: int
+    cuda_context_bytes: int = 512 * MIB
+
+    def runtime_overhead(self, facts: ModelFacts, *, device: str, context: int, weights_bytes: int,
+                         tensor_parallel: int, gpu: GpuProduct | None, io_bytes: int) -> dict[str, int]:
+        parts = {"runtime": self.runtime_base_bytes}
+        if device == "gpu":
+            parts["cuda_context"] = self.cuda_context_bytes
+        parts["compute_buffer"] = compute_buffer(facts)
+        return parts
+
+    def check_model(self, facts: ModelFacts, *, device: str, gpu: GpuProduct | None,
+                    fmt: str | None, qtype: str | None) -> None:
+        check_graph(facts)
+
+    def smaller_quants(self, gpu: GpuProduct | None) -> list[tuple[str, str]]:
+        return [("gguf", "Q4_K_M"), ("gguf", "Q4_0")]

@@ -17,7 +17,7 @@ llama.cpp the pinned llama-cpp-python sdist vendors):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slm_operator import constants as c
 from slm_operator import podspec
@@ -25,7 +25,6 @@ from slm_operator.engines import ggml
 from slm_operator.engines.base import (
     GIB,
     MIB,
-    EngineBase,
     ImageSetting,
     MetricsEndpoint,
     Obj,
@@ -34,13 +33,9 @@ from slm_operator.engines.base import (
 )
 from slm_operator.engines.table import row
 
-if TYPE_CHECKING:
-    from slm_operator.sizing.catalog import GpuProduct, ModelFacts
-
 # One C++ process (static libllama/libggml) and its HTTP threads: an allowance, smaller than
 # Ollama's Go server plus runner (no measurement here yet; docs/engines.md).
 RUNTIME_BASE_BYTES = 256 * MIB
-CUDA_CONTEXT_BYTES = 512 * MIB
 DEFAULT_PARALLEL = 4          # llama-server's slot count when --parallel is auto
 GGUF_FILE = "model.gguf"      # what the quantizer publishes (runtime-images/quantizer gguf.py)
 ALL_LAYERS = "999"            # --n-gpu-layers: more than any model has = every layer on the GPU
@@ -76,9 +71,10 @@ def server_args(inp: ServeInput, *, host: str = "0.0.0.0", port: int = c.API_POR
     return args
 
 
-class LlamaCpp(EngineBase):
+class LlamaCpp(ggml.GgmlEngine):
     row = row("llamacpp")
     gateway_profile = "llamacpp"
+    runtime_base_bytes = RUNTIME_BASE_BYTES
     image = ImageSetting("llamacpp")
     metrics = MetricsEndpoint("http", "/metrics", needs_key=True)
     queue_metric = QueueMetric("llamacpp:requests_deferred", "llamacpp_requests_deferred")
@@ -89,21 +85,6 @@ class LlamaCpp(EngineBase):
 
     def concurrency(self, options: Any) -> int:
         return options.parallel if options else DEFAULT_PARALLEL
-
-    def runtime_overhead(self, facts: ModelFacts, *, device: str, context: int, weights_bytes: int,
-                         tensor_parallel: int, gpu: GpuProduct | None, io_bytes: int) -> dict[str, int]:
-        parts = {"runtime": RUNTIME_BASE_BYTES}
-        if device == "gpu":
-            parts["cuda_context"] = CUDA_CONTEXT_BYTES
-        parts["compute_buffer"] = ggml.compute_buffer(facts)
-        return parts
-
-    def check_model(self, facts: ModelFacts, *, device: str, gpu: GpuProduct | None,
-                    fmt: str | None, qtype: str | None) -> None:
-        ggml.check_graph(facts)
-
-    def smaller_quants(self, gpu: GpuProduct | None) -> list[tuple[str, str]]:
-        return [("gguf", "Q4_K_M"), ("gguf", "Q4_0")]
 
     def containers(self, inp: ServeInput) -> tuple[list[Obj], list[Obj]]:
         container = {

@@ -8,7 +8,7 @@ forwards to it and serves Prometheus metrics on the metrics port. The server con
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slm_operator import constants as c
 from slm_operator import podspec
@@ -16,7 +16,6 @@ from slm_operator.engines import ggml
 from slm_operator.engines.base import (
     GIB,
     MIB,
-    EngineBase,
     ImageSetting,
     MetricsEndpoint,
     Obj,
@@ -26,11 +25,7 @@ from slm_operator.engines.table import row
 
 OLLAMA_PORT = 11434  # Ollama's default port, on loopback behind the gateway
 
-if TYPE_CHECKING:
-    from slm_operator.sizing.catalog import GpuProduct, ModelFacts
-
 RUNTIME_BASE_BYTES = 384 * MIB       # the Go server and its llama runner process
-CUDA_CONTEXT_BYTES = 512 * MIB
 MODELS_DIR = "/var/lib/ollama-models"
 WORKING_HEADROOM = 1.2
 
@@ -40,11 +35,12 @@ def models_bytes(artifact_bytes: int) -> int:
     return int(artifact_bytes * WORKING_HEADROOM) + GIB
 
 
-class Ollama(EngineBase):
+class Ollama(ggml.GgmlEngine):
     row = row("ollama")
     gateway_profile = "ollama"
     loopback_port = OLLAMA_PORT
     checks_own_key = False  # Ollama has no key: the gateway is its only guard
+    runtime_base_bytes = RUNTIME_BASE_BYTES
     image = ImageSetting("ollama")
     metrics = MetricsEndpoint("metrics")
     queue_metric = None   # the gateway counts requests in flight, not a queue: CPU is the default signal
@@ -57,21 +53,6 @@ class Ollama(EngineBase):
 
     def context_option(self, options: Any) -> int | None:
         return options.num_ctx if options else None
-
-    def runtime_overhead(self, facts: ModelFacts, *, device: str, context: int, weights_bytes: int,
-                         tensor_parallel: int, gpu: GpuProduct | None, io_bytes: int) -> dict[str, int]:
-        parts = {"runtime": RUNTIME_BASE_BYTES}
-        if device == "gpu":
-            parts["cuda_context"] = CUDA_CONTEXT_BYTES
-        parts["compute_buffer"] = ggml.compute_buffer(facts)
-        return parts
-
-    def check_model(self, facts: ModelFacts, *, device: str, gpu: GpuProduct | None,
-                    fmt: str | None, qtype: str | None) -> None:
-        ggml.check_graph(facts)
-
-    def smaller_quants(self, gpu: GpuProduct | None) -> list[tuple[str, str]]:
-        return [("gguf", "Q4_K_M"), ("gguf", "Q4_0")]
 
     def containers(self, inp: ServeInput) -> tuple[list[Obj], list[Obj]]:
         opts = inp.options
