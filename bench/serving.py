@@ -61,7 +61,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,18 @@ def _locked(name: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _run_threads(run: Run, client: Callable[[], None], clients: int) -> Run:
+    """Run `client` on `clients` threads at once; sets run.wall (seconds from start to the last join)."""
+    workers = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    run.wall = time.perf_counter() - started
+    return run
 
 
 def _build_once(name: str, build) -> Path:
@@ -247,14 +259,7 @@ class InProcess:
                 run.tokens += tokens
                 run.client_rates.append(tokens / (time.perf_counter() - began))
 
-        workers = [threading.Thread(target=client) for _ in range(clients)]
-        started = time.perf_counter()
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        run.wall = time.perf_counter() - started
-        return run
+        return _run_threads(run, client, clients)
 
     def engine(self, clients: int, requests: int, max_tokens: int) -> Run:
         """One og.Engine driven from one thread; a client's next request begins when its last one
@@ -448,14 +453,7 @@ class LlamaInProcess:
                 run.tokens += tokens
                 run.client_rates.append(tokens / (time.perf_counter() - began))
 
-        workers = [threading.Thread(target=client) for _ in range(clients)]
-        started = time.perf_counter()
-        for t in workers:
-            t.start()
-        for t in workers:
-            t.join()
-        run.wall = time.perf_counter() - started
-        return run
+        return _run_threads(run, client, clients)
 
 
 def llama_server_binary() -> Path:
