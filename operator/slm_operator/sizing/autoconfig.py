@@ -305,6 +305,11 @@ def _slots(concurrency: int | Callable[[str], int] | None, engine: str) -> int:
     return concurrency(engine) if callable(concurrency) else concurrency
 
 
+# Why auto preferred one engine of a format (status.sizing.reason): every engine pod carries the
+# same gateway sidecar, so the estimates alone decide.
+SMALLEST = "the smallest estimate"
+
+
 def _closest_fit(facts: ModelFacts, choices: tuple[str, ...], fmt: str, qtype: str, device: str,
                  gpu: GpuProduct | None, context: int | None, concurrency, node_memory: int | None
                  ) -> tuple[str, str]:
@@ -337,7 +342,7 @@ def _auto_engine(facts: ModelFacts, device: str, fmt_in: str | None, quant_type:
         title = engines.row(engine).title
         if why:
             return engine, (f"engine auto: {title} for {fmt_in} on {device.upper()} "
-                            f"({why}: {_auto_why(engine, choices)})")
+                            f"({why}: {SMALLEST})")
         if len(engines.engines_serving(fmt_in)) > 1:  # the type narrowed the format's engines
             return engine, f"engine auto: {title}, the only engine that serves {fmt_in} {qtype}"
         return engine, ""
@@ -358,15 +363,8 @@ def _auto_engine(facts: ModelFacts, device: str, fmt_in: str | None, quant_type:
         if not passed:
             return engine, f"engine auto: {title} {qtype} for a {facts.tier} model on CPU"
         note = f"engine auto: {title} {fmt.upper()} {qtype} on CPU ({'; '.join(passed)}"
-        return engine, note + (f"; {why}: {_auto_why(engine, same)})" if why else ")")
+        return engine, note + (f"; {why}: {SMALLEST})" if why else ")")
     raise SizingError(f"No engine takes {facts.name} on {device.upper()}: {'; '.join(passed)}.")
-
-
-def _auto_why(engine: str, choices: tuple[str, ...]) -> str:
-    """Why auto preferred `engine` among engines of one format (for status.sizing.reason)."""
-    # Every engine pod carries the same gateway sidecar now, so the estimates alone decide.
-    del engine, choices
-    return "the smallest estimate"
 
 
 def autoconfigure(facts: ModelFacts, *, engine: str | None = "auto", quant_format: str | None = None,
