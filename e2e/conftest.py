@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from e2e.helpers import CLUSTER_BIN_DIR, CLUSTER_DIR, kubectl, wait_for
+from e2e.realnode import RealNode, node_state
 
 
 def _run_cluster_script(name: str, timeout: float) -> str:
@@ -115,3 +116,12 @@ def make_namespace(kubeconfig: str, request: pytest.FixtureRequest) -> Iterator[
 def namespace(make_namespace: Callable[..., str]) -> str:
     """A fresh namespace (Pod Security "restricted" enforced), deleted after the test."""
     return make_namespace()
+
+
+@pytest.fixture(scope="session")
+def real_node(kubeconfig: str) -> RealNode:
+    """The local cluster's real node (kubelet + containerd), or a skip that says why there is none."""
+    state = node_state(kubeconfig)
+    if isinstance(state, str):
+        pytest.skip(state)
+    return state

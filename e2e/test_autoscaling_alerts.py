@@ -44,7 +44,7 @@ from e2e.monitoring import (  # noqa: F401
 )
 from e2e.realnode import RealNode, port_forward
 from e2e.test_autoscaling_queue import Load
-from e2e.test_realnode import FRAGILE_REPO, HUB_REPO, api_key, hub, real_node, slm, wait_ready  # noqa: F401
+from e2e.test_realnode import FRAGILE_REPO, HUB_REPO, api_key, hub, slm, wait_ready  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -106,7 +106,7 @@ def alerts(mon: Monitoring, ns: str) -> set[tuple[str, str, str]]:
             for s in mon.query(f'ALERTS{{namespace="{ns}"}}')}
 
 
-def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, real_node: RealNode,  # noqa: F811
+def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, real_node: RealNode,
                                               serving_images: dict[str, str], hub: Any,  # noqa: F811
                                               monitoring: Monitoring) -> None:  # noqa: F811
     kc, ns = kubeconfig, namespace

@@ -26,7 +26,7 @@ import pytest
 from e2e.helpers import apply, kubectl_json, run_operator, wait_for
 from e2e.monitoring import Monitoring, custom_metric, hpa_metric_value, hpa_status, monitoring, serving_images  # noqa: F401
 from e2e.realnode import RealNode, port_forward
-from e2e.test_realnode import HUB_REPO, api_key, hub, real_node, slm, wait_ready  # noqa: F401
+from e2e.test_realnode import HUB_REPO, api_key, hub, slm, wait_ready  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -107,7 +107,7 @@ class Timeline:
         return None
 
 
-def test_queue_depth_scales_up_and_back_down(kubeconfig: str, namespace: str, real_node: RealNode,  # noqa: F811
+def test_queue_depth_scales_up_and_back_down(kubeconfig: str, namespace: str, real_node: RealNode,
                                              serving_images: dict[str, str], hub: Any,  # noqa: F811
                                              monitoring: Monitoring) -> None:  # noqa: F811
     ns, name = namespace, "tiny-queue"

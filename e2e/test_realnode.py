@@ -37,7 +37,7 @@ from e2e.helpers import (
     wait_for,
     wait_for_object,
 )
-from e2e.realnode import REAL_NODE, RealNode, ensure_images, fragile_copy, node_state, port_forward
+from e2e.realnode import REAL_NODE, RealNode, ensure_images, fragile_copy, port_forward
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -48,14 +48,6 @@ FRAGILE_REPO = "slm-e2e/tiny-qwen3-fragile"
 TOOLS_REPO = "slm-e2e/tiny-qwen3-tools"
 QWEN3_TEMPLATE = Path(__file__).resolve().parents[1] / "tests/engines/data/chat_templates/Qwen-Qwen3-0.6B.jinja"
 READY_TIMEOUT = 600  # a cold quantization of the tiny model plus image start on 2 busy cores
-
-
-@pytest.fixture(scope="session")
-def real_node(kubeconfig: str) -> RealNode:
-    state = node_state(kubeconfig)
-    if isinstance(state, str):
-        pytest.skip(state)
-    return state
 
 
 @pytest.fixture(scope="session")

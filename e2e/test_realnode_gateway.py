@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from e2e.helpers import apply, condition_status, kubectl, kubectl_json, run_operator, wait_for
-from e2e.realnode import REAL_NODE, RealNode, ensure_images, node_state, port_forward
+from e2e.realnode import REAL_NODE, RealNode, ensure_images, port_forward
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 
@@ -44,14 +44,6 @@ MODEL = "tiny-qwen3"
 REPLICAS = int(os.environ.get("SLM_GATEWAY_E2E_REPLICAS", "3"))
 METERED_RPM = 5
 READY_TIMEOUT = 900
-
-
-@pytest.fixture(scope="module")
-def real_node(kubeconfig: str) -> RealNode:
-    state = node_state(kubeconfig)
-    if isinstance(state, str):
-        pytest.skip(state)
-    return state
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import openai
 import pytest
 
 from e2e.helpers import apply, kubectl_json, run_operator, wait_for
-from e2e.realnode import RealNode, ensure_images, node_state, port_forward
+from e2e.realnode import RealNode, ensure_images, port_forward
 from e2e.test_realnode import api_key, assert_restricted_and_read_only, slm, wait_ready
 
 pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
@@ -34,14 +34,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.realnode]
 QWEN_REPO = "slm-e2e/tiny-qwen3"
 BITNET_REPO = "slm-e2e/tiny-bitnet"
 QUEUE_METRIC = "llamacpp:requests_deferred"  # the HPA's queue signal for this engine
-
-
-@pytest.fixture(scope="module")
-def real_node(kubeconfig: str) -> RealNode:
-    state = node_state(kubeconfig)
-    if isinstance(state, str):
-        pytest.skip(state)
-    return state
 
 
 @pytest.fixture(scope="module")
