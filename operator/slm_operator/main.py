@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> None:
         start_http_server(args.metrics_port)
     from slm_operator import handlers  # noqa: F401  (registers the handlers)
 
+    if args.peering:  # HA: a paused standby does no work (see slm_operator.peering)
+        from slm_operator import peering
+
+        peering.register()
+
     kopf.configure(verbose=args.verbose)
     kopf.run(
         clusterwide=args.all_namespaces or not args.namespace,

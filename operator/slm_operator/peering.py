@@ -1,0 +1,183 @@
+"""HA standby: the work queue stops while kopf's peering has this replica paused.
+
+kopf pauses a replica that sees a live peer of higher (or equal) priority: it stops the
+replica's watch streams, so no new events arrive. The operator's own work queue
+(`slm_operator.workqueue`) does not know about that pause; without this module a replica that
+worked and then paused (a higher-priority replica came back) kept reconciling:
+
+- items already queued, and every key whose requeue timer fired (waits, backoffs, the 60 s
+  consumers recheck) ran again;
+- the operator's own pod watch kept running and enqueued the owner on every pod change;
+- worst, those reconciles used the bodies cached at the pause, so after an edit of the CR they
+  wrote the old spec's children and a status with the old observedGeneration (status patches
+  carry no resourceVersion), fighting the active replica.
+
+The fix, in two parts:
+
+1. `install()` (called by `main` before `kopf.run`) wraps kopf's peering processor so that
+   each peering toggle kopf turns on or off ("Pausing operations in favour of ..." /
+   "Resuming operations ...") is mirrored in `GATE`. kopf creates one toggle per peering
+   object (one per watched namespace for a namespaced operator, one for a cluster-wide one);
+   the replica is paused while any of them is on. Mirrored here because kopf exposes its
+   pause state to no handler.
+2. `gated(queue, handler)` wraps the work queue's handler: while paused, a key that reaches a
+   worker is not reconciled but forgotten (its cached body and timer dropped, so neither a
+   timer nor a pod event brings it back); at the moment of pausing every key the queue saw is
+   forgotten as well. On resume kopf lists every watched object again (a paused watch stream
+   restarts with a list), which refills the queue with fresh bodies.
+
+A reconcile already running when the pause comes finishes (reconciles are idempotent and
+short); nothing starts after it. Tested in tests/test_peering.py (the gate, against the pinned
+kopf's processor) and e2e/test_ha_failover.py (two replicas, kills, an edit while paused).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+Handler = Callable[[dict[str, Any]], Awaitable[float | None]]
+
+
+class _Forgetting(Protocol):
+    def forget(self, key: Key) -> None: ...
+
+
+class PauseGate:
+    """Whether kopf's peering has this replica paused, and what to do when it pauses.
+
+    `toggles` maps each kopf peering toggle's name (e.g. "slm-operator@team-a") to its state
+    (True: paused by that peering object). `on_pause` callbacks run once on each transition to
+    paused (synchronously, in the event loop).
+    """
+
+    def __init__(self) -> None:
+        self.toggles: dict[str, bool] = {}
+        self.on_pause: list[Callable[[], None]] = []
+        self.pauses = 0  # transitions to paused (for tests and logs)
+
+    @property
+    def paused(self) -> bool:
+        """True while any peering object has this replica paused."""
+        return any(self.toggles.values())
+
+    def set(self, name: str, state: bool) -> None:
+        """Record one toggle's state; run the on_pause callbacks when this pauses the replica."""
+        was = self.paused
+        self.toggles[name] = bool(state)
+        if self.paused and not was:
+            self.pauses += 1
+            for callback in list(self.on_pause):
+                callback()
+
+
+GATE = PauseGate()
+
+
+class _MirroredToggle:
+    """A kopf Toggle whose turn_to is mirrored into a PauseGate; everything else delegates."""
+
+    def __init__(self, toggle: Any, gate: PauseGate) -> None:
+        self._toggle = toggle
+        self._gate = gate
+        gate.set(self._name(), toggle.is_on())
+
+    def _name(self) -> str:
+        return str(getattr(self._toggle, "name", None) or id(self._toggle))
+
+    def is_on(self) -> bool:
+        return bool(self._toggle.is_on())
+
+    def is_off(self) -> bool:
+        return bool(self._toggle.is_off())
+
+    async def turn_to(self, state: bool) -> None:
+        await self._toggle.turn_to(state)
+        self._gate.set(self._name(), state)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._toggle, name)
+
+
+def install(gate: PauseGate = GATE) -> None:
+    """Mirror kopf's peering pause into `gate` (idempotent). Call before kopf.run.
+
+    Wraps `kopf._core.engines.peering.process_peering_event`, which kopf's orchestrator binds
+    (functools.partial, at the time each peering object is first seen) with the toggle it pauses
+    the replica by. Raises RuntimeError naming the kopf version if that function or its
+    `conflicts_found` argument is gone (a kopf upgrade changed the internals: update this module).
+    """
+    import inspect
+
+    import kopf
+    from kopf._core.engines import peering
+
+    original = peering.process_peering_event
+    if getattr(original, "_slm_gate", None) is gate:
+        return
+    if "conflicts_found" not in inspect.signature(original).parameters:
+        raise RuntimeError(f"kopf {getattr(kopf, '__version__', '?')}: process_peering_event has no "
+                           "conflicts_found argument; slm_operator.peering must follow kopf's peering code")
+
+    @functools.wraps(original)
+    async def process_peering_event(*args: Any, conflicts_found: Any = None, **kwargs: Any) -> None:
+        if conflicts_found is not None and not isinstance(conflicts_found, _MirroredToggle):
+            conflicts_found = _MirroredToggle(conflicts_found, gate)
+        await original(*args, conflicts_found=conflicts_found, **kwargs)
+
+    process_peering_event._slm_gate = gate  # type: ignore[attr-defined]
+    peering.process_peering_event = process_peering_event
+
+
+def gated(queue: _Forgetting, handler: Handler, gate: PauseGate = GATE) -> Handler:
+    """The work queue's handler, not run while `gate` is paused (see the module docstring).
+
+    `queue` needs `forget(key)`; keys are (namespace, name) from the body's metadata. Returns
+    the handler's requeue delay, or None (no requeue) for a skipped key.
+    """
+    seen: set[Key] = set()
+
+    def forget_all() -> None:
+        for key in list(seen):
+            queue.forget(key)
+        log.info("peering paused this replica: %d queued SLMDeployments dropped until it resumes", len(seen))
+        seen.clear()
+
+    gate.on_pause.append(forget_all)
+
+    async def run(body: dict[str, Any]) -> float | None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", ""), meta.get("name", ""))
+        if gate.paused:
+            queue.forget(key)
+            return None
+        seen.add(key)
+        return await handler(body)
+
+    return run
+
+
+def register(gate: PauseGate = GATE) -> None:
+    """Install the mirror and gate the work queue once the operator has started (call before kopf.run).
+
+    The kopf startup handler registered here runs after `slm_operator.handlers.startup` (kopf
+    runs startup handlers one by one, in registration order; `handlers` is imported first), so
+    the work queue exists; it swaps the queue's handler for the gated one (workers look the
+    handler up on each item).
+    """
+    import kopf
+
+    install(gate)
+
+    @kopf.on.startup(id="slm-peering-gate")
+    async def gate_the_work_queue(**_: Any) -> None:
+        from slm_operator.handlers import STATE
+
+        queue = STATE.queue
+        queue.handler = gated(queue, queue.handler, gate)
+        log.info("peering: the work queue stops while this replica is paused")
