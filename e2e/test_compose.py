@@ -103,7 +103,7 @@ def test_compose_runs_quantize_then_serves_with_the_key(images: None, hub: tuple
         up = subprocess.run([*pc, "up", "-d"], capture_output=True, text=True, timeout=TIMEOUT_S,
                             cwd=tmp_path, check=False)
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        names = {s: f"{project}_{s}_1" for s in ("volumes-init", "quantize", "api")}
+        names = {s: f"{project}_{s}_1" for s in ("quantize", "api")}
         # podman-compose 1.6 starts a one-shot service again after waiting for it to complete (the
         # rerun finds the artifact complete and exits 0 at once): wait for that run too.
         exit_code = podman("wait", names["quantize"]).strip()

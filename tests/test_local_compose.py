@@ -29,13 +29,10 @@ def test_services_hardened_and_ordered(engine: str, fmt: str, qtype: str) -> Non
     for name, svc in svcs.items():
         assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"], name
         assert svc["tmpfs"] == ["/tmp"], name
-        if name == "volumes-init":  # root, but CHOWN is its only capability, and it exits
-            assert svc["user"] == "0:0" and svc["cap_add"] == ["CHOWN"] and svc["restart"] == "no"
-        else:
-            assert svc["user"] == "65532:65532", name
+        assert svc["user"] == "65532:65532" and "cap_add" not in svc, name  # no root step
         assert svc.get("read_only") is True or name == "webui", name
     assert svcs["quantize"]["restart"] == "no"
-    assert svcs["quantize"]["depends_on"] == {"volumes-init": {"condition": "service_completed_successfully"}}
+    assert "depends_on" not in svcs["quantize"]  # first: its user is given the new volume
     engine_svc = svcs["api"] if engine == "onnxruntime" else svcs["ollama"]
     assert engine_svc["depends_on"] == {"quantize": {"condition": "service_completed_successfully"}}
     assert svcs["api"]["ports"] == ["127.0.0.1:18000:8000"]  # loopback only

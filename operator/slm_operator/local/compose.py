@@ -134,13 +134,13 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
         raise ComposeError(f"{name}: model.s3CredentialsSecretRef / model.hub.caBundleSecretRef are not carried into "
                            "Compose yet; use an hf:// source with a public or token-protected hub")
     after = {"depends_on": {"quantize": {"condition": "service_completed_successfully"}}}
-    quantize["depends_on"] = {"volumes-init": {"condition": "service_completed_successfully"}}
     key_file = f"{SECRETS_DIR}/api-key"
-    # New named volumes belong to root, and the images have no /models to copy ownership from
-    # (Kubernetes has fsGroup for this): one step hands them to the images' user. It runs as root
-    # with CHOWN as its only capability, read-only, and exits.
-    owned = ["/models"]
-    services: dict[str, Any] = {"volumes-init": {}, "quantize": quantize}
+    # Volume ownership without a root step: Podman gives a new named volume to the first
+    # container's user (libpod fixVolumePermissions), and Docker copies the owner of the image's
+    # mount point, which the quantizer (/models) and ollama (/ollama) images create as 65532. A
+    # one-shot chown service in the chain raced podman's --requires check (podman-compose starts
+    # every dependency again, and a step that exits in milliseconds reads as "not running").
+    services: dict[str, Any] = {"quantize": quantize}
     volumes: dict[str, Any] = {"model-cache": {}}
     networks: dict[str, Any] = {"default": {}}
     engines.get(r.engine)  # an unknown engine is an error, never another engine's services
@@ -198,7 +198,6 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
             "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "180s"),
             "restart": "unless-stopped"}
         volumes["ollama-models"] = {}
-        owned.append("/ollama")
         networks["backend"] = {"internal": True}
     else:
         raise ComposeError(f"{name}: engine.name: {r.engine} is not served by slmctl compose; use onnxruntime, "
@@ -212,16 +211,12 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
             "entrypoint": ["/bin/sh", "-c",
                            f'OPENAI_API_KEY="$$(cat {key_file})" exec bash start.sh'],
             "environment": {"OPENAI_API_BASE_URL": f"http://api:{API_PORT}/v1", "ENABLE_OLLAMA_API": "false",
-                            "HOME": "/tmp", "DATA_DIR": "/app/backend/data"},
-            "volumes": ["webui-data:/app/backend/data"], "secrets": ["api-key"],
+                            "HOME": "/tmp", "DATA_DIR": "/webui-data"},
+            # Not the image's /app/backend/data (root's): a mount point the image lacks is given
+            # to the container's user by Podman.
+            "volumes": ["webui-data:/webui-data"], "secrets": ["api-key"],
             "ports": [f"127.0.0.1:{webui_port}:8080"], "restart": "unless-stopped"}
         volumes["webui-data"] = {}
-        owned.append("/webui")
-    mounts = {"/models": "model-cache", "/ollama": "ollama-models", "/webui": "webui-data"}
-    services["volumes-init"] = {
-        **_hardened(imgs["quantizer"]), "user": "0:0", "cap_add": ["CHOWN"],
-        "entrypoint": ["chown"], "command": [USER, *owned], "volumes": [f"{mounts[d]}:{d}" for d in owned],
-        "restart": "no"}
     doc: dict[str, Any] = {"services": services, "volumes": volumes, "secrets": top_secrets}
     if len(networks) > 1:
         doc["networks"] = networks
