@@ -407,7 +407,7 @@ VLLM_REFUSED_FLAGS = (
     "allow-credentials", "grpc", "grpc-port", "headless", "uds",
     "model", "served-model-name", "host", "port", "max-model-len", "gpu-memory-utilization",
     "max-num-seqs", "tensor-parallel-size", "enable-prefix-caching", "quantization", "dtype",
-    "kv-cache-dtype", "trust-remote-code",
+    "kv-cache-dtype", "trust-remote-code", "tool-call-parser", "enable-auto-tool-choice", "reasoning-parser",
 )
 _REFUSED_RE = "(?i)^--(no[-_])?(" + "|".join(f.replace("-", "[-_]") for f in VLLM_REFUSED_FLAGS) + ")([=.+]|$)"
 

@@ -172,3 +172,15 @@ def test_importable_without_vllm():
     code = "import sys, slm_vllm; assert 'vllm' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60,
                    env={**os.environ, "PYTHONPATH": str(REPO / "runtime-images" / "vllm")})
+
+
+@pytest.mark.parametrize("arg", ["--tool-call-parser=pythonic", "--enable-auto-tool-choice", "--reasoning-parser",
+                                 "--reasoning_parser=deepseek_r1"])
+def test_tool_and_reasoning_parsers_only_from_typed_options(arg: str) -> None:
+    """extra_args come last on the command line: a parser flag there would silently win over the
+    catalog's or the spec's typed choice, so it is refused, naming the typed option."""
+    from slm_vllm.args import UnsafeArgsError, check_serve_args
+
+    with pytest.raises(UnsafeArgsError, match="typed option"):
+        check_serve_args([arg], owned_allowed=False)
+    check_serve_args([arg], owned_allowed=True)  # the operator's own rendering may set it

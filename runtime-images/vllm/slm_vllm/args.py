@@ -62,6 +62,11 @@ OWNED_FLAGS: dict[str, str] = {
     "kv-cache-dtype": "kv_cache_dtype",
     "trust-remote-code": "trust_remote_code",
     "disable-fastapi-docs": "(always set)",
+    # Tool calling and reasoning come from the catalog or engine.vllm.toolCallParser /
+    # reasoningParser; a second copy in extra_args would come last and win unseen.
+    "tool-call-parser": "tool_call_parser",
+    "enable-auto-tool-choice": "tool_call_parser",
+    "reasoning-parser": "reasoning_parser",
 }
 
 
@@ -94,10 +99,12 @@ EXACT_FLAGS = frozenset({"reasoning-parser"})
 def _matches(name: str, table: Iterable[str]) -> str | None:
     # argparse accepts unambiguous prefixes (allow_abbrev), so `--trust-remote` is
     # `--trust-remote-code`: refuse any prefix of a listed flag, not only exact names.
+    if name in table:
+        return name
     if name in EXACT_FLAGS:
         return None
     for flag in table:
-        if flag == name or (len(name) >= 2 and flag.startswith(name)):
+        if len(name) >= 2 and flag.startswith(name):
             return flag
     return None
 
