@@ -33,7 +33,7 @@ class Resolved:
     context_length: int
     gpu_memory_utilization_percent: int | None
     storage_size: str
-    cpu_limit: str | None = None      # None: no CPU limit (GPU engines: throttling adds latency)
+    cpu_limit: str | None = None      # sizing's or the spec's; None: none given (Resolution.cpu_limit decides)
     memory_limit: str | None = None   # None: same as the request
     tier: str | None = None
     fits: bool = True
@@ -45,6 +45,23 @@ class Resolved:
     # When fits is False: the Degraded condition's reason and the spec field to fix.
     refusal: str = "DoesNotFit"
     refusal_field: str = "spec"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """Everything decided before render, in the units render uses: the resolution, the
+    artifact key, and the serving container's CPU as integers (never parsed back from `r.cpu`).
+
+    cpu_millicores: the CPU request (sizing's integer, or the spec's quantity read once).
+    cpu_limit: the CPU limit quantity: the spec's, sizing's, or twice the request when neither
+    sets one (GPU engines: a generous cap, since CFS throttling of the scheduler and tokenizer
+    threads adds latency, but every pod gets one).
+    """
+
+    r: Resolved
+    key: str
+    cpu_millicores: int
+    cpu_limit: str
 
 
 def served_name(spec: api.SLMDeploymentSpec) -> str:
@@ -59,7 +76,22 @@ def resolve(spec: api.SLMDeploymentSpec) -> Resolved:
 
     Raises engines.UnknownEngineError for an engine no table row has (admission refuses it first).
     """
-    return resolve_with_sizing(spec)
+    return _sized(spec)[0]
+
+
+def resolution(spec: api.SLMDeploymentSpec, operator_hub_endpoint: str | None = None) -> Resolution:
+    """Resolve once for render and status: the sizing, a gated model without a token marked as
+    refused (`gated_refusal`; the sizing stands, so render is the same), the artifact key and
+    the CPU in millicores. Pure; `operator_hub_endpoint` is the chart's hub mirror, if any.
+
+    Raises engines.UnknownEngineError for an engine no table row has (admission refuses it first).
+    """
+    r, request, limit = _sized(spec)
+    gated = gated_refusal(spec, operator_hub_endpoint)
+    if gated is not None and r.fits:
+        r = refused(r, gated)
+    return Resolution(r=r, key=artifact_key(spec, r), cpu_millicores=request,
+                      cpu_limit=limit if limit is not None else f"{2 * request}m")
 
 
 def pvc_source(source: str) -> tuple[str, str] | None:
@@ -131,6 +163,14 @@ def _auto_concurrency(spec: api.SLMDeploymentSpec, engine: str | None) -> int | 
     return _concurrency(spec, engine) if engine else (lambda chosen: _concurrency(spec, chosen))
 
 
+def _millicores(quantity: str) -> int:
+    """A CPU quantity from the spec (or a default) in millicores; 1 core if it does not parse
+    (admission's pattern makes that unreachable for a spec)."""
+    from slm_operator.diff import parse_quantity
+
+    return int((parse_quantity(quantity) or 1) * 1000)
+
+
 def _gi(n_bytes: int) -> str:
     return f"{max(1, math.ceil(n_bytes / GIB))}Gi"
 
@@ -197,10 +237,18 @@ def refused(r: Resolved, e: SizingError) -> Resolved:
 
 
 def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
+    """The sizing's resolution (as `resolve`)."""
+    return _sized(spec)[0]
+
+
+def _sized(spec: api.SLMDeploymentSpec) -> tuple[Resolved, int, str | None]:
+    """(resolution, CPU request in millicores, CPU limit quantity or None) from the sizing; the
+    CPU comes from sizing's integers, or from the spec's quantity, never from the rendered string."""
     engine = str(spec.engine.name)
     facts = lookup_model(spec.model.source)
     if facts is None:
-        return _unchecked(spec, engine, f"Model {spec.model.source} is not in the sizing catalog.")
+        r = _unchecked(spec, engine, f"Model {spec.model.source} is not in the sizing catalog.")
+        return r, _millicores(r.cpu), None
     res = spec.resources
     gpu = res.gpu if res and res.gpu else None
     q = spec.quantization
@@ -217,12 +265,14 @@ def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
             context=_auto_context(spec, guess_engine),
             concurrency=_auto_concurrency(spec, guess_engine))
     except SizingError as e:
-        return _refused(spec, engine, e)
+        r = _refused(spec, engine, e)
+        return r, _millicores(r.cpu), None
     k8s = d.resources.to_kubernetes()
     cpu = res.cpu if res and res.cpu else k8s["requests"]["cpu"]
     memory = res.memory if res and res.memory else k8s["requests"]["memory"]
     memory_limit = res.memory if res and res.memory else k8s["limits"]["memory"]
     cpu_limit = res.cpu if res and res.cpu else k8s["limits"].get("cpu")
+    request = _millicores(res.cpu) if res and res.cpu else d.resources.cpu_request_millicores
     return Resolved(
         engine=d.engine, format=d.quant_format, qtype=d.quant_type, gpu_count=d.gpu_count,
         # The catalog's label value (an alias such as "L4" becomes NVIDIA-L4): it goes into the
@@ -233,4 +283,4 @@ def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
         storage_size=spec.storage.size or _gi(d.storage_bytes), tier=d.tier, fits=d.fits, reason=d.reason,
         weights_bytes=d.estimate.weights_bytes, total_bytes=d.estimate.total_bytes,
         served_name=served_name(spec),
-    )
+    ), request, cpu_limit

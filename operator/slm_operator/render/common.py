@@ -18,7 +18,7 @@ from slm_operator.podspec import (  # noqa: F401  (re-exported: render's builder
     gi,
     resources,
 )
-from slm_operator.resolve import Resolved, pvc_source
+from slm_operator.resolve import Resolution, Resolved, pvc_source
 
 Obj = dict[str, Any]
 QUANTIZER_IMAGE = ImageSetting("quantizer").default
@@ -85,12 +85,20 @@ class RenderContext:
 
 @dataclass(frozen=True)
 class Target:
-    """The CR being rendered plus its resolution."""
+    """The CR being rendered plus its resolution (resolve.Resolution, decided before render)."""
 
     cr: api.SLMDeployment
-    r: Resolved
-    key: str  # artifact key (hash of quantization inputs)
+    resolution: Resolution
     consumers: ConsumerFacts = field(default_factory=ConsumerFacts)
+
+    @property
+    def r(self) -> Resolved:
+        return self.resolution.r
+
+    @property
+    def key(self) -> str:
+        """The artifact key (hash of the quantization inputs)."""
+        return self.resolution.key
 
     @property
     def name(self) -> str:
@@ -190,18 +198,10 @@ def stable_hash(value: Any) -> str:
 
 
 def engine_resources(t: Target) -> Obj:
-    """The serving container's resources, from the spec or the sizing estimate.
-
-    Sizing leaves GPU engines without a CPU limit (CFS throttling of the scheduler and
-    tokenizer threads adds latency); every pod still gets one, at twice the request.
-    """
-    cpu_limit = t.r.cpu_limit
-    if cpu_limit is None:
-        from slm_operator.diff import parse_quantity
-
-        millicores = int((parse_quantity(t.r.cpu) or 1) * 1000)
-        cpu_limit = f"{2 * millicores}m"
-    return resources(t.r.cpu, t.r.memory, t.r.gpu_count, cpu_limit=cpu_limit, memory_limit=t.r.memory_limit)
+    """The serving container's resources, from the spec or the sizing estimate; the CPU limit
+    is the resolution's (resolve.Resolution.cpu_limit: twice the request where sizing sets none)."""
+    return resources(t.r.cpu, t.r.memory, t.r.gpu_count, cpu_limit=t.resolution.cpu_limit,
+                     memory_limit=t.r.memory_limit)
 
 
 def gpu_scheduling(t: Target) -> tuple[dict[str, str], list[Obj]]:

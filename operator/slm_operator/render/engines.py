@@ -61,13 +61,11 @@ def _mounts(t: Target) -> list[Obj]:
 
 def serve_input(t: Target, image: str) -> ServeInput:
     """The engine's narrow input: the resolved model, quantization, resources and mounts."""
-    from slm_operator.diff import parse_quantity
-
     r = t.r
     return ServeInput(
         served_name=r.served_name, model_path=artifact_path(t), fmt=r.format, qtype=r.qtype,
         context=r.context_length, gpu_count=r.gpu_count,
-        cpu_millicores=int((parse_quantity(r.cpu) or 1) * 1000),
+        cpu_millicores=t.resolution.cpu_millicores,
         target=execution_target(t.spec, r), options=engine_options(t.spec, r.engine),
         resources=engine_resources(t), mounts=_mounts(t), artifact_bytes=artifact_bytes(t),
         image=image, trust_remote_code=t.spec.model.trust_remote_code,
