@@ -45,7 +45,21 @@ def test_services_hardened_and_ordered(engine: str, fmt: str, qtype: str) -> Non
     if engine == "ollama":  # no key check of its own: only the internal network reaches it
         assert "ports" not in svcs["ollama"] and svcs["ollama"]["networks"] == ["backend"]
         assert doc["networks"]["backend"] == {"internal": True}
-        assert "http://ollama:11434" in svcs["api"]["command"]
+        # The gateway fronts Ollama (as in the pod): its image, its one-key mode, metrics inside.
+        api_svc = svcs["api"]
+        assert api_svc["image"] == "ghcr.io/slm-operator/gateway:0.1.0"
+        assert api_svc["entrypoint"] == ["python3", "-m", "slm_gateway"]
+        cmd = api_svc["command"]
+        flags = dict(zip(cmd[::2], cmd[1::2], strict=True))
+        assert flags == {"--engine": "ollama", "--upstream": "http://ollama:11434",
+                         "--api-key-file": "/run/secrets/api-key", "--listen": "0.0.0.0:8000",
+                         "--metrics-listen": "127.0.0.1:9090", "--model": "tiny-qwen3"}
+        from slm_gateway.__main__ import parser
+
+        ns = parser().parse_args(cmd)  # the gateway's own parser accepts the arguments
+        assert ns.engine == "ollama" and str(ns.api_key_file) == "/run/secrets/api-key"
+        assert api_svc["networks"] == ["default", "backend"]
+        assert "slm_ollama" not in " ".join(api_svc["entrypoint"] + cmd)
     assert svcs["webui"]["environment"]["OPENAI_API_BASE_URL"] == "http://api:8000/v1"
     assert "OPENAI_API_KEY" not in svcs["webui"]["environment"]  # read from the secret at start
 

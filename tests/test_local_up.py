@@ -79,6 +79,22 @@ def chat(url: str, key: str, model: str) -> str:
     return out.choices[0].message.content or ""
 
 
+def _request(method: str, url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> int | None:
+    """The HTTP status of a JSON request (None when nothing answers)."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 # ------------------------------------------------------------------ refusals (no process)
 
 def test_refusal_is_validates_own(home: Path) -> None:
@@ -180,7 +196,8 @@ def test_up_onnx_cold_then_warm(hub: tuple[str, str], home: Path) -> None:
 
 @pytest.mark.slow
 def test_up_ollama_gguf(hub: tuple[str, str], home: Path) -> None:
-    """gguf + engine ollama: the cached Ollama binary behind the auth proxy."""
+    """gguf + engine ollama: the cached Ollama binary behind the gateway (slm_gateway, as in the pod):
+    no key 401, the key 200, Ollama's model-management routes 403 even with the key."""
     from slm_operator.local import run
 
     if run.ollama_binary() is None:
@@ -190,10 +207,24 @@ def test_up_ollama_gguf(hub: tuple[str, str], home: Path) -> None:
                  say=lambda s: print(s) if "shown once" not in s else None)  # no key in test output
     try:
         key = Path(rec["apiKeyFile"]).read_text().strip()
-        assert [pr["role"] for pr in rec["processes"]] == ["engine", "proxy"]
+        assert [pr["role"] for pr in rec["processes"]] == ["engine", "gateway"]
+        assert (home / "tiny-gguf" / "logs" / "gateway.log").is_file()
+        gateway_cmd = Path(f"/proc/{rec['processes'][1]['pid']}/cmdline").read_bytes().split(b"\0")
+        assert gateway_cmd[1:5] == [b"-m", b"slm_gateway", b"--engine", b"ollama"]
+        assert key.encode() not in b" ".join(gateway_cmd)  # the key is read from its file
         assert chat(rec["url"], key, "tiny-qwen3")
+        auth = {"Authorization": f"Bearer {key}"}
         assert run.http_status(rec["url"] + "/models") == 401
-        assert run.http_status(rec["url"].removesuffix("/v1") + "/api/pull") in (401, 403, 405)
+        assert run.http_status(rec["url"] + "/models", headers={"Authorization": "Bearer wrong"}) == 401
+        assert run.http_status(rec["url"] + "/models", headers=auth) == 200
+        base = rec["url"].removesuffix("/v1")
+        assert run.http_status(base + "/api/tags", headers=auth) == 200  # Ollama's own API, served
+        for method, route, body in (("POST", "/api/pull", {"model": "tiny-qwen3"}),
+                                    ("DELETE", "/api/delete", {"model": "tiny-qwen3"}),
+                                    ("POST", "/api/create", {"model": "x", "from": "tiny-qwen3"})):
+            assert _request(method, base + route, body) == 401, route  # no key: 401 first
+            assert _request(method, base + route, body, auth) == 403, route  # management: refused
+        assert chat(rec["url"], key, "tiny-qwen3")  # the model is still there: /api/delete did nothing
     finally:
         run.down("tiny-gguf")
     assert not run.status("tiny-gguf")[0]["running"]

@@ -2,8 +2,9 @@
 
 Every PromQL expression is parsed (promql-parser, a real PromQL grammar) and every series it
 reads must be one we know is exported: the operator's metrics, the ONNX server's and the
-Ollama proxy's (taken from their modules), vLLM's (checked against the pinned vLLM's source
-when its venv is there), dcgm-exporter's, kube-state-metrics' and Prometheus' own `up`.
+gateway's (taken from their modules; the gateway fronts every engine, Ollama's only series),
+vLLM's (checked against the pinned vLLM's source when its venv is there), dcgm-exporter's,
+kube-state-metrics' and Prometheus' own `up`.
 promtool (hack/build-promtool.sh) checks and unit-tests the alert rules when it is built, and
 helm renders the templates when it is; each test says why when it skips.
 """
@@ -109,12 +110,6 @@ def onnx_server_series() -> set[str]:
     return _samples(_families(Metrics().registry, "slm_onnx_"))
 
 
-def ollama_proxy_series() -> set[str]:
-    from slm_ollama.proxy import ProxyMetrics
-
-    return _samples(_families(ProxyMetrics().registry, "slm_proxy_"))
-
-
 def gateway_series() -> set[str]:
     """The gateway's series (runtime-images/gateway slm_gateway/metrics.py), in every engine pod."""
     from slm_gateway.metrics import GatewayMetrics
@@ -123,7 +118,7 @@ def gateway_series() -> set[str]:
 
 
 def known_series() -> set[str]:
-    return (operator_series() | onnx_server_series() | ollama_proxy_series() | gateway_series()
+    return (operator_series() | onnx_server_series() | gateway_series()
             | _samples(VLLM_FAMILIES)
             | _samples(VLLM_LEGACY_FAMILIES) | _samples(DCGM_FAMILIES) | _samples(KSM_FAMILIES)
             | _samples(LLAMACPP_FAMILIES)

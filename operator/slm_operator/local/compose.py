@@ -5,9 +5,12 @@ Services (pure build(): a dict, deterministic):
 - quantize: one-shot (restart "no"), the quantizer image with the operator Job's arguments,
   writing the artifact to the named volume model-cache;
 - api: the endpoint, published on 127.0.0.1:<port> only, started once quantize completed
-  successfully. onnxruntime: the ONNX server with its own API key check. ollama: the auth
-  proxy (slm_ollama proxy), with Ollama itself in service "ollama" on an internal network
-  (no route out, no published port: the proxy is the only way in, as in the pod);
+  successfully. onnxruntime: the ONNX server with its own API key check. llamacpp:
+  llama-server with its own key check. ollama: the gateway (gateway image, `python -m
+  slm_gateway --engine ollama`, as in the cluster's pods: the key check, Ollama's
+  model-management routes refused, /metrics on 127.0.0.1 inside its container), with Ollama
+  itself in service "ollama" on an internal network (no route out, no published port: the
+  gateway is the only way in, as in the pod);
 - webui (--webui): Open WebUI pointed at http://api:8000/v1; the key reaches it from the
   Compose secret at start (never in the file, the command line or an image).
 
@@ -39,7 +42,9 @@ IMAGES = {  # what `make images` tags (hack/images.sh), as the operator's defaul
     "onnxruntime": "ghcr.io/slm-operator/onnxruntime-server:0.1.0",
     "ollama": "ghcr.io/slm-operator/ollama:0.1.0",
     "llamacpp": "ghcr.io/slm-operator/llamacpp:0.1.0",
+    "gateway": "ghcr.io/slm-operator/gateway:0.1.0",
 }
+GATEWAY_METRICS = "127.0.0.1:9090"  # the gateway's /metrics: inside its container only (nothing scrapes it here)
 # Open WebUI's own image, the same release as the PyPI package the browser test runs.
 WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.12.4"
 API_PORT = 8000
@@ -188,12 +193,15 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
             "healthcheck": {"test": ["CMD", "ollama", "list"], "interval": "15s", "timeout": "10s", "retries": 3,
                             "start_period": "120s"},
             "restart": "unless-stopped"}
+        # The gateway's one-key mode (every line of the secret is a key); its /ready answers 200
+        # once Ollama lists the model.
         services["api"] = {
-            **_hardened(imgs["ollama"]),
+            **_hardened(imgs["gateway"]),
             "depends_on": {"ollama": {"condition": "service_started"}},
-            "entrypoint": ["python3", "-m", "slm_ollama"],
-            "command": ["proxy", "--listen", f"0.0.0.0:{API_PORT}",
-                        "--upstream", "http://ollama:11434", "--api-key-file", key_file, "--model", r.served_name],
+            "entrypoint": ["python3", "-m", "slm_gateway"],
+            "command": ["--engine", "ollama", "--upstream", "http://ollama:11434", "--api-key-file", key_file,
+                        "--listen", f"0.0.0.0:{API_PORT}", "--metrics-listen", GATEWAY_METRICS,
+                        "--model", r.served_name],
             "environment": {"HOME": "/tmp"}, "secrets": ["api-key"], "networks": ["default", "backend"],
             "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "180s"),
             "restart": "unless-stopped"}

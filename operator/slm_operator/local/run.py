@@ -9,7 +9,9 @@ its own session, listening on 127.0.0.1 only:
 
 - onnxruntime: `python -m slm_onnx_server --api-key-file <state>/api-key ...`;
 - ollama: `python -m slm_ollama serve` (the cached Ollama binary, on a private 127.0.0.1 port)
-  plus `python -m slm_ollama proxy` (the API key check) on the public port;
+  plus `python -m slm_gateway --engine ollama` (the gateway the cluster's pods run: the API key
+  check, Ollama's model-management routes refused) on the public port, its /metrics on another
+  free 127.0.0.1 port;
 - vllm: refused (local mode serves CPU engines; vLLM needs an NVIDIA GPU and its image).
 
 The API key is read from a file by the engine: never in arguments, environment or logs.
@@ -19,6 +21,7 @@ Errors are LocalError with a message naming the field or the file and the fix.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -208,6 +211,10 @@ def engine_commands(p: Plan, port: int, private_port: int) -> list[dict[str, Any
         raise LocalError(f"{p.name}: engine ollama needs the Ollama binary: put `ollama` on PATH, set SLM_OLLAMA_BIN, "
                          f"or build it once with `bash hack/images.sh` (cached as ~/.cache/slm-operator/bin/"
                          f"ollama-v{OLLAMA_VERSION}); or use engine.name: onnxruntime")
+    missing = [m for m in ("slm_ollama", "slm_gateway", "aiohttp") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise LocalError(f"{p.name}: engine ollama runs `python -m slm_ollama serve` behind `python -m slm_gateway`; "
+                         f"{', '.join(missing)} cannot be imported: pip install 'slm-operator[serve]'")
     opts = p.spec.engine.ollama
     num_ctx = opts.num_ctx if opts and opts.num_ctx else r.context_length
     ollama_env = {**base_env, "OLLAMA_HOST": f"127.0.0.1:{private_port}", "OLLAMA_MODELS": str(p.state.ollama_models),
@@ -217,10 +224,11 @@ def engine_commands(p: Plan, port: int, private_port: int) -> list[dict[str, Any
         {"role": "engine", "env": ollama_env, "argv": [
             py, "-m", "slm_ollama", "serve", "--gguf-dir", str(p.artifact), "--name", r.served_name,
             "--param", f"num_ctx={num_ctx}", "--ollama-bin", binary]},
-        {"role": "proxy", "env": base_env, "argv": [
-            py, "-m", "slm_ollama", "proxy", "--listen", f"127.0.0.1:{port}",
-            "--upstream", f"http://127.0.0.1:{private_port}", "--api-key-file", str(p.api_key_file),
-            "--model", r.served_name]},
+        # The gateway's one-key mode: every line of the key file is a key (runtime-images/gateway).
+        {"role": "gateway", "env": base_env, "argv": [
+            py, "-m", "slm_gateway", "--engine", "ollama", "--upstream", f"http://127.0.0.1:{private_port}",
+            "--api-key-file", str(p.api_key_file), "--listen", f"127.0.0.1:{port}",
+            "--metrics-listen", f"127.0.0.1:{free_port()}", "--model", r.served_name]},
     ]
 
 
@@ -343,7 +351,7 @@ def _spawn(p: Plan, role: str, argv: list[str], env: dict[str, str]) -> tuple[di
 
 
 def stop(record: dict[str, Any], timeout: float = STOP_TIMEOUT_S) -> None:
-    """SIGTERM each process group of a run record (proxy first), SIGKILL what is left after timeout."""
+    """SIGTERM each process group of a run record (gateway first), SIGKILL what is left after timeout."""
     procs = [pr for pr in reversed(record.get("processes") or []) if _alive(pr["pid"], pr["marker"])]
     for pr in procs:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -382,8 +390,6 @@ def up(obj: dict[str, Any], *, port: int | None = None, runtime: str = "auto", n
     for note in p.notes:
         say(f"note: {note}")
     if runtime == "auto":
-        import importlib.util
-
         runtime = "process" if importlib.util.find_spec("slm_quantizer") else "podman"
     if runtime == "podman" and not shutil.which("podman"):
         raise LocalError("--runtime podman: podman is not installed; use --runtime process (pip install "

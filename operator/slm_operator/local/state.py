@@ -7,7 +7,7 @@
         models/artifacts/<format>-<type>-<artifact key>/   the quantizer's output (manifest.json last)
         models/hf/               the hub download cache (resumable)
         ollama/                  Ollama's blob store (OLLAMA_MODELS)
-        logs/quantize.log, logs/engine.log, logs/proxy.log
+        logs/quantize.log, logs/engine.log, logs/gateway.log (ollama)
         run.json                 the running engine: pids, port, URL, engine, artifact
 """
 

@@ -1,1 +1,4 @@
-"""Ollama image code: GGUF importer (Modelfile + /api/create), supervisor, authenticating proxy."""
+"""Ollama image code: GGUF importer (Modelfile + /api/create) and supervisor (`slm_ollama serve`).
+
+The key check in front of Ollama is the gateway (runtime-images/gateway).
+"""

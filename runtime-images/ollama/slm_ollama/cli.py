@@ -1,9 +1,11 @@
-"""Command line: `python -m slm_ollama {import,serve,proxy}`."""
+"""Command line: `python -m slm_ollama {import,serve}`.
+
+The API key check in front of Ollama is the gateway (runtime-images/gateway, `python -m slm_gateway
+--engine ollama`), in the pod, in `slmctl up` and in `slmctl compose`."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -14,7 +16,7 @@ from slm_ollama.modelfile import parse_params
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m slm_ollama", allow_abbrev=False,
-                                description="Ollama importer and authenticating proxy.")
+                                description="Ollama importer and supervisor.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     imp = sub.add_parser("import", allow_abbrev=False, help="create an Ollama model from a GGUF file")
@@ -39,14 +41,6 @@ def _parser() -> argparse.ArgumentParser:
     srv.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     srv.add_argument("--ollama-bin", default="ollama")
     srv.add_argument("--wait", type=float, default=120.0)
-
-    px = sub.add_parser("proxy", allow_abbrev=False, help="authenticating reverse proxy in front of Ollama")
-    px.add_argument("--listen", default="0.0.0.0:8000", help="HOST:PORT for the API")
-    px.add_argument("--metrics-listen", help="HOST:PORT for /metrics alone (default: /metrics on --listen)")
-    px.add_argument("--upstream", default="http://127.0.0.1:11434", help="Ollama's URL")
-    px.add_argument("--api-key-file", required=True, type=Path, help="file holding the API key")
-    px.add_argument("--model", help="model that must be present for /ready")
-    px.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024)
     return p
 
 
@@ -77,18 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"slm_ollama: created {ns.name} (template {plan.family or 'chosen by Ollama'}; capabilities: {caps}): "
               f"{status}")
         return 0
-    if ns.cmd == "serve":
-        from slm_ollama.importer import ModelImportError
-        from slm_ollama.supervisor import run
+    from slm_ollama.importer import ModelImportError  # serve
+    from slm_ollama.supervisor import run
 
-        try:
-            return run(ns.ollama_bin, ns.gguf_dir, ns.name, params, ns.wait)
-        except (ModelImportError, ValueError) as err:
-            print(f"slm_ollama: {err}", file=sys.stderr)
-            return 1
-    from slm_ollama.proxy import ProxyConfig, serve
-
-    cfg = ProxyConfig(upstream=ns.upstream, api_key_file=ns.api_key_file, model=ns.model,
-                      max_body_bytes=ns.max_body_bytes)
-    asyncio.run(serve(cfg, ns.listen, ns.metrics_listen))
-    return 0
+    try:
+        return run(ns.ollama_bin, ns.gguf_dir, ns.name, params, ns.wait)
+    except (ModelImportError, ValueError) as err:
+        print(f"slm_ollama: {err}", file=sys.stderr)
+        return 1
