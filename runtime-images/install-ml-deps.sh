@@ -29,6 +29,14 @@ ML=(numpy==2.4.6 transformers==5.24.0 tokenizers==0.23.3 safetensors==0.8.0
     regex==2026.11.19 onnx==1.23.2 onnx-ir==1.1.0 ml-dtypes==0.6.0 protobuf==7.36.2
     onnxruntime==1.32.0 onnxruntime-genai==0.18.0 gguf==0.19.0 sentencepiece==0.2.3
     diskcache==5.6.3 boto3==1.44.5 "llama-cpp-python==${LLAMA_CPP_VERSION}")
+# Olive (onnx tool olive: its Gptq pass) and MLX (format mlx: mlx-lm on mlx-cpu), installed with
+# --no-deps and their runtime dependencies listed here: olive-ai and torchmetrics depend on
+# torch, and letting pip resolve that would pull the CUDA wheels back in (see above).
+EXPORT=(olive-ai==0.13.0 onnxscript==0.7.2 opentelemetry-api==1.45.2 opentelemetry-sdk==1.45.2
+        opentelemetry-semantic-conventions==0.66b2 optuna==5.0.0 pandas==3.1.1 questionary==2.1.1
+        prompt_toolkit==3.0.53 wcwidth==0.9.4 torchmetrics==1.9.0 lightning-utilities==0.15.3
+        alembic==1.20.1 Mako==1.4.3 SQLAlchemy==2.1.9 colorlog==6.12.0
+        mlx==0.32.4 mlx-cpu==0.32.4 mlx-lm==0.32.2)
 # x86-64-v3 baseline instead of -march=native: the cached wheel must run on any CI machine.
 export CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
@@ -47,6 +55,7 @@ else
   fi
   pip_install "${TORCH_DEPS[@]}" "${ML[@]}"
 fi
+pip_install --no-deps "${EXPORT[@]}"
 
 # llama.cpp's converter (convert_hf_to_gguf.py, its conversion/ package and gguf-py).
 PREFIX="$("$PY" -c 'import sys; print(sys.prefix)')"
@@ -64,7 +73,8 @@ fi
 
 "$PY" - <<'EOF'
 import importlib.metadata as md
-import torch, transformers, onnxruntime_genai, llama_cpp  # noqa: F401  (import check)
-names = ["torch", "transformers", "tokenizers", "onnxruntime", "onnxruntime-genai", "llama-cpp-python", "gguf"]
+import torch, transformers, onnxruntime_genai, llama_cpp, olive, mlx_lm  # noqa: F401  (import check)
+names = ["torch", "transformers", "tokenizers", "onnxruntime", "onnxruntime-genai", "llama-cpp-python", "gguf",
+         "olive-ai", "mlx", "mlx-lm"]
 print("ml deps ok:", ", ".join(f"{n}=={md.version(n)}" for n in names), "| cuda:", torch.cuda.is_available())
 EOF

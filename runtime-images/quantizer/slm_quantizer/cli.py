@@ -11,8 +11,8 @@ the permanent ones, PERMANENT_EXIT_CODES, and retries the rest):
   4 unsupported combination (permanent)
   5 source unavailable for now: network trouble, hub throttling or server errors, a checksum
     mismatch (the file is removed first) (retried)
-  6 conversion failed: llama.cpp's converter or quantizer, or the ONNX builder, refused this
-    model (permanent: the same inputs fail the same way)
+  6 conversion failed: llama.cpp's converter or quantizer, the ONNX builder, Olive or mlx-lm
+    refused this model (permanent: the same inputs fail the same way)
 Every exit writes a JSON summary to --termination-log:
   {"result": "Succeeded|AlreadyComplete|GateFailed|Unsupported|SourceError|SourceUnavailable|
               ConversionFailed|Failed",
@@ -41,9 +41,14 @@ FORMAT_TYPES = {
     "fp8": ["fp8"],  # fetch + verify only; vLLM quantizes at load (--quantization fp8)
     "gguf": ["Q8_0", "Q5_K_M", "Q4_K_M", "Q6_K", "Q4_0", "Q5_0", "TQ1_0", "TQ2_0"],  # TQ*: BitNet b1.58 only
     "onnx": ["int4", "int8", "fp16", "fp32"],
+    "mlx": ["4bit", "8bit"],  # mlx-lm (mlx-cpu on Linux); export-only, no in-cluster engine
     "awq": ["w4a16"],
     "gptq": ["w4a16"],
 }
+# onnx tools: the builder alone, or Olive's GPTQ pass before it (see olive.py). The default
+# is the one the builder-vs-Olive comparison picked (docs/quantization.md).
+TOOLS = ("builder", "olive")
+DEFAULT_ONNX_TOOL = "builder"
 SAMPLE_PROMPT = "The baker opened"
 PASSTHROUGH = ("none", "fp8")
 EXIT_FAILED, EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED, EXIT_SOURCE_UNAVAILABLE, EXIT_CONVERSION = 1, 2, 3, 4, 5, 6
@@ -70,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--type", required=True, help="bf16|fp16 (none), fp8 (fp8), Q4_K_M|Q5_K_M|Q8_0 (gguf; "
                                                     "TQ1_0|TQ2_0 for BitNet b1.58), int4 (onnx), w4a16 (awq/gptq)")
     p.add_argument("--target", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--tool", default=None, choices=sorted(TOOLS),
+                   help="onnx only: builder (onnxruntime-genai's builder, the default) or olive "
+                        "(Olive's GPTQ pass, then the builder); int4 only for olive")
     p.add_argument("--output", required=True, type=Path, help="artifact folder, e.g. /models/<artifact>")
     p.add_argument("--max-ppl-increase-pct", type=float, default=5.0,
                    help="quality gate: fail when perplexity rises by more than this percent")
@@ -90,6 +98,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.type.lower() not in types:
         p.error(f"--type {args.type} is not valid for --format {args.format}; choose from {FORMAT_TYPES[args.format]}")
     args.type = types[args.type.lower()]
+    if args.tool is not None and args.format != "onnx":
+        p.error(f"--tool {args.tool} applies to --format onnx only; leave it out for --format {args.format}")
+    if args.tool == "olive" and args.type != "int4":
+        p.error(f"--tool olive makes int4 only (Olive's GPTQ recipe); use --tool builder for --type {args.type}")
+    if args.format == "onnx" and args.tool is None:
+        args.tool = DEFAULT_ONNX_TOOL
     return args
 
 
@@ -127,8 +141,20 @@ def _convert(args: argparse.Namespace, model_dir: Path, staging: Path, work: Pat
         reason = onnx.unsupported_reason(json.loads((model_dir / "config.json").read_text()))
         if reason:
             raise Unsupported(reason)
+        if args.tool == "olive":
+            from . import olive
+
+            return olive.run(model_dir, args.type, args.target, staging, work, text, SAMPLE_PROMPT,
+                             args.trust_remote_code)
         return onnx.run(model_dir, args.type, args.target, staging, work, text, SAMPLE_PROMPT,
                         args.trust_remote_code)
+    if args.format == "mlx":
+        from . import mlx
+
+        reason = mlx.unsupported_reason(json.loads((model_dir / "config.json").read_text()))
+        if reason:
+            raise Unsupported(reason)
+        return mlx.run(model_dir, args.type, staging, work, text, SAMPLE_PROMPT, args.trust_remote_code)
     from . import awq
 
     return awq.run(model_dir, args.format, staging, text, SAMPLE_PROMPT, args.trust_remote_code)
@@ -175,6 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         timings = {"download": download_s, **result["timings"], "total": round(time.monotonic() - started, 2)}
         manifest = writer.publish({
             "format": args.format, "type": args.type, "target": args.target,
+            **({"tool": args.tool} if args.tool else {}),
             "source": args.source, "revision": args.revision, "resolvedRevision": fetched.resolved_revision,
             "sourceBytes": fetched.bytes, "perplexity": ppl, "sample": result["sample"],
             "verification": {"checksums": checksums},
@@ -252,9 +279,9 @@ def _unsupported_errors() -> tuple[type[Exception], ...]:
 
 
 def _conversion_errors() -> tuple[type[Exception], ...]:
-    from . import gguf, onnx
+    from . import gguf, mlx, onnx
 
-    return (gguf.GgufError, onnx.OnnxError)
+    return (gguf.GgufError, onnx.OnnxError, mlx.MlxError)
 
 
 def _s3_secrets(folder: Path | None) -> list[str | None]:
