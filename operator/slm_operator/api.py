@@ -167,12 +167,22 @@ class QuantFormat(StrEnum):
     AWQ = "awq"
     GPTQ = "gptq"
     FP8 = "fp8"
+    MLX = "mlx"
+
+
+# Export-only formats: the quantization Job makes and gates them, no engine in the cluster
+# serves them, so they need serving.enabled: false. Types per format (the first: default).
+EXPORT_FORMAT_TYPES: dict[str, tuple[str, ...]] = {"mlx": ("4bit", "8bit")}
+# Tools for format onnx (quantization.tool): onnxruntime-genai's builder, or Olive's GPTQ pass
+# before it (int4 only). The default is the one docs/quantization.md's comparison picked.
+ONNX_TOOLS: tuple[str, ...] = ("builder", "olive")
+DEFAULT_ONNX_TOOL = "builder"
 
 
 # Which quantization formats each engine can serve (enforced at admission), and the valid
 # types per format (the first one is the default): both from the engine table.
 ENGINE_FORMATS: dict[str, tuple[str, ...]] = {r.name: r.formats for r in engine_table.ROWS}
-FORMAT_TYPES: dict[str, tuple[str, ...]] = engine_table.FORMAT_TYPES
+FORMAT_TYPES: dict[str, tuple[str, ...]] = {**engine_table.FORMAT_TYPES, **EXPORT_FORMAT_TYPES}
 
 
 def _cel_list(values: tuple[str, ...] | list[str]) -> str:
@@ -378,21 +388,73 @@ class Quantization(Model):
     """Quantization performed by a Job before serving."""
 
     model_config = ConfigDict(
-        json_schema_extra=rules(format_type_rule()),
+        json_schema_extra=rules(
+            format_type_rule(),
+            ("!has(self.tool) || (has(self.format) && self.format == 'onnx')",
+             "quantization.tool applies to format onnx only: remove tool, or set format: onnx"),
+            ("!has(self.tool) || self.tool != 'olive' || !has(self.type) || self.type == 'int4'",
+             "quantization.tool olive makes int4 only (Olive's GPTQ recipe): set type: int4, or "
+             "tool: builder for other ONNX types"),
+        ),
     )
 
     format: Annotated[QuantFormat | None, Field(
-        description="none | gguf | onnx | awq | gptq | fp8. Omit to let sizing choose for "
-                    "the engine and hardware.")] = None
+        description="none | gguf | onnx | awq | gptq | fp8 | mlx. mlx (Apple MLX, made with mlx-lm) "
+                    "is export-only: no engine in the cluster serves it, so it needs serving.enabled: "
+                    "false. Omit to let sizing choose for the engine and hardware.")] = None
     type: Annotated[str | None, Field(
         description="Format-specific type: Q4_K_M, Q5_K_M, Q8_0, Q6_K, Q4_0, TQ1_0, TQ2_0 (gguf; the "
                     "ternary TQ1_0/TQ2_0 only for BitNet b1.58 models, served by llamacpp); int4, fp16 "
-                    "(onnx); w4a16 (awq, gptq); fp8; bf16, fp16 (none). Default: the first.",
+                    "(onnx); w4a16 (awq, gptq); fp8; bf16, fp16 (none); 4bit, 8bit (mlx). Default: "
+                    "the first.",
         max_length=16)] = None
+    tool: Annotated[Literal["builder", "olive"] | None, Field(
+        description="format onnx only: builder (onnxruntime-genai's model builder, round-to-nearest "
+                    "int4) or olive (Microsoft Olive's GPTQ pass, calibrated, then the builder; int4 "
+                    f"only). Default: {DEFAULT_ONNX_TOOL} (docs/quantization.md compares them).")] = None
     max_perplexity_increase_percent: Annotated[int, Field(
         description="Quality gate: the quantization Job fails when perplexity on the "
                     "built-in evaluation text rises by more than this many percent.",
         ge=0, le=1000)] = 10
+
+
+class Serving(Model):
+    """Whether the operator serves the model after quantizing it."""
+
+    enabled: Annotated[bool, Field(
+        description="true (default): serve the artifact (Deployment, Service, autoscaling). false: "
+                    "quantize-only: run the quantization Job and its quality gate, keep the artifact "
+                    "on the volume and report its location, size, checksum and perplexities in "
+                    "status.artifact; no Deployment, Service or HPA. Required for export-only formats "
+                    "(mlx).")] = True
+
+
+def serving_enabled(spec: SLMDeploymentSpec) -> bool:
+    """True unless spec.serving.enabled is false (quantize-only)."""
+    return spec.serving is None or spec.serving.enabled
+
+
+def export_format_rules() -> list[tuple[str, str]]:
+    """CEL: export-only formats need serving.enabled false; formats the catalog knows a model's
+    architecture cannot be converted to are refused for that model.source (sizing/formats.py)."""
+    from slm_operator.sizing import formats as catalog_formats
+
+    out = []
+    for fmt in EXPORT_FORMAT_TYPES:
+        out.append((
+            f"!has(self.quantization) || !has(self.quantization.format) || self.quantization.format != '{fmt}' "
+            "|| (has(self.serving) && has(self.serving.enabled) && !self.serving.enabled)",
+            f"quantization.format {fmt} is export-only: no engine in the cluster serves it; set "
+            "serving.enabled: false to quantize and gate only, or choose format gguf or onnx to serve it"))
+    for refusal in catalog_formats.catalog_refusals():
+        tool = (f" && has(self.quantization.tool) && self.quantization.tool == '{refusal.tool}'"
+                if refusal.tool else "")
+        out.append((
+            f"!has(self.quantization) || !has(self.quantization.format) || !(self.quantization.format == "
+            f"'{refusal.format}'{tool} && {_cel_is('self.model.source', list(refusal.sources))})",
+            f"quantization.format {refusal.format}{' with tool ' + refusal.tool if refusal.tool else ''} "
+            f"cannot be made for model.source {_words(list(refusal.sources))}: {refusal.reason}"))
+    return out
 
 
 # `vllm serve` flags refused in engine.vllm.extraArgs: those that weaken security (API keys in
@@ -687,11 +749,14 @@ class SLMDeploymentSpec(Model):
             ("!has(self.autoscaling) || (has(self.resources) && has(self.resources.gpu) && "
              "self.resources.gpu.count >= 1) || self.autoscaling.metrics.all(m, m.type != 'GPUUtilization')",
              "autoscaling GPUUtilization needs resources.gpu.count >= 1"),
+            *export_format_rules(),
         ),
     )
 
     model: ModelSource
     quantization: Quantization | None = None
+    serving: Annotated[Serving | None, Field(
+        description="serving.enabled: false makes this a quantize-only deployment (see Serving).")] = None
     engine: EngineSpec = EngineSpec()
     resources: Resources | None = None
     replicas: Annotated[int | None, Field(

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from slm_operator import engines
 from slm_operator.engines.table import ENGINE_NAMES
-from slm_operator.sizing import catalog
+from slm_operator.sizing import catalog, formats
 from slm_operator.sizing.autoconfig import SizingDecision, autoconfigure
 from slm_operator.sizing.errors import SizingError
 from slm_operator.sizing.estimate import gib
@@ -140,6 +140,10 @@ def register(app: typer.Typer) -> None:
         console.print(_estimate_table(decision))
         console.print(decision.reason, markup=False, highlight=False)
 
+    def _formats_cell(support: dict[str, list[str]]) -> str:
+        """"gguf, onnx (builder|olive), mlx" from sizing.formats.support()."""
+        return ", ".join(f if len(tools) == 1 else f"{f} ({'|'.join(tools)})" for f, tools in support.items())
+
     @app.command("models")
     def models_cmd(
         gpus: Annotated[bool, typer.Option("--gpus", help="List the GPU products instead.")] = False,
@@ -156,7 +160,8 @@ def register(app: typer.Typer) -> None:
                      "architecture": m.architecture, "layers": m.layers, "hidden_size": m.hidden_size,
                      "attention_heads": m.attention_heads, "kv_heads": m.kv_heads, "head_dim": m.head_dim,
                      "vocab_size": m.vocab_size, "max_context": m.max_context,
-                     "sliding_window": m.sliding_window, "gated": m.gated}
+                     "sliding_window": m.sliding_window, "gated": m.gated,
+                     "formats": {f: list(tools) for f, tools in formats.support(m.architecture).items()}}
                     for m in catalog.list_models()]
         if output == "json":
             typer.echo(json.dumps(rows, indent=2))
@@ -173,11 +178,11 @@ def register(app: typer.Typer) -> None:
                           "yes" if r["fp8"] else "no", r["compute_capability"], ", ".join(r["aliases"]))
         else:
             for col in ("Model", "Params", "Tier", "Architecture", "Layers", "Heads q/kv", "Context",
-                        "Window", "Gated"):
+                        "Window", "Gated", "Converts to (tools)"):
                 t.add_column(col)
             for r in rows:
                 window = str(r["sliding_window"]) if r["sliding_window"] else "-"
                 t.add_row(r["id"], f"{r['params'] / 1e9:.2f}B", r["tier"], r["architecture"], str(r["layers"]),
                           f"{r['attention_heads']}/{r['kv_heads']}", str(r["max_context"]), window,
-                          "yes" if r["gated"] else "no")
-        Console(width=160).print(t)
+                          "yes" if r["gated"] else "no", _formats_cell(r["formats"]))
+        Console(width=200).print(t)

@@ -125,6 +125,8 @@ def artifact_key(spec: api.SLMDeploymentSpec, r: Resolved) -> str:
         "trustRemoteCode": spec.model.trust_remote_code,
         "gate": gate,
     }
+    if spec.quantization and spec.quantization.tool:  # only when named: existing keys stay the same
+        inputs["tool"] = spec.quantization.tool
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:8]
 
 
@@ -205,6 +207,28 @@ def _unchecked(spec: api.SLMDeploymentSpec, engine: str, why: str) -> Resolved:
     )
 
 
+def _export_only(spec: api.SLMDeploymentSpec, facts: object | None) -> Resolved:
+    """An export-only format (mlx; admission requires serving.enabled: false): nothing is
+    served, so no engine is sized; the Job runs on CPU. `engine` is the first CPU engine, a
+    placeholder only (no serving object is rendered). Storage: sizing.formats.export_storage_bytes."""
+    from slm_operator.sizing.formats import export_storage_bytes
+
+    q = spec.quantization
+    assert q is not None and q.format is not None
+    res = spec.resources
+    fmt = str(q.format)
+    engine = engines.table.AUTO_DEVICE_ORDER["cpu"][0]
+    cpu = res.cpu if res and res.cpu else "2"
+    memory = res.memory if res and res.memory else "8Gi"
+    storage = export_storage_bytes(facts)
+    return Resolved(
+        engine=engine, format=fmt, qtype=q.type or api.FORMAT_TYPES[fmt][0], gpu_count=0, gpu_product=None,
+        cpu=cpu, memory=memory, context_length=4096, gpu_memory_utilization_percent=None,
+        storage_size=spec.storage.size or (_gi(storage) if storage else "50Gi"), served_name=served_name(spec),
+        reason=f"quantize-only: format {fmt} is exported, not served (serving.enabled: false); the "
+               f"quantization Job runs on CPU with cpu {cpu}, memory {memory}")
+
+
 def _refused(spec: api.SLMDeploymentSpec, engine: str, e: SizingError) -> Resolved:
     fallback = _unchecked(spec, engine, "")
     return Resolved(**{**fallback.__dict__, "fits": False, "reason": str(e), "tier": None,
@@ -246,6 +270,10 @@ def _sized(spec: api.SLMDeploymentSpec) -> tuple[Resolved, int, str | None]:
     CPU comes from sizing's integers, or from the spec's quantity, never from the rendered string."""
     engine = str(spec.engine.name)
     facts = lookup_model(spec.model.source)
+    q = spec.quantization
+    if q and q.format and str(q.format) in api.EXPORT_FORMAT_TYPES:
+        r = _export_only(spec, facts)
+        return r, _millicores(r.cpu), None
     if facts is None:
         r = _unchecked(spec, engine, f"Model {spec.model.source} is not in the sizing catalog.")
         return r, _millicores(r.cpu), None

@@ -54,6 +54,12 @@ def plan(cr: api.SLMDeployment, ctx: RenderContext | None = None, resolved: Reso
     r = res.r
     t = Target(cr=cr, resolution=res, consumers=ctx.consumers)
     job = quantize_job(t, ctx.images.quantizer, ctx.hub) if needs_job(cr.spec, r) else None
+    if not api.serving_enabled(cr.spec):
+        # Quantize-only (serving.enabled: false): the volume, the Job and its egress policy; no
+        # Deployment, Service, HPA, PDB, gateway limits or monitoring.
+        prepare = [o for o in (cache_pvc(t), quantizer_policy(t, ctx) if job else None, job) if o]
+        return Plan(target=t, prepare=prepare, serve=[], job=job, names=child_names(t.name, t.key),
+                    artifact_path=artifact_path(t))
     prepare = [o for o in (api_key_secret(t), limits_secret(t), cache_pvc(t), server_policy(t, ctx),
                            quantizer_policy(t, ctx) if job else None, limits_policy(t), service(t),
                            limits_service(t), job, limits_deployment(t, ctx.images.gateway)) if o]

@@ -117,6 +117,8 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
         args += ["--revision", spec.model.revision]
     if spec.model.trust_remote_code:
         args.append("--trust-remote-code")
+    if q and q.tool and t.r.format == "onnx":
+        args += ["--tool", q.tool]
     mounts = [{"name": "model-cache", "mountPath": c.MODELS_MOUNT},
               {"name": "tmp", "mountPath": "/tmp"}]
     # /tmp holds caches only: the download, the scratch work and GGUF's F16 reference are on
