@@ -19,12 +19,10 @@ from slm_operator.render.common import ConsumerFacts
 class SecretsOnly:
     """The one call _consumers makes (Kube.get) over an in-memory namespace of Secrets."""
 
-    def __init__(self, secrets: dict[str, dict[str, str]], store: bool = False) -> None:
-        self.secrets, self.store = secrets, store
+    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
+        self.secrets = secrets
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
-        if kind == "Service":  # the limit store's, once applied
-            return {"spec": {"clusterIP": "10.96.7.7"}} if name == "m-limits" and self.store else None
         assert (api_version, kind) == ("v1", "Secret")
         data = self.secrets.get(name)
         if data is None:
@@ -40,9 +38,8 @@ def _cr() -> api.SLMDeployment:
                  "access": {"apiKeys": {"secretRef": {"name": "consumers"}}}}})
 
 
-def _consumers(secrets: dict[str, dict[str, str]],
-               store: bool = False) -> tuple[ConsumerFacts, str | None, str | None, list[str]]:
-    rec = Reconciler(SecretsOnly(secrets, store), None, RenderContext())  # type: ignore[arg-type]
+def _consumers(secrets: dict[str, dict[str, str]]) -> tuple[ConsumerFacts, str | None, str | None, list[str]]:
+    rec = Reconciler(SecretsOnly(secrets), None, RenderContext())  # type: ignore[arg-type]
     values: list[str] = []
     facts, missing, invalid = asyncio.run(rec._consumers(_cr(), values))
     return facts, missing, invalid, values
@@ -65,9 +62,18 @@ def test_limits_and_key_refs_become_render_facts() -> None:
     assert (missing, invalid) == (None, None)
     assert facts == ConsumerFacts(limits=True, refs=(("batch-key", "token"),))
     assert GOOD in " ".join(values) and OTHER in values, "keys are masked in quoted pod messages"
-    # Once the store's Service exists, the gateways dial its ClusterIP (no DNS on the request path).
-    facts, *_ = _consumers({"consumers": {"web": f"key: {GOOD}\nrequestsPerMinute: 5"}}, store=True)
-    assert facts.store_host == "10.96.7.7"
+    # Once the store's Service exists, the gateways dial its ClusterIP (no DNS on the request path):
+    # read from the watch cache, found by its component label among the CR's children.
+    from slm_operator import constants as c
+    from slm_operator.cache import ChildCache
+
+    cache = ChildCache()
+    rec = Reconciler(SecretsOnly({}), cache, RenderContext())  # type: ignore[arg-type]
+    assert rec._store_host(_cr()) is None, "before the Service exists: its DNS name (render)"
+    cache.put("Service", {"metadata": {"name": "m-limits", "namespace": "ns", "ownerReferences": [{"uid": "u"}],
+                                       "labels": {c.L_DEPLOYMENT: "m", c.L_COMPONENT: c.C_LIMITS}},
+                          "spec": {"clusterIP": "10.96.7.7"}})
+    assert rec._store_host(_cr()) == "10.96.7.7"
 
 
 def test_bare_keys_need_no_store() -> None:

@@ -413,7 +413,9 @@ def world() -> Any:
     w.name = body["metadata"]["name"]
 
     def run() -> Any:
-        return asyncio.run(rec.reconcile(w.body))
+        out = asyncio.run(rec.reconcile(w.body))
+        w.body["status"] = out.status  # returned, not written into the body: kept as the work queue does
+        return out
 
     def cond(ctype: str) -> dict[str, Any]:
         return next(x for x in w.body["status"]["conditions"] if x["type"] == ctype)

@@ -58,8 +58,9 @@ def test_one_event_per_change() -> None:
 def test_quantizer_summary_maps_into_artifact_status() -> None:
     import json
 
+    from slm_operator.observe import artifact_facts as _artifact_facts
+    from slm_operator.observe import termination_summary as _termination_summary
     from slm_operator.podfaults import summarise
-    from slm_operator.reconciler import _artifact_facts, _termination_summary
 
     msg = {"result": "Succeeded", "message": "ok", "totalBytes": 1234, "perplexityBefore": 56.123456,
            "perplexityAfter": 56.5, "increasePct": 0.67}

@@ -28,7 +28,7 @@ from slm_operator import api, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.kube import Kube
-from slm_operator.reconciler import Reconciler
+from slm_operator.reconciler import Outcome, Reconciler
 from slm_operator.settings import OperatorConfig
 from slm_operator.workqueue import WorkQueue
 
@@ -73,14 +73,15 @@ def _plain(body: Any) -> dict[str, Any]:
     return d
 
 
-async def _reconcile(body: dict[str, Any]) -> float | None:
+async def _reconcile(body: dict[str, Any]) -> Outcome:
+    """Reconcile one body; the returned status sets the condition metrics (and the queue keeps it)."""
     outcome = await STATE.reconciler.reconcile(body)
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
-    conds = {x["type"]: x["status"] for x in (body.get("status") or {}).get("conditions") or []}
+    conds = {x["type"]: x["status"] for x in (outcome.status or {}).get("conditions") or []}
     STATE.conditions[key] = conds
     _update_condition_gauge()
     _set_condition_series(key, conds)
-    return outcome.requeue_after
+    return outcome
 
 
 def _set_condition_series(key: tuple[str, str], conds: dict[str, str]) -> None:

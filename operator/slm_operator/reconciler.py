@@ -1,22 +1,33 @@
-"""Reconcile one SLMDeployment: plan -> apply what differs -> observe -> status.
+"""Reconcile one SLMDeployment, one way: resolve -> render -> apply what differs -> observe -> status.
 
-The order follows the product: prepare objects (Secret, PVC, NetworkPolicies, Service)
-first, then the quantization Job unless the artifact already exists, then — only once the
-artifact is ready — the serving Deployment, HPA, PDB and ServiceMonitor. Writes happen only
-when the live object (from the watch cache) differs from the desired one, so a reconcile of
-an unchanged SLMDeployment sends no writes at all.
+Stages, each reading only what the one before it produced:
 
-What goes wrong shows in status, never only in the log: a write the API server refuses
-(ApplyRejected), and the pods of the Job or the Deployment failing (podfaults: a missing
-image, a crash, an OOM kill, an eviction, a pod no node can take), each as a reason and a
-sentence naming the child, read from the pod summaries the watch keeps (no request).
+1. parse the body (InvalidSpec when the typed model refuses it);
+2. resolve (resolve.resolution: sizing, a gated model, the artifact key, CPU in integers);
+   a spec that does not fit stops here, with nothing rendered or written but status;
+3. read what render needs from the API (the access.apiKeys consumers Secret, the limit
+   store's ClusterIP from the watch cache) and render from the resolution (render.plan): the
+   plan carries every child's name and path, the stages below read them there;
+4. prepare objects (Secret, PVC, NetworkPolicies, Service), after checking the Secrets the
+   spec names;
+5. the artifact: the quantization Job, unless the artifact exists; its state becomes status
+   through observe.observe_artifact (pure: previous status, Job, pods);
+6. serving, only once the artifact is ready: Deployment, HPA, PDB, ServiceMonitor, pruning
+   what is no longer wanted; observe.observe_serving (pure) reads the Deployment's state;
+7. status: built from the observation, written only when it changed, and returned in the
+   Outcome (the body is never written to; the work queue keeps the returned status).
+
+Writes happen only when the live object (from the watch cache) differs from the desired one,
+so a reconcile of an unchanged SLMDeployment sends no writes at all. What goes wrong shows
+in status, never only in the log: a write the API server refuses (ApplyRejected), and the
+pods of the Job or the Deployment failing (podfaults: a missing image, a crash, an OOM kill,
+an eviction, a pod no node can take), each as a reason and a sentence naming the child.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -26,15 +37,22 @@ import pydantic
 
 from slm_operator import api, hub, metrics, podfaults
 from slm_operator import constants as c
-from slm_operator.autoscaler import autoscaler_problem
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
 from slm_operator.kube import Kube, refusal
+from slm_operator.observe import (
+    ArtifactView,
+    ArtifactWant,
+    ServingView,
+    ServingWant,
+    lists_pods,
+    observe_artifact,
+    observe_serving,
+)
 from slm_operator.render import Plan, RenderContext, plan
-from slm_operator.render.common import ConsumerFacts, artifact_path, child_names
-from slm_operator.render.workloads import QUANTIZER_PERMANENT_EXIT_CODES
-from slm_operator.resolve import gated_refusal, refused
-from slm_operator.status import Cond, Observation, build_status, status_changed, transitions
+from slm_operator.render.common import ConsumerFacts
+from slm_operator.resolve import Resolved, resolution
+from slm_operator.status import Cond, Observation, build_status, resolved_observation, status_changed, transitions
 
 log = logging.getLogger(__name__)
 
@@ -46,55 +64,48 @@ REJECTED_RETRY_SECONDS = 60.0  # a refused write may pass later (quota freed, we
 @dataclass
 class Outcome:
     """What one reconcile did: when to look again (seconds; None: on the next event), how
-    many writes it sent, and the writes the API server refused (sentences for status)."""
+    many writes it sent, the writes the API server refused (sentences for status), and the
+    status in force afterwards (the one written, or the unchanged previous one; None only when
+    the reconcile raised before status)."""
 
     requeue_after: float | None = None
     writes: int = 0
     rejected: list[str] = dataclasses.field(default_factory=list)
+    status: dict[str, Any] | None = None
 
     def again_after(self, seconds: float) -> None:
         """Ask for another reconcile within `seconds` (the earliest request wins)."""
         self.requeue_after = seconds if self.requeue_after is None else min(self.requeue_after, seconds)
 
 
-def _job_condition(job: dict[str, Any], ctype: str) -> bool:
-    return any(x.get("type") == ctype and x.get("status") == "True"
-               for x in (job.get("status") or {}).get("conditions") or [])
-
-
-def _job_failed_condition(job: dict[str, Any]) -> dict[str, Any]:
-    return next((x for x in (job.get("status") or {}).get("conditions") or []
-                 if x.get("type") == "Failed" and x.get("status") == "True"), {})
-
-
-def _termination_summary(pods: list[dict[str, Any]]) -> dict[str, Any]:
-    """The quantizer's JSON termination message, from the newest finished pod.
-
-    pods: pod summaries (podfaults.summarise). Returns the parsed JSON object, {"message":
-    <first 500 chars>} for a message that is not JSON, or {} when there is none.
-    """
-    msg = podfaults.termination_message(pods)
-    if not msg:
-        return {}
+def parse(body: dict[str, Any]) -> tuple[api.SLMDeployment | None, Observation | None]:
+    """Stage 1: (the typed SLMDeployment, None), or (None, an InvalidSpec observation naming the
+    first field the typed model refuses)."""
     try:
-        data = json.loads(msg)
-    except ValueError:
-        return {"message": msg[:500]}
-    return data if isinstance(data, dict) else {}
+        return api.SLMDeployment.model_validate(body), None
+    except pydantic.ValidationError as e:
+        obs = Observation(generation=body["metadata"].get("generation", 0))
+        first = e.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        obs.problem = Cond(True, "InvalidSpec", f"{field}: {first['msg']}. Fix the spec and re-apply.")
+        return None, obs
 
 
-def _artifact_facts(summary: dict[str, Any]) -> dict[str, Any]:
-    """What the quantizer's termination message says about the artifact (see slm_quantizer.cli)."""
-    keys = {"totalBytes": "sizeBytes", "perplexityBefore": "perplexityBefore",
-            "perplexityAfter": "perplexityAfter", "increasePct": "perplexityIncreasePercent"}
-    # Floats are fine in status (observations); render them as strings to keep the API integral.
-    return {ours: (str(round(summary[theirs], 4)) if isinstance(summary[theirs], float) else summary[theirs])
-            for theirs, ours in keys.items() if summary.get(theirs) is not None}
+def refused_observation(obs: Observation, r: Resolved) -> Observation:
+    """Stage 2's end for a spec resolve refuses (catalog facts admission cannot see, as
+    `slmctl validate` says: the fit, a gated model without a token, an unknown GPU label, a dtype
+    the model family cannot run in): Degraded with resolve's reason, the model not fetched."""
+    return dataclasses.replace(
+        obs, problem=Cond(True, r.refusal, r.reason),
+        model=Cond(False, r.refusal, "Not fetched: the model does not fit the hardware."
+                   if r.refusal == "DoesNotFit" else f"Not fetched: fix {r.refusal_field} first."))
 
 
-# Pod faults after which the Job controller starts another pod (up to backoffLimit).
-_RETRIED = (podfaults.CONTAINER_CRASHING, podfaults.OOM_KILLED, podfaults.EVICTED, podfaults.POD_FAILED)
-
+def artifact_want(p: Plan) -> ArtifactWant:
+    """The artifact the plan wants, with the plan's Job name and artifact path."""
+    t = p.target
+    return ArtifactWant(key=t.key, fmt=t.r.format, qtype=t.r.qtype, location=p.artifact_path,
+                        job=p.names["job"] if p.job is not None else None, source=t.spec.model.source)
 
 def _decoded(value: str) -> str:
     try:
@@ -119,46 +130,11 @@ def _key_ref_names(entries: list[tuple[str, str]]) -> set[str]:
     return out
 
 
-def _one_line(text: Any, limit: int = 400) -> str:
-    s = podfaults.redact(" ".join(str(text or "").split())).rstrip(". ")
-    return s if len(s) <= limit else s[: limit - 1] + "…"
-
-
-def _permanently_failed(pods: list[dict[str, Any]]) -> bool:
-    """True when a Job pod failed with one of the quantizer's permanent exit codes, which the
-    Job's podFailurePolicy turns into FailJob (render.workloads.QUANTIZER_PERMANENT_EXIT_CODES)."""
-    for pod in pods:  # restartPolicy Never: a terminated container is final whatever the phase says yet
-        for ctr in pod.get("containers") or []:
-            st = ctr.get("state") or {}
-            if st.get("state") == "terminated" and st.get("exitCode") in QUANTIZER_PERMANENT_EXIT_CODES:
-                return True
-    return False
-
-
-def _retries(job: dict[str, Any], pods: list[dict[str, Any]]) -> str:
-    """' The Job retries (1 of 3 attempts failed).' from the failed pods (or the Job's status,
-    whichever knows more) and the Job's backoffLimit; '' when no retry is left."""
-    failed = max((job.get("status") or {}).get("failed") or 0, podfaults.failed_attempts(pods))
-    limit = (job.get("spec") or {}).get("backoffLimit")
-    if limit is None or not failed or failed > limit:
-        return ""
-    return f" The Job retries ({failed} of {limit + 1} attempts failed)."
-
-
-def _job_failure_message(job: dict[str, Any], job_name: str, pods: list[dict[str, Any]],
-                         secret_values: list[str]) -> str:
-    """'Job J failed (BackoffLimitExceeded: ...): pod P container C exited with code 1 (Error): ...'"""
-    cond = _job_failed_condition(job)
-    why = cond.get("reason") or "Failed"
-    if cond.get("message"):
-        why += f": {_one_line(cond['message'], 200)}"
-    detail = podfaults.pod_failure(pods, secrets=secret_values)
-    if not detail:
-        detail = f"see kubectl -n {job['metadata'].get('namespace', '')} logs job/{job_name}."
-    return f"Job {job_name} failed ({why}): {detail}"
-
 
 class Reconciler:
+    """The stages above over a `Kube` (API requests), a `ChildCache` (the watch's children
+    and pod summaries) and the operator-wide render facts (`RenderContext`)."""
+
     def __init__(self, kube: Kube, cache: ChildCache, ctx: RenderContext) -> None:
         self.kube = kube
         self.cache = cache
@@ -168,85 +144,84 @@ class Reconciler:
         self._status_refusals: set[tuple[str, str]] = set()  # (CR uid, message) already posted
 
     async def reconcile(self, body: dict[str, Any]) -> Outcome:
-        meta = body["metadata"]
-        generation = meta.get("generation", 0)
-        old_status = body.get("status") or {}
+        """One pass over one SLMDeployment (its body from the watch; only read, never written).
+
+        Returns the Outcome, whose `status` is the status now in force. Raises on transient
+        API errors (the work queue retries with back-off); refused writes end in status."""
         out = Outcome()
-        try:
-            cr = api.SLMDeployment.model_validate(body)
-        except pydantic.ValidationError as e:
-            obs = Observation(generation=generation)
-            first = e.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            obs.problem = Cond(True, "InvalidSpec", f"{field}: {first['msg']}. Fix the spec and re-apply.")
-            await self._write_status(body, obs, old_status, out)
-            return out
+        previous = body.get("status") or {}
+        obs = await self._observe(body, previous, out)
+        out.status = await self._write_status(body, obs, previous, out)
+        return out
+
+    async def _observe(self, body: dict[str, Any], previous: dict[str, Any], out: Outcome) -> Observation:
+        """Stages 1-6: what status should say."""
+        cr, invalid = parse(body)
+        if cr is None:
+            assert invalid is not None
+            return invalid
+        meta = cr.metadata
+        res = resolution(cr.spec, self.ctx.hub.endpoint)
+        obs = resolved_observation(body["metadata"].get("generation", 0), res.r, meta.name, meta.namespace)
+        if not res.r.fits:
+            metrics.SIZING_REFUSALS.labels(engine=res.r.engine).inc()
+            return refused_observation(obs, res.r)
 
         # access.apiKeys: read before rendering (whether a limit store is needed, which keyRef
         # Secrets to project); malformed entries are reported, the good ones keep working.
-        consumer_values: list[str] = []
-        facts, consumers_missing, consumers_invalid = await self._consumers(cr, consumer_values)
+        secret_values: list[str] = []  # masked in any message quoted from a pod
+        facts, consumers_missing, consumers_invalid = await self._consumers(cr, secret_values)
         if cr.spec.access.api_keys is not None:
             # The consumers Secret is not ours (no watch): look again so its edits reach status
             # (InvalidApiKeyEntry), and a consumer given a limit gets the limit store, within a minute.
             out.again_after(CONSUMERS_RECHECK_SECONDS)
-        p = plan(cr, dataclasses.replace(self.ctx, consumers=facts))
-        r = p.resolved
-        obs = Observation(generation=generation, engine=r.engine)
-        obs.sizing = {k: v for k, v in {
-            "tier": r.tier, "weightsBytes": r.weights_bytes, "totalBytes": r.total_bytes,
-            "reason": r.reason, "contextLength": r.context_length,
-            "resources": {"cpu": r.cpu, "memory": r.memory, "gpus": r.gpu_count},
-        }.items() if v is not None and v != ""}
-        obs.quantization = {"format": r.format, "type": r.qtype}
-        obs.endpoint = f"http://{meta['name']}.{meta['namespace']}.svc:{c.API_PORT}/v1"
-        gated = gated_refusal(cr.spec, self.ctx.hub.endpoint)
-        if gated is not None and r.fits:
-            r = refused(r, gated)
+        if facts.limits:
+            facts = dataclasses.replace(facts, store_host=self._store_host(cr))
+        p = plan(cr, dataclasses.replace(self.ctx, consumers=facts), res)
 
-        if not r.fits:
-            metrics.SIZING_REFUSALS.labels(engine=r.engine).inc()
-            # Catalog facts admission cannot see (slmctl validate says the same): the fit, a gated
-            # model without a token, an unknown GPU label, a dtype the model family cannot run in.
-            obs.problem = Cond(True, r.refusal, r.reason)
-            obs.model = Cond(False, r.refusal, "Not fetched: the model does not fit the hardware."
-                             if r.refusal == "DoesNotFit" else f"Not fetched: fix {r.refusal_field} first.")
-            await self._write_status(body, obs, old_status, out)
-            return out
-
-        secret_values: list[str] = []  # masked in any message quoted from a pod
-        secret_values.extend(consumer_values)
         missing = await self._check_secrets(cr, secret_values) or consumers_missing
         await self._apply_all([o for o in p.prepare if o["kind"] != "Job"], out)
         if missing:
             obs.problem = Cond(True, "SecretNotFound", missing)
             obs.model = Cond(False, "WaitingForSecret", missing)
             out.again_after(SECRET_RETRY_SECONDS)
-            self._note_rejections(obs, out)
-            await self._write_status(body, obs, old_status, out)
-            return out
+            return self._with_rejections(obs, out)
 
-        ready = await self._artifact(cr, p, obs, old_status, out, secret_values)
-        if ready:
-            await self._apply_all(p.serve, out)
-            await self._prune(cr, p, out)
-            self._observe_serving(cr, obs, out, secret_values)
-            if consumers_invalid and obs.problem is None:
-                obs.problem = Cond(True, "InvalidApiKeyEntry", consumers_invalid)
-        else:
+        art = await self._artifact(p, previous, out, secret_values)
+        obs.model, obs.problem = art.model, art.problem
+        obs.quantization = {**obs.quantization, **art.quantization}
+        if art.artifact is not None:
+            obs.artifact = art.artifact
+        if not art.ready:
             obs.available = Cond(False, "WaitingForModel", "The serving Deployment starts once the model "
                                  "artifact is ready.")
-        self._note_rejections(obs, out)
-        await self._write_status(body, obs, old_status, out)
-        return out
+            return self._with_rejections(obs, out)
+        serving = await self._serve(cr, p, out, secret_values)
+        obs.available = serving.available
+        if serving.replicas is not None:
+            obs.replicas_desired, obs.replicas_ready = serving.replicas
+        obs.problem = obs.problem or serving.problem
+        if consumers_invalid and obs.problem is None:
+            obs.problem = Cond(True, "InvalidApiKeyEntry", consumers_invalid)
+        return self._with_rejections(obs, out)
 
     @staticmethod
-    def _note_rejections(obs: Observation, out: Outcome) -> None:
+    def _with_rejections(obs: Observation, out: Outcome) -> Observation:
         """A refused write outranks every other problem: nothing after it can be right."""
         if out.rejected:
             more = f" (and {len(out.rejected) - 1} more refused writes)" if len(out.rejected) > 1 else ""
             obs.problem = Cond(True, c.R_APPLY_REJECTED, out.rejected[0] + more)
             out.again_after(REJECTED_RETRY_SECONDS)
+        return obs
+
+    def _store_host(self, cr: api.SLMDeployment) -> str | None:
+        """The limit store Service's ClusterIP, from the watch cache (found by its component
+        label among this CR's children, not by a name made up here); None until it exists."""
+        for kind, obj in self.cache.owned_by(cr.metadata.namespace, cr.metadata.name, cr.metadata.uid):
+            if kind == "Service" and (obj["metadata"].get("labels") or {}).get(c.L_COMPONENT) == c.C_LIMITS:
+                ip = (obj.get("spec") or {}).get("clusterIP")
+                return ip if ip and ip != "None" else None
+        return None
 
     # -- secrets -------------------------------------------------------------------------
 
@@ -316,12 +291,7 @@ class Reconciler:
         values.extend(v for _, v in entries)
         values.extend(v for v in refs.values() if v)
         limits = any(con.limited for con in table.consumers)
-        store_host = None
-        if limits:
-            svc = await self.kube.get("v1", "Service", child_names(cr.metadata.name, "")["limits"], ns)
-            ip = ((svc or {}).get("spec") or {}).get("clusterIP")
-            store_host = ip if ip and ip != "None" else None
-        facts = ConsumerFacts(limits=limits, refs=tuple(sorted(set(asked))), store_host=store_host)
+        facts = ConsumerFacts(limits=limits, refs=tuple(sorted(set(asked))))  # store_host: _store_host
         if not table.rejected:
             return facts, None, None
         listed = "; ".join(f"{r.entry} ({r.reason}): {r.message}" for r in table.rejected)
@@ -398,7 +368,6 @@ class Reconciler:
         h = parse_quantity(((live.get("spec") or {}).get("resources") or {}).get("requests", {})
                            .get("storage", "0"))
         return w is not None and h is not None and w > h
-
     async def _prune(self, cr: api.SLMDeployment, p: Plan, out: Outcome) -> None:
         """Delete children this CR no longer wants (an HPA turned off, an old Job)."""
         wanted = {(o["kind"], o["metadata"]["name"]) for o in p.all()}
@@ -414,96 +383,31 @@ class Reconciler:
                 continue
             metrics.WRITES.labels(kind=kind).inc()
             out.writes += 1
-
     # -- artifact ------------------------------------------------------------------------
 
-    async def _artifact(self, cr: api.SLMDeployment, p: Plan, obs: Observation,
-                        old_status: dict[str, Any], out: Outcome, secret_values: list[str]) -> bool:
-        t = p.target
-        location = artifact_path(t)
-        base = {"key": t.key, "format": t.r.format, "type": t.r.qtype, "location": location}
-        if p.job is None:
-            obs.artifact = {**base, "ready": True}
-            obs.model = Cond(True, "ServedFromVolume", f"Serving {cr.spec.model.source} as is.")
-            obs.quantization = {**obs.quantization, "stage": "NotNeeded"}
-            return True
-        prev = old_status.get("artifact") or {}
-        if prev.get("key") == t.key and prev.get("ready"):
-            obs.artifact = prev
-            obs.model = Cond(True, "ArtifactReady", f"{t.r.format} {t.r.qtype} artifact at {location}.")
-            obs.quantization = {**obs.quantization, "stage": "Done", **(
-                {"job": prev["job"]} if prev.get("job") else {})}
-            return True
-        job_name = child_names(t.name, t.key)["job"]
-        live = self.cache.get("Job", t.namespace, job_name)
-        if live is None:
+    async def _artifact(self, p: Plan, previous: dict[str, Any], out: Outcome,
+                        secret_values: list[str]) -> ArtifactView:
+        """Stage 5: read the Job and its pods (watch cache; one pod list only for a finished
+        Job whose pods the watch no longer has), observe, then create the Job if there is none
+        and count a finished one once."""
+        want = artifact_want(p)
+        ns, owner = p.target.namespace, p.target.name
+        job = self.cache.get("Job", ns, want.job) if want.job else None
+        pods = self.cache.pods(ns, owner, job=want.job) if want.job and job is not None else []
+        if lists_pods(previous, job, pods, want):
+            pods = [podfaults.summarise(x) for x in await self.kube.list_pods(ns, {"job-name": want.job or ""})]
+        view = observe_artifact(previous, job, pods, want, secrets=secret_values)
+        if view.recheck_after is not None:
+            out.again_after(view.recheck_after)
+        if job is not None and view.job_outcome is not None:
+            self._record_job_metrics(job, want.fmt, view.job_outcome)
+        if view.create_job and p.job is not None:
             rejected = len(out.rejected)
             await self._apply_all([p.job], out)
             if len(out.rejected) > rejected:
-                obs.model = Cond(False, c.R_APPLY_REJECTED, out.rejected[-1])
-                obs.quantization = {**obs.quantization, "stage": "Pending"}
-                return False
-            obs.model = Cond(False, "Quantizing", f"Job {job_name} started: fetch, {t.r.format} "
-                             f"{t.r.qtype}, verify.")
-            obs.quantization = {**obs.quantization, "stage": "Pending", "job": job_name}
-            return False
-        if _job_condition(live, "Complete"):
-            summary = _termination_summary(await self._job_pods(t.namespace, t.name, job_name))
-            self._record_job_metrics(live, t.r.format, "succeeded")
-            obs.artifact = {**base, "ready": True, "job": job_name, **_artifact_facts(summary)}
-            obs.model = Cond(True, "ArtifactReady", f"{t.r.format} {t.r.qtype} artifact at {location}.")
-            obs.quantization = {**obs.quantization, "stage": "Done", "job": job_name}
-            return True
-        # A pod that exited with a permanent code fails the Job at once (its podFailurePolicy);
-        # the Job's Failed condition follows a moment later. Report the final reason now, not a
-        # "retrying" crash in between.
-        if _job_condition(live, "Failed") or _permanently_failed(self.cache.pods(t.namespace, t.name, job=job_name)):
-            pods = await self._job_pods(t.namespace, t.name, job_name)
-            summary = _termination_summary(pods)
-            gate = summary.get("result") == "GateFailed"
-            self._record_job_metrics(live, t.r.format, "quality_gate_failed" if gate else "failed")
-            if gate:
-                reason = "QualityGateFailed"
-                detail = podfaults.redact(str(summary.get("message") or "see the Job's pod logs"),
-                                          secret_values)[:400]
-                msg = f"Job {job_name} failed: {detail}"
-            else:
-                reason = c.R_QUANTIZATION_FAILED
-                msg = _job_failure_message(live, job_name, pods, secret_values)
-            obs.problem = Cond(True, reason, msg)
-            obs.model = Cond(False, reason, msg)
-            obs.quantization = {**obs.quantization, "stage": "Failed", "job": job_name}
-            return False
-        running = Cond(False, "Quantizing", f"Job {job_name} is running: fetch, {t.r.format} "
-                       f"{t.r.qtype}, verify.")
-        obs.model = running
-        obs.quantization = {**obs.quantization, "stage": "Running", "job": job_name}
-        pods = self.cache.pods(t.namespace, t.name, job=job_name)
-        fault = podfaults.child_fault("Job", job_name, pods, secrets=secret_values)
-        if fault is not None:
-            if fault.degraded and fault.reason in _RETRIED:
-                fault = dataclasses.replace(fault, message=fault.message + _retries(live, pods))
-            self._note_fault(fault, obs, out)
-        return False
-
-    async def _job_pods(self, namespace: str, owner: str, job_name: str) -> list[dict[str, Any]]:
-        """The Job's pod summaries from the watch; one list request only if the watch has none
-        (not synced yet, or pods already garbage-collected)."""
-        pods = self.cache.pods(namespace, owner, job=job_name)
-        if pods:
-            return pods
-        return [podfaults.summarise(p) for p in await self.kube.list_pods(namespace, {"job-name": job_name})]
-
-    @staticmethod
-    def _note_fault(fault: podfaults.Fault, obs: Observation, out: Outcome) -> None:
-        """A fault of the Job's pods: Degraded (reason, sentence) and the reason the model is not
-        ready; a wait (Unschedulable within its grace period) only the latter, which status
-        shows as Progressing. Either way, look again when time alone could change it."""
-        if fault.recheck_after is not None:
-            out.again_after(fault.recheck_after)
-        if fault.degraded and obs.problem is None:
-            obs.problem = Cond(True, fault.reason, fault.message)
-        obs.model = Cond(False, fault.reason, fault.message)
+                view = dataclasses.replace(view, model=Cond(False, c.R_APPLY_REJECTED, out.rejected[-1]),
+                                           quantization={"stage": "Pending"})
+        return view
 
     def _record_job_metrics(self, job: dict[str, Any], fmt: str, outcome: str) -> None:
         uid = job["metadata"].get("uid", "")
@@ -519,77 +423,34 @@ class Reconciler:
             fmt_ts = "%Y-%m-%dT%H:%M:%SZ"
             seconds = (datetime.strptime(end, fmt_ts) - datetime.strptime(start, fmt_ts)).total_seconds()
             metrics.QUANTIZATION_SECONDS.labels(format=fmt, outcome=outcome).observe(seconds)
-
     # -- serving -------------------------------------------------------------------------
 
-    def _observe_serving(self, cr: api.SLMDeployment, obs: Observation, out: Outcome | None = None,
-                         secret_values: list[str] | None = None) -> None:
-        out = out or Outcome()
-        name = child_names(cr.metadata.name, "")["server"]
-        dep = self.cache.get("Deployment", cr.metadata.namespace, name)
-        if dep is None:
-            if not any(f" Deployment {name} " in r for r in out.rejected):
-                obs.available = Cond(False, "DeploymentPending", f"Deployment {name} is being created.")
-            else:
-                obs.available = Cond(False, c.R_APPLY_REJECTED, out.rejected[0])
-            return
-        spec, st = dep.get("spec") or {}, dep.get("status") or {}
-        desired = spec.get("replicas", 1)
-        ready = st.get("readyReplicas", 0) or 0
-        obs.replicas_desired, obs.replicas_ready = desired, ready
-        conds = {x.get("type"): x for x in st.get("conditions") or []}
-        available = (conds.get("Available") or {}).get("status") == "True"
-        if available and ready >= 1:
-            obs.available = Cond(True, "MinimumReplicasAvailable", f"{ready}/{desired} replicas ready.")
-        elif desired == 0:
-            obs.available = Cond(False, "ScaledToZero", "replicas is 0.")
-        else:
-            obs.available = Cond(False, "ReplicasNotReady", f"{ready}/{desired} replicas ready: the model "
-                                 "server is starting (loading weights can take minutes).")
-        fault = podfaults.child_fault("Deployment", name,
-                                      self.cache.pods(cr.metadata.namespace, cr.metadata.name,
-                                                      component=c.C_SERVER),
-                                      secrets=secret_values or ())
-        if fault is not None and fault.recheck_after is not None:
-            out.again_after(fault.recheck_after)
-        # A fault is Degraded even while other replicas serve (a stuck rollout, one replica
-        # crash-looping); a wait (Unschedulable, within its grace) only explains missing replicas.
-        if fault is not None and (fault.degraded or not obs.available.status):
-            if fault.degraded and obs.problem is None:
-                obs.problem = Cond(True, fault.reason, fault.message)
-            if not obs.available.status:
-                obs.available = Cond(False, fault.reason, fault.message)
-            return
-        failure = conds.get("ReplicaFailure") or {}
-        if failure.get("status") == "True" and obs.problem is None:
-            msg = (f"Deployment {name} cannot create pods ({failure.get('reason') or 'FailedCreate'}: "
-                   f"{_one_line(failure.get('message'))}).")
-            obs.problem = Cond(True, c.R_FAILED_CREATE, msg)
-            if not obs.available.status:
-                obs.available = Cond(False, c.R_FAILED_CREATE, msg)
-            return
-        # An HPA that cannot read its metric holds its replicas silently: say so (its own
-        # ScalingActive=False, past a grace for the first scrape and adapter relist).
-        if cr.spec.autoscaling is not None and obs.problem is None:
-            cause, again = autoscaler_problem(self.cache.get("HorizontalPodAutoscaler", cr.metadata.namespace, name))
-            if again is not None:
-                out.again_after(again)
-            if cause is not None:
-                obs.problem = cause
-        progress = conds.get("Progressing") or {}
-        if (progress.get("status") == "False" and progress.get("reason") == "ProgressDeadlineExceeded"
-                and obs.problem is None):
-            msg = (f"Deployment {name} made no progress within its deadline ({ready}/{desired} replicas "
-                   f"ready): {_one_line(progress.get('message'))}.")
-            obs.problem = Cond(True, c.R_PROGRESS_DEADLINE_EXCEEDED, msg)
+    async def _serve(self, cr: api.SLMDeployment, p: Plan, out: Outcome, secret_values: list[str]) -> ServingView:
+        """Stage 6: apply the serving objects, prune what is no longer wanted, observe the
+        Deployment (named by the plan) from the watch cache."""
+        await self._apply_all(p.serve, out)
+        await self._prune(cr, p, out)
+        ns, name = cr.metadata.namespace, p.names["server"]
+        autoscaling = cr.spec.autoscaling is not None
+        view = observe_serving(
+            self.cache.get("Deployment", ns, name),
+            self.cache.pods(ns, cr.metadata.name, component=c.C_SERVER),
+            self.cache.get("HorizontalPodAutoscaler", ns, name) if autoscaling else None,
+            ServingWant(name=name, autoscaling=autoscaling, rejected=tuple(out.rejected)),
+            secrets=secret_values)
+        if view.recheck_after is not None:
+            out.again_after(view.recheck_after)
+        return view
 
     # -- status --------------------------------------------------------------------------
 
     async def _write_status(self, body: dict[str, Any], obs: Observation, old: dict[str, Any],
-                            out: Outcome) -> None:
+                            out: Outcome) -> dict[str, Any]:
+        """Stage 7: the status from `obs`, patched only when it differs from `old`, with at most
+        one Event for the change. Returns the status now in force (the new one, or `old`)."""
         new = build_status(obs, old)
         if not status_changed(new, old):
-            return
+            return old
         meta = body["metadata"]
         try:
             await self.kube.patch_status(meta["name"], meta["namespace"], new)
@@ -603,10 +464,10 @@ class Reconciler:
                                                       f"The API server refused this status ({r[0]}): {r[1]}"))
             raise
         out.writes += 1
-        body["status"] = new  # later reconciles from the same cached body see it
         event = _transition_event(transitions(new, old), first=not old) or _reason_change_event(new, old)
         if event:
             await self.kube.post_event(_event(body, *event))
+        return new
 
 
 def _transition_event(flips: list[tuple[str, str, str, str]], *, first: bool) -> tuple[str, str, str] | None:

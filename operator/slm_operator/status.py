@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slm_operator import constants as c
+
+if TYPE_CHECKING:
+    from slm_operator.resolve import Resolved
 
 
 @dataclass
@@ -36,6 +39,20 @@ class Observation:
     problem: Cond | None = None          # a Degraded cause (spec, secret, fit, failed job)
     model: Cond = field(default_factory=lambda: Cond(False, "Pending", "Model artifact not checked yet."))
     available: Cond = field(default_factory=lambda: Cond(False, "Pending", "Serving not started."))
+
+
+def resolved_observation(generation: int, r: Resolved, name: str, namespace: str) -> Observation:
+    """The observation every reconcile of a valid spec starts from: the engine, the sizing
+    (status.sizing: tier, bytes, reason, context, resources) and quantization chosen by
+    resolve, and the endpoint (the Service's in-cluster URL)."""
+    sizing = {k: v for k, v in {
+        "tier": r.tier, "weightsBytes": r.weights_bytes, "totalBytes": r.total_bytes,
+        "reason": r.reason, "contextLength": r.context_length,
+        "resources": {"cpu": r.cpu, "memory": r.memory, "gpus": r.gpu_count},
+    }.items() if v is not None and v != ""}
+    return Observation(generation=generation, engine=r.engine, sizing=sizing,
+                       quantization={"format": r.format, "type": r.qtype},
+                       endpoint=f"http://{name}.{namespace}.svc:{c.API_PORT}/v1")
 
 
 def now() -> str:

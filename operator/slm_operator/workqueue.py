@@ -2,8 +2,12 @@
 
 Events for a key that is being reconciled mark it dirty, so it runs once more afterwards
 with the newest body; errors and waits come back after a delay (exponential backoff for
-errors). This is what controller-runtime gives Go operators; kopf's event handlers give us
-the watch stream and we keep this small queue on top.
+errors). The handler returns a `Result`: when to look again, and the status now in force,
+which the queue keeps in its copy of the body (until the watch brings a newer body), so a
+reconcile that runs before the watch delivers the status patch starts from it.
+
+This is what controller-runtime gives Go operators; kopf's event handlers give us the watch
+stream and we keep this small queue on top.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from slm_operator import metrics
 
@@ -21,8 +25,21 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 
 
+class Result(Protocol):
+    """What a handler returns (reconciler.Outcome is one): seconds until the next reconcile
+    (None: on the next event) and the status in force afterwards (None: unknown)."""
+
+    @property
+    def requeue_after(self) -> float | None: ...
+
+    @property
+    def status(self) -> dict[str, Any] | None: ...
+
+
 class WorkQueue:
-    def __init__(self, handler: Callable[[dict[str, Any]], Awaitable[float | None]], workers: int = 8,
+    """Reconciles keys with `handler(body) -> Result`, `workers` at a time, one per key."""
+
+    def __init__(self, handler: Callable[[dict[str, Any]], Awaitable[Result]], workers: int = 8,
                  max_backoff: float = 300.0) -> None:
         self.handler = handler
         self.workers = workers
@@ -90,7 +107,8 @@ class WorkQueue:
             self._active.add(key)
             started = time.monotonic()
             try:
-                delay = await self.handler(body)
+                result = await self.handler(body)
+                delay = result.requeue_after
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -108,10 +126,12 @@ class WorkQueue:
                 metrics.RECONCILE_SECONDS.labels(result="error").observe(time.monotonic() - started)
             else:
                 self._failures.pop(key, None)
-                # The handler may have recorded what it wrote (the new status) in the body: keep
-                # that unless a newer body arrived meanwhile, so the next reconcile starts from it.
-                if self._bodies.get(key) is text:
-                    self._bodies[key] = json.dumps(body, separators=(",", ":"))
+                # Keep the status the handler returned (it wrote it) unless a newer body arrived
+                # meanwhile, so the next reconcile starts from it.
+                if result.status is not None and self._bodies.get(key) is text:
+                    kept = json.loads(text)  # the queued body as it came, whatever the handler did to its copy
+                    if kept.get("status") != result.status:
+                        self._bodies[key] = json.dumps({**kept, "status": result.status}, separators=(",", ":"))
                 metrics.RECONCILES.labels(result="success").inc()
                 metrics.RECONCILE_SECONDS.labels(result="success").observe(time.monotonic() - started)
             finally:
