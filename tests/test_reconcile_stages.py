@@ -155,6 +155,31 @@ def test_resolve_runs_once_and_render_takes_its_resolution(monkeypatch: pytest.M
     assert sizing["resources"]["cpu"] == res.r.cpu and w.body["status"]["engine"] == res.r.engine
 
 
+@pytest.mark.parametrize(("spec", "millicores", "limit"), [
+    ({**SPEC, "resources": {"cpu": "500m", "memory": "2Gi"}}, 500, "500m"),            # the spec's, read once
+    ({"model": {"source": "hf://acme/tiny", "revision": "v1"}, "engine": {"name": "onnxruntime"}}, 2000, "4000m"),
+    ({"model": {"source": "hf://Qwen/Qwen3-0.6B", "revision": "main"}, "engine": {"name": "vllm"},
+      "resources": {"gpu": {"count": 1, "product": "NVIDIA-L4"}}}, None, None),       # sizing's integers
+], ids=["spec-cpu", "uncatalogued", "gpu-sizing"])
+def test_resolution_gives_render_the_cpu_in_integers(spec: dict[str, Any], millicores: int | None,
+                                                     limit: str | None) -> None:
+    from slm_operator.resolve import resolution
+    from slm_operator.sizing import autoconfigure, lookup_model
+
+    cr, _ = parse(_body(spec))
+    assert cr is not None
+    res = resolution(cr.spec)
+    if millicores is None:  # GPU engine: sizing gives a request and no limit; the limit is twice it
+        facts = lookup_model(spec["model"]["source"])
+        assert facts is not None
+        d = autoconfigure(facts, engine="vllm", gpu_product="NVIDIA-L4", gpu_count=1)
+        millicores = d.resources.cpu_request_millicores
+        assert d.resources.cpu_limit_millicores is None
+        limit = f"{2 * millicores}m"
+    assert (res.cpu_millicores, res.cpu_limit) == (millicores, limit)
+    assert res.r.cpu_limit in (None, limit)
+
+
 @pytest.mark.parametrize(("spec", "reason", "model_reason"), [
     ({"model": {"source": "hf://meta-llama/Llama-3.2-3B-Instruct", "revision": "main"}, "engine": {"name": "ollama"}},
      "HubTokenRequired", "Not fetched: fix spec.model.tokenSecretRef first."),
