@@ -20,19 +20,22 @@ import copy
 import json
 import os
 import random
+import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from e2e.helpers import OperatorProcess, condition_status, kubectl, kubectl_json, wait_for
+from e2e.helpers import OperatorProcess, condition_status, kubectl, kubectl_json, run_operator, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every kind the operator creates (handlers.CHILD_KINDS plus the Secrets it generates).
@@ -87,6 +90,56 @@ def edit_wave(crs: list[dict[str, Any]], rng: random.Random, share: float = 0.5)
 def apply_fleet(kubeconfig: str, namespace: str, crs: Iterable[dict[str, Any]]) -> None:
     """Apply the CRs in one kubectl call (client-side apply, as a user would)."""
     kubectl(kubeconfig, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all(list(crs)), timeout=180)
+
+
+# Exceptions a reconcile may hit when the API server is slow or a connection drops (the machine is
+# shared and busy); the work queue retries them with backoff. Any other traceback fails a test.
+TRANSIENT = ("ReadTimeout", "WriteTimeout", "ConnectTimeout", "PoolTimeout", "ConnectError", "ReadError",
+             "RemoteProtocolError")
+
+
+def unexpected_tracebacks(output: str) -> list[str]:
+    """'<log line> -> <exception>' for every logged traceback in an operator's output that is not
+    a retried reconcile failing on a TRANSIENT transport error (see `operator`). A record is a
+    line that starts with a timestamp plus the lines after it; its exception is the last
+    unindented line of its traceback (for chained exceptions: the one raised last)."""
+    records: list[list[str]] = []
+    for line in output.splitlines():
+        if re.match(r"^\[?\d{4}-\d\d-\d\d ", line) or not records:
+            records.append([line])
+        else:
+            records[-1].append(line)
+    bad = []
+    for head, *body in records:
+        if not any(b.startswith("Traceback (most recent call last):") for b in body):
+            continue
+        raised = [b for b in body if b and not b[0].isspace()
+                  and not b.startswith(("Traceback (most recent", "The above exception", "During handling"))]
+        last = raised[-1] if raised else ""
+        retried = "reconcile of" in head and "failed (attempt" in head
+        if not (retried and last.split(":", 1)[0].rsplit(".", 1)[-1] in TRANSIENT):
+            bad.append(f"{head[:200]} -> {last[:200]}")
+    return bad
+
+
+@contextmanager
+def operator(kubeconfig: str, namespaces: list[str] | None, **kwargs: Any) -> Iterator[OperatorProcess]:
+    """`e2e.helpers.run_operator`, except that reconciles that failed on a TRANSIENT transport
+    error and were retried may log their traceback; any other traceback still fails."""
+    cm = run_operator(kubeconfig, namespaces, **kwargs)
+    op = cm.__enter__()
+    try:
+        yield op
+    except BaseException:
+        cm.__exit__(*sys.exc_info())
+        raise
+    try:
+        cm.__exit__(None, None, None)
+    except AssertionError:
+        bad = unexpected_tracebacks(op.output())
+        if bad:
+            raise AssertionError(f"the operator printed tracebacks (log {op.log_path}):\n"
+                                 + "\n".join(bad[:10])) from None
 
 
 def kill(op: OperatorProcess) -> bool:

@@ -32,9 +32,9 @@ from e2e.chaos import (
     fleet,
     invariants,
     kill,
+    operator,
     wait_converged,
 )
-from e2e.helpers import run_operator
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,7 @@ def test_sigkill_at_random_moments_then_everything_converges(kubeconfig: str, na
             kills = 0
             for k in range(KILLS_PER_SEED):
                 log = tmp_path / f"operator-seed{seed}-kill{k}.log"
-                with run_operator(kc, [ns], log_path=log) as op:
+                with operator(kc, [ns], log_path=log) as op:
                     if rng.random() < START_UP_SHARE:  # somewhere in start-up: imports, the prefill lists
                         time.sleep(rng.uniform(0.5, 5.0))
                     else:  # once it reconciles: the first lists, applies, status writes
@@ -77,7 +77,7 @@ def test_sigkill_at_random_moments_then_everything_converges(kubeconfig: str, na
                     assert kill(op), f"seed {seed}: the operator exited before kill {k}:\n{op.output()[-3000:]}"
                     kills += 1
             tried += kills
-            with run_operator(kc, [ns], log_path=tmp_path / f"operator-seed{seed}-final.log") as op:
+            with operator(kc, [ns], log_path=tmp_path / f"operator-seed{seed}-final.log") as op:
                 op.wait_for_output("slm-operator started", timeout=120)
                 converge_s.append(wait_converged(kc, ns, names, timeout=600))
                 problems = invariants(kc, ns, names)

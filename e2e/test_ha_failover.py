@@ -41,10 +41,11 @@ from e2e.chaos import (
     fleet,
     invariants,
     kill,
+    operator,
     paused,
     wait_converged,
 )
-from e2e.helpers import OperatorProcess, apply, kubectl, run_operator, wait_for
+from e2e.helpers import OperatorProcess, apply, kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -99,7 +100,7 @@ def test_active_replica_killed_standby_takes_over_and_a_paused_one_does_nothing(
     idle_writes: list[str] = []
 
     def replica(index: int, incarnation: int) -> contextlib.AbstractContextManager[OperatorProcess]:
-        return run_operator(kc, [], extra_args=args, env={**env, "SLM_PRIORITY": str(index)},
+        return operator(kc, [], extra_args=args, env={**env, "SLM_PRIORITY": str(index)},
                             log_path=tmp_path / f"replica{index}-{incarnation}.log")
 
     with StatusWatch(kc, ns) as watch, replica(0, 0) as standby:

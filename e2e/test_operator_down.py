@@ -23,12 +23,11 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.chaos import MANAGED, ensure_crd
+from e2e.chaos import MANAGED, ensure_crd, operator
 from e2e.helpers import (
     condition_status,
     kubectl,
     kubectl_json,
-    run_operator,
     wait_for,
     wait_for_condition,
     wait_for_object,
@@ -71,7 +70,7 @@ def test_world_changes_while_the_operator_is_down(kubeconfig: str, make_namespac
     kubectl(kc, "-n", ns, "apply", "-f", "-", input=yaml.safe_dump_all([serving, needs_secret]))
     kubectl(kc, "-n", held, "apply", "-f", "-", input=yaml.safe_dump(quantizing))
 
-    with run_operator(kc, [ns, held], log_path=tmp_path / "operator-1.log"):
+    with operator(kc, [ns, held], log_path=tmp_path / "operator-1.log"):
         for name in ("serving", "needs-secret"):
             wait_for_condition(kc, "-n", ns, "slm", name, type_="Ready", timeout=180)
         job = wait_for(lambda: [o for (k, _), o in _children(kc, held, "quantizing").items() if k == "Job"],
@@ -96,7 +95,7 @@ def test_world_changes_while_the_operator_is_down(kubeconfig: str, make_namespac
     assert kubectl_json(kc, "-n", ns, "get", "deployment", deployment)["spec"]["replicas"] == 5
 
     # --- restart: one pass restores or reports everything -------------------------------------------
-    with run_operator(kc, [ns, held], log_path=tmp_path / "operator-2.log") as op:
+    with operator(kc, [ns, held], log_path=tmp_path / "operator-2.log") as op:
         began = time.monotonic()
         op.wait_for_output("slm-operator started", timeout=180)  # imports, the lists: one resync begins
         restarted = time.monotonic()
