@@ -66,7 +66,10 @@ images-push:
 	bash hack/images.sh build
 	bash hack/images.sh push "$(REGISTRY)"
 
-# Long forms of the fault and parity tests (not in `make test`): admission parity on 2,000 specs.
+# Long forms of the fault and parity tests (not in `make test`): admission parity on 2,000 specs;
+# 20 seeds of operator SIGKILLs (60 kills) on 50 converging SLMDeployments; 10 HA failovers.
 .PHONY: chaos
 chaos: venv
 	SLM_PARITY_N=2000 $(VENV)/bin/pytest -ra e2e/test_admission_parity.py
+	SLM_CHAOS_SEEDS=20 $(VENV)/bin/pytest -ra -s --timeout 7200 e2e/test_chaos_kill.py
+	SLM_HA_KILLS=10 $(VENV)/bin/pytest -ra -s --timeout 3600 e2e/test_ha_failover.py
