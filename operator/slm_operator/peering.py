@@ -145,7 +145,9 @@ def gated(queue: _Forgetting, handler: Handler, gate: PauseGate = GATE) -> Handl
     def forget_all() -> None:
         for key in list(seen):
             queue.forget(key)
-        log.info("peering paused this replica: %d queued SLMDeployments dropped until it resumes", len(seen))
+        if seen:
+            log.info("peering paused this replica: %d SLMDeployments dropped from its work queue until it "
+                     "resumes", len(seen))
         seen.clear()
 
     gate.on_pause.append(forget_all)
