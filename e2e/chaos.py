@@ -53,7 +53,7 @@ def ensure_crd(kubeconfig: str) -> None:
 
 
 def fleet(n: int, prefix: str = "chaos") -> list[dict[str, Any]]:
-    """n SLMDeployments named <prefix>-000...: Qwen3-0.6B as ONNX int4, 1 replica, 100m/2Gi, on CPU nodes.
+    """n SLMDeployments named <prefix>-000...: Qwen3-0.6B as ONNX int4, 1 replica, 100m/512Mi, on CPU nodes.
 
     Based on examples/qwen3-0.6b-onnx-cpu.yaml (the cheapest example: no Secret, no GPU).
     """
@@ -61,7 +61,7 @@ def fleet(n: int, prefix: str = "chaos") -> list[dict[str, Any]]:
     base["spec"]["replicas"] = 1
     # Small requests, so that 50 (up to 100 pods) fit the two KWOK CPU nodes beside other tests;
     # the quantization Jobs keep their fixed 8Gi.
-    base["spec"]["resources"] = {"cpu": "100m", "memory": "2Gi"}
+    base["spec"]["resources"] = {"cpu": "100m", "memory": "512Mi"}
     out = []
     for i in range(n):
         cr = copy.deepcopy(base)
