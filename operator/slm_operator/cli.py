@@ -1,4 +1,4 @@
-"""`slmctl`: the user CLI (render, validate, estimate, models)."""
+"""`slmctl`: the user CLI (render, validate, export, estimate, models)."""
 
 from __future__ import annotations
 
@@ -73,6 +73,34 @@ def validate(
             err.print(f"[green]ok[/green] {name}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    artifact: Annotated[Path, typer.Option("--artifact", "-a", help="A finished ONNX artifact folder "
+                                           "(manifest.json inside), e.g. copied from the model volume.")],
+    foundry_local: Annotated[Path | None, typer.Option(
+        "--foundry-local", help="Foundry Local's model cache folder (its ModelCacheDir; `foundry cache "
+                                "ls` shows it): write the artifact there in the layout its cache expects.")] = None,
+    name: Annotated[str | None, typer.Option(help="Model name in Foundry Local (default: the artifact "
+                                                  "folder's name).")] = None,
+    publisher: Annotated[str, typer.Option(help="Publisher folder under the cache.")] = "slm-operator",
+    version: Annotated[int, typer.Option(help="Model version: the id is NAME:VERSION.")] = 1,
+) -> None:
+    """Export a finished artifact to where it runs (today: a Foundry Local model cache)."""
+    from slm_operator.export_local import ExportError, export_foundry_local
+
+    if foundry_local is None:
+        err.print("[red]error[/red] name a target: --foundry-local CACHE_DIR")
+        raise typer.Exit(2)
+    try:
+        out = export_foundry_local(artifact, foundry_local, name or artifact.resolve().name,
+                                   publisher=publisher, version=version)
+    except ExportError as e:
+        err.print(f"[red]error[/red] {e}")
+        raise typer.Exit(1) from None
+    state = "already exported" if out.already else "exported"
+    err.print(f"[green]{state}[/green] {out.model_id} -> {out.path} (manifest sha256 {out.manifest_sha256})")
 
 
 def _register_sizing() -> None:

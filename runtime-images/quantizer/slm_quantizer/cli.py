@@ -17,7 +17,7 @@ Every exit writes a JSON summary to --termination-log:
   {"result": "Succeeded|AlreadyComplete|GateFailed|Unsupported|SourceError|SourceUnavailable|
               ConversionFailed|Failed",
    "message": "...", "format", "type", "artifact", "perplexityBefore", "perplexityAfter",
-   "increasePct", "gatePct", "totalBytes"}
+   "increasePct", "gatePct", "totalBytes", "sourceBytes", "manifestSha256", "tool" (onnx)}
 """
 
 from __future__ import annotations
@@ -165,12 +165,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary: dict[str, Any] = {"format": args.format, "type": args.type, "artifact": str(args.output)}
     existing = artifact.read_manifest(args.output)
     if existing is not None:  # fast path: no lock, no work
-        return {**summary, **_summary_from(existing), "result": "AlreadyComplete",
+        return {**summary, **_summary_from(existing, args.output), "result": "AlreadyComplete",
                 "message": f"artifact {args.output} is already complete"}
     token = read_secret_file(args.token_file)
     with artifact.ArtifactWriter(args.output) as writer:
         if writer.complete is not None:  # finished by another run while we waited for the lock
-            return {**summary, **_summary_from(writer.complete), "result": "AlreadyComplete",
+            return {**summary, **_summary_from(writer.complete, args.output), "result": "AlreadyComplete",
                     "message": f"artifact {args.output} is already complete"}
         cache = args.download_dir or args.output.resolve().parent / ".hf-cache"
         t = time.monotonic()
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _check_remote_code(fetched.path, args.trust_remote_code)
         if args.format in PASSTHROUGH:
             manifest = _publish_passthrough(args, writer, fetched, download_s, started)
-            return {**summary, **_summary_from(manifest), "result": "Succeeded",
+            return {**summary, **_summary_from(manifest, args.output), "result": "Succeeded",
                     "message": f"{args.format} {args.type} artifact written ({manifest['totalBytes']} bytes); "
                                f"{manifest['perplexity']['skipped']}"}
         checksums = fetch.verify_checksums(fetched)
@@ -208,7 +208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "tools": {**_tool_versions(), **result["tools"]}, "timings": timings,
             "trustRemoteCode": args.trust_remote_code,
         })
-    return {**summary, **_summary_from(manifest), "result": "Succeeded",
+    return {**summary, **_summary_from(manifest, args.output), "result": "Succeeded",
             "message": f"{args.format} {args.type} artifact written ({manifest['totalBytes']} bytes)"}
 
 
@@ -234,9 +234,16 @@ def _publish_passthrough(args: argparse.Namespace, writer: artifact.ArtifactWrit
     })
 
 
-def _summary_from(manifest: dict[str, Any]) -> dict[str, Any]:
+def _summary_from(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """The termination summary's artifact facts. manifestSha256 is the sha256 of the artifact's
+    manifest.json, which lists every file's size and sha256: one checksum for the whole
+    artifact (`sha256sum manifest.json` checks it; artifact.verify checks the files)."""
     ppl = manifest.get("perplexity") or {}
-    return {"perplexityBefore": ppl.get("reference"), "perplexityAfter": ppl.get("quantized"),
+    digest = None
+    with contextlib.suppress(OSError):
+        digest = artifact.sha256_file(Path(folder) / artifact.MANIFEST)
+    return {"manifestSha256": digest, **({"tool": manifest["tool"]} if manifest.get("tool") else {}),
+            "perplexityBefore": ppl.get("reference"), "perplexityAfter": ppl.get("quantized"),
             "increasePct": ppl.get("increasePct"), "gatePct": ppl.get("gatePct"),
             "totalBytes": manifest.get("totalBytes"), "sourceBytes": manifest.get("sourceBytes")}
 

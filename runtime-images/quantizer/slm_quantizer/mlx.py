@@ -112,8 +112,12 @@ def run(model_dir: Path, qtype: str, staging: Path, work: Path, text: str, promp
 
     t = time.monotonic()
     progress.emit("verify", reference="mlx-fp32")
-    q_ppl, sample, ids = evaluate(staging, text, prompt)
-    ref_ppl, _, _ = evaluate(model_dir, text, ids=ids)
+    try:
+        q_ppl, sample, ids = evaluate(staging, text, prompt)
+        ref_ppl, _, _ = evaluate(model_dir, text, ids=ids)
+    except Exception as exc:  # mlx-lm's own error, e.g. a layer layout its model code does not expect
+        raise MlxError(f"mlx-lm could not run the model to measure perplexity: {type(exc).__name__}: "
+                       f"{exc}") from exc
     timings["verify"] = round(time.monotonic() - t, 2)
     return {
         "reference": {"kind": "mlx-fp32", "perplexity": ref_ppl},
