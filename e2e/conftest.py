@@ -53,7 +53,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         from e2e.realnode import build_images
 
         try:
-            build_images(["quantizer", "onnxruntime-server", "ollama", "gateway"])
+            build_images(["quantizer", "onnxruntime-server", "ollama", "llamacpp", "gateway"])
         except Exception as e:
             print(f"building the runtime images failed: {e}")
 
