@@ -251,8 +251,9 @@ def invariants(kubeconfig: str, namespace: str, names: list[str]) -> list[str]:
 
     - each CR: Ready at its generation, and exactly one quantization Job (label slm.ai/deployment,
       annotation slm.ai/artifact-key) whose key is status.artifact.key;
-    - every CR of the fleet has the same multiset of child kinds except what its spec changes
-      (replicas do not change the set; a kind counted twice is a duplicate);
+    - exactly one Deployment, Service and Job per CR, a PodDisruptionBudget iff replicas > 1, and
+      the same multiset of child kinds for every CR with the same replicas (a missing or duplicate
+      child shows as a different one);
     - every managed child carries a controller ownerReference to the live CR its slm.ai/deployment
       label names, with that CR's uid (the Retain model cache PVC has none by design, but its CR
       must exist); no managed child belongs to a CR that is gone.
@@ -276,7 +277,7 @@ def invariants(kubeconfig: str, namespace: str, names: list[str]) -> list[str]:
         if len(refs) != 1 or refs[0].get("uid") != cr["metadata"]["uid"] or refs[0].get("name") != owner:
             problems.append(f"orphan: {what} is not controlled by SLMDeployment {owner} "
                             f"(uid {cr['metadata']['uid']}): {refs}")
-    shapes: Counter[tuple[tuple[str, int], ...]] = Counter()
+    shapes: dict[int, Counter[tuple[tuple[str, int], ...]]] = {}  # by spec.replicas (2+: a PDB too)
     for name in names:
         cr = crs.get(name)
         if cr is None:
@@ -296,11 +297,16 @@ def invariants(kubeconfig: str, namespace: str, names: list[str]) -> list[str]:
             problems.append(f"{name}: quantization Jobs by artifact key {dict(keys)}; want exactly one, "
                             f"for {key!r}")
         kinds = Counter(o["kind"] for o in mine)
-        shapes[tuple(sorted(kinds.items()))] += 1
+        replicas = int(cr["spec"].get("replicas") or 1)
+        shapes.setdefault(replicas, Counter())[tuple(sorted(kinds.items()))] += 1
+        want = {"Deployment": 1, "Service": 1, "Job": 1, "PodDisruptionBudget": int(replicas > 1)}
+        problems += [f"{name}: {kinds.get(k, 0)} {k} (want {n})" for k, n in want.items() if kinds.get(k, 0) != n]
         named = Counter((o["kind"], o["metadata"]["name"]) for o in mine)
         problems += [f"{name}: {k} {n} listed {c} times" for (k, n), c in named.items() if c > 1]
-    if len(shapes) > 1:
-        problems.append(f"the CRs' children differ in kinds (a missing or duplicate child): {dict(shapes)}")
+    for replicas, seen in shapes.items():
+        if len(seen) > 1:
+            problems.append(f"CRs with {replicas} replicas differ in their children's kinds (a missing or "
+                            f"duplicate child): {dict(seen)}")
     return problems
 
 
