@@ -52,6 +52,14 @@ def _pid(state: Path, component: str) -> int:
     return int((state / "run" / f"{component}.pid").read_text().strip())
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie counts: `up` started it detached, its parent may not reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 @pytest.fixture(scope="module")
 def private_plane(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(kubeconfig, state dir) of a private control plane, stopped afterwards (its own pids only)."""
@@ -81,7 +89,7 @@ def test_operator_rides_out_an_api_server_outage(private_plane: tuple[str, Path]
                  timeout=120, interval=0.2, what="the first status")
         apiserver = _pid(state, "kube-apiserver")
         os.kill(apiserver, signal.SIGTERM)
-        wait_for(lambda: not Path(f"/proc/{apiserver}").exists(), timeout=60, what="the API server to stop")
+        wait_for(lambda: _gone(apiserver), timeout=60, what="the API server to stop")
         stopped = time.monotonic()
         time.sleep(OUTAGE_S)
         assert op.process.poll() is None, f"the operator exited during the outage:\n{op.output()[-3000:]}"
