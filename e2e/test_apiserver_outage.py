@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,7 +78,7 @@ def private_plane(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_operator_rides_out_an_api_server_outage(private_plane: tuple[str, Path], tmp_path: Path) -> None:
     kc, state = private_plane
     ensure_crd(kc)
-    ns = "outage"
+    ns = f"outage-{uuid.uuid4().hex[:6]}"  # a reused state dir (SLM_OUTAGE_CLUSTER_DIR) keeps old ones
     kubectl(kc, "create", "namespace", ns)
     crs = fleet(N_CRS, prefix="out")
     names = [cr["metadata"]["name"] for cr in crs]
