@@ -65,8 +65,8 @@ def _gone(pid: int) -> bool:
 def private_plane(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(kubeconfig, state dir) of a private control plane, stopped afterwards (its own pids only)."""
     state = Path(os.environ.get("SLM_OUTAGE_CLUSTER_DIR") or tmp_path_factory.mktemp("outage") / "cluster")
-    kc = _up(state)
     try:
+        kc = _up(state)
         yield kc, state
     finally:
         for component in ("fake-provisioner", "kwok", "kube-scheduler", "kube-controller-manager",
