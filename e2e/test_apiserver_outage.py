@@ -2,7 +2,7 @@
 
 On a second, private control plane (its own state dir and ports: e2e/cluster/up with
 SLM_CLUSTER_DIR and the SLM_*_PORT variables, KWOK nodes only), never the shared one: other
-tests run there. With 20 SLMDeployments converging, the private API server is stopped (SIGTERM)
+tests run there. With 20 SLMDeployments converging, the private API server is killed (SIGKILL)
 for SLM_OUTAGE_S seconds (30 in `make test`; `make chaos` adds 300), then `up` starts it again.
 The operator must neither crash nor exit, reconnect by itself, and converge everything without
 a restart; the writes it could not make meanwhile are made afterwards (every CR reaches Ready at
@@ -89,7 +89,7 @@ def test_operator_rides_out_an_api_server_outage(private_plane: tuple[str, Path]
         wait_for(lambda: any((o.get("status") or {}) for o in kubectl_json(kc, "-n", ns, "get", "slm")["items"]),
                  timeout=120, interval=0.2, what="the first status")
         apiserver = _pid(state, "kube-apiserver")
-        os.kill(apiserver, signal.SIGTERM)
+        os.kill(apiserver, signal.SIGKILL)  # abrupt (SIGTERM drains watches for a minute or more)
         wait_for(lambda: _gone(apiserver), timeout=60, what="the API server to stop")
         stopped = time.monotonic()
         time.sleep(OUTAGE_S)
