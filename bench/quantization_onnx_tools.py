@@ -10,7 +10,8 @@ Medians of --repeat runs; one JSON line per run, then a Markdown table.
 
 Models: tiny-qwen3 / tiny-phi3 (the test models: trained 50 steps, hidden 256, 2 layers) and
 qwen3-0.6b (Qwen3-0.6B's shape with random weights, see bench/serving.py: the perplexity of
-random weights means nothing, time and memory do).
+random weights means nothing, time and memory do) and qwen3-0.6b-2l (the same width and
+vocabulary, 2 layers: per-layer cost at the real width without 28 layers of GPTQ).
 
 Run: bench/quantization_onnx_tools [--models tiny-qwen3 tiny-phi3] [--tools builder olive] [--repeat 1]
 """
@@ -38,6 +39,13 @@ def hf_model(name: str) -> Path:
         from slm_runtime.tiny_models import tiny_model
 
         return tiny_model(name.removeprefix("tiny-"), train_steps=50)
+    if name.endswith("-2l"):  # the real width (and vocabulary) at 2 layers: cheaper, same per-layer work
+        from slm_runtime.tiny_models import random_model
+
+        out = Path.home() / ".cache" / "slm-operator" / "bench" / name
+        if not (out / "config.json").is_file():
+            random_model(name.removesuffix("-2l"), out, layers=2)
+        return out
     from serving import hf_model as serving_model
 
     return serving_model(name)
