@@ -9,7 +9,7 @@ when the seed's wave then converges with every invariant holding. A background w
 CRs' statuses fails the test if any status ever shows an older observedGeneration than one
 written before it.
 
-`make test` runs SLM_CHAOS_SEEDS=2 (6 kills, about 3 minutes on 2 busy cores); `make chaos`
+`make test` runs SLM_CHAOS_SEEDS=2 (6 kills, 5 minutes on 2 cores at load 10); `make chaos`
 runs 20 seeds (60 kills).
 """
 
