@@ -67,9 +67,11 @@ images-push:
 	bash hack/images.sh push "$(REGISTRY)"
 
 # Long forms of the fault and parity tests (not in `make test`): admission parity on 2,000 specs;
-# 20 seeds of operator SIGKILLs (60 kills) on 50 converging SLMDeployments; 10 HA failovers.
+# 20 seeds of operator SIGKILLs (60 kills) on 50 converging SLMDeployments; 10 HA failovers;
+# a 5-minute API server outage (on a private control plane).
 .PHONY: chaos
 chaos: venv
 	SLM_PARITY_N=2000 $(VENV)/bin/pytest -ra e2e/test_admission_parity.py
 	SLM_CHAOS_SEEDS=20 $(VENV)/bin/pytest -ra -s --timeout 7200 e2e/test_chaos_kill.py
 	SLM_HA_KILLS=10 $(VENV)/bin/pytest -ra -s --timeout 3600 e2e/test_ha_failover.py
+	SLM_OUTAGE_S=300 $(VENV)/bin/pytest -ra -s --timeout 1800 e2e/test_apiserver_outage.py
