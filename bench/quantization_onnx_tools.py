@@ -74,10 +74,16 @@ def bench(models: list[str], tools: list[str], repeat: int) -> list[dict[str, An
             runs = []
             for i in range(repeat):
                 with tempfile.TemporaryDirectory(prefix="slm-bench-onnx-") as tmp:
-                    r = run_one(model, tool, Path(tmp))
+                    try:
+                        r = run_one(model, tool, Path(tmp))
+                    except RuntimeError as e:  # the tool refused the model: a row saying so
+                        r = {"error": str(e).strip().splitlines()[-1][:300]}
                 r.update(model=name, tool=tool, run=i, load1=round(os.getloadavg()[0], 2))
                 print(json.dumps(r), flush=True)
                 runs.append(r)
+            if any("error" in r for r in runs):
+                rows.append({"model": name, "tool": tool, "error": runs[0].get("error", "failed")})
+                continue
             med = {k: round(statistics.median(r[k] for r in runs), 3)
                    for k in ("wall_s", "peak_tree_mib", "max_process_mib", "ppl_change_pct")}
             rows.append({"model": name, "tool": tool, **med, "onnx_bytes": runs[0]["onnx_bytes"],
@@ -90,6 +96,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("\n| model | tool | wall s | peak tree MiB | ONNX MiB | ppl source | ppl int4 | change % | load1 |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
+        if "error" in r:
+            print(f"| {r['model']} | {r['tool']} | failed: {r['error']} |||||||")
+            continue
         print(f"| {r['model']} | {r['tool']} | {r['wall_s']:.1f} | {r['peak_tree_mib']:.0f} | "
               f"{r['onnx_bytes'] / 2**20:.2f} | {r['ppl_source']:.2f} | {r['ppl_int4']:.2f} | "
               f"{r['ppl_change_pct']:+.3f} | {r['load1']} |")

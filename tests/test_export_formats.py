@@ -85,9 +85,8 @@ def test_serving_enabled_defaults_to_true() -> None:
 
 
 def test_onnx_tool_olive_reaches_the_job_and_changes_the_artifact_key() -> None:
-    builder = body({"quantization": {"format": "onnx", "type": "int4"}}, "hf://microsoft/Phi-4-mini-instruct")
-    olive = body({"quantization": {"format": "onnx", "type": "int4", "tool": "olive"}},
-                 "hf://microsoft/Phi-4-mini-instruct")
+    builder = body({"quantization": {"format": "onnx", "type": "int4"}}, "hf://Qwen/Qwen3-1.7B")
+    olive = body({"quantization": {"format": "onnx", "type": "int4", "tool": "olive"}}, "hf://Qwen/Qwen3-1.7B")
     assert validate(olive) == []
     args = job_args(olive)
     assert args[args.index("--tool") + 1] == "olive"
@@ -114,6 +113,11 @@ def test_catalog_refuses_a_format_the_architecture_cannot_take() -> None:
     errs = validate(body({"quantization": {"format": "onnx", "tool": "olive"}},
                          "hf://microsoft/bitnet-b1.58-2B-4T"), check_fit=False)
     assert any("BitNetForCausalLM" in e for e in errs), errs
+    # Phi3 (fused qkv/gate_up): the olive tool is refused, the builder is not.
+    phi = "hf://microsoft/Phi-4-mini-instruct"
+    errs = validate(body({"quantization": {"format": "onnx", "tool": "olive"}}, phi), check_fit=False)
+    assert any("with tool olive cannot be made" in e and "use tool builder" in e for e in errs), errs
+    assert validate(body({"quantization": {"format": "onnx", "tool": "builder"}}, phi), check_fit=False) == []
     # Gemma 3 to MLX is fine: mlx-lm has gemma3_text.
     assert validate(body(MLX_ONLY, "hf://google/gemma-3-1b-it"), check_fit=False) == []
 
@@ -150,6 +154,7 @@ def test_slmctl_models_shows_formats_and_tools() -> None:
     assert rows["Qwen/Qwen3-0.6B"]["formats"] == {"gguf": ["llama.cpp"], "onnx": ["builder", "olive"],
                                                   "mlx": ["mlx-lm"]}
     assert "onnx" not in rows["google/gemma-3-1b-it"]["formats"]
+    assert rows["microsoft/Phi-4-mini-instruct"]["formats"]["onnx"] == ["builder"]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mlx_lm") is None, reason="needs mlx-lm (install-ml-deps.sh)")

@@ -55,6 +55,17 @@ def test_onnx_int4_olive(tiny, quantize, tmp_path):
     print(f"\nolive int4: {json.dumps(manifest['perplexity'])} timings {manifest['timings']}")
 
 
+def test_onnx_olive_refuses_phi3_naming_the_way_out(tiny, quantize, tmp_path):
+    """Olive's GPTQ output for Phi3's fused projections does not load after the 0.18 builder
+    (MatMulNBits zero_points shape): refused up front, Unsupported (exit 4), pointing to builder."""
+    out = tmp_path / "artifact"
+    run = quantize(tiny("phi3"), out, "onnx", "int4", "--tool", "olive")
+    assert run.rc == 4, run.stderr[-2000:]
+    assert run.termination["result"] == "Unsupported"
+    assert "use tool builder" in run.termination["message"]
+    assert not out.exists()
+
+
 def test_onnx_default_tool_is_recorded(tiny, quantize, tmp_path):
     """Without --tool the ONNX path is the default tool, and the manifest says which."""
     require("onnxruntime_genai")

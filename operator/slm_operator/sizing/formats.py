@@ -47,6 +47,11 @@ ONNX_BROKEN = {
     "Gemma3ForConditionalGeneration": "the pinned onnxruntime-genai builder cannot export Gemma3 under "
                                       "transformers 5 (per-layer-type rope settings); use format gguf",
 }
+# onnx tool olive: Olive's GPTQ output for fused projections (Phi3's qkv_proj, gate_up_proj)
+# reaches the 0.18 builder with mis-shaped zero points and the model does not load (measured on
+# the tiny Phi3; slm_quantizer.olive refuses it too).
+OLIVE_REFUSED = {"Phi3ForCausalLM": "Olive's GPTQ output for Phi3's fused qkv/gate_up projections does not load "
+                                    "after the pinned onnxruntime-genai builder; use tool builder"}
 # Catalog model_types mlx-lm 0.32.2 loads (mistral through its remapping to llama).
 MLX_LM_MODEL_TYPES = frozenset({"phi3", "qwen3", "gemma3_text", "gemma3", "llama", "mistral", "bitnet"})
 TOOLS: dict[str, tuple[str, ...]] = {"gguf": ("llama.cpp",), "onnx": ("builder", "olive"), "mlx": ("mlx-lm",)}
@@ -61,7 +66,11 @@ def refusal(architecture: str, fmt: str, tool: str | None = None) -> str | None:
         if architecture not in ONNX_BUILDER_ARCHITECTURES:
             return (f"onnxruntime-genai's builder does not support {architecture} "
                     f"(nor does Olive, which uses it); use format gguf")
-        return ONNX_BROKEN.get(architecture)
+        if architecture in ONNX_BROKEN:
+            return ONNX_BROKEN[architecture]
+        if tool == "olive":
+            return OLIVE_REFUSED.get(architecture)
+        return None
     if fmt == "mlx" and ARCHITECTURE_MODEL_TYPE[architecture] not in MLX_LM_MODEL_TYPES:
         return (f"mlx-lm does not support {architecture} (model_type "
                 f"{ARCHITECTURE_MODEL_TYPE[architecture]}); use format gguf or onnx")
@@ -73,7 +82,12 @@ def support(architecture: str) -> dict[str, tuple[str, ...]]:
     tools that can make it; empty for an architecture the table does not know."""
     if architecture not in ARCHITECTURE_MODEL_TYPE:
         return {}
-    return {fmt: tools for fmt, tools in TOOLS.items() if refusal(architecture, fmt) is None}
+    out = {}
+    for fmt, tools in TOOLS.items():
+        usable = tuple(t for t in tools if refusal(architecture, fmt, t if len(tools) > 1 else None) is None)
+        if usable:
+            out[fmt] = usable
+    return out
 
 
 @dataclass(frozen=True)
@@ -92,13 +106,18 @@ def catalog_refusals() -> tuple[CatalogRefusal, ...]:
     refuses by model.source."""
     from slm_operator.sizing.catalog import list_models
 
-    groups: dict[tuple[str, str], list[str]] = {}
+    groups: dict[tuple[str, str | None, str], list[str]] = {}
     for model in list_models():
-        for fmt in TOOLS:
+        for fmt, tools in TOOLS.items():
             reason = refusal(model.architecture, fmt)
             if reason:
-                groups.setdefault((fmt, reason), []).append(f"hf://{model.id}")
-    return tuple(CatalogRefusal(fmt, None, tuple(srcs), reason) for (fmt, reason), srcs in groups.items())
+                groups.setdefault((fmt, None, reason), []).append(f"hf://{model.id}")
+                continue
+            for tool in tools if len(tools) > 1 else ():
+                reason = refusal(model.architecture, fmt, tool)
+                if reason:
+                    groups.setdefault((fmt, tool, reason), []).append(f"hf://{model.id}")
+    return tuple(CatalogRefusal(fmt, tool, tuple(srcs), reason) for (fmt, tool, reason), srcs in groups.items())
 
 
 def export_storage_bytes(facts: object | None) -> int | None:

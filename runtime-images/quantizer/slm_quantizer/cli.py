@@ -144,6 +144,9 @@ def _convert(args: argparse.Namespace, model_dir: Path, staging: Path, work: Pat
         if args.tool == "olive":
             from . import olive
 
+            reason = olive.unsupported_reason(json.loads((model_dir / "config.json").read_text()))
+            if reason:
+                raise Unsupported(reason)
             return olive.run(model_dir, args.type, args.target, staging, work, text, SAMPLE_PROMPT,
                              args.trust_remote_code)
         return onnx.run(model_dir, args.type, args.target, staging, work, text, SAMPLE_PROMPT,

@@ -37,9 +37,15 @@ from typing import Any
 
 from slm_runtime import progress
 
-from .onnx import OnnxError, build, evaluate, hf_perplexity, unsupported_reason
+from .onnx import OnnxError, build, evaluate, hf_perplexity
+from .onnx import unsupported_reason as builder_unsupported_reason
 
 SLM_CALIBRATION_DATASET = "slm_calibration_text"
+# Fused projections (qkv_proj, gate_up_proj): Olive's GPTQ output for them reaches
+# onnxruntime-genai 0.18's builder with zero points of the wrong shape, and the model then fails
+# to load ("MatMulNBits PrePack: zero_points initializer shape ... does not match"). Measured
+# on the tiny Phi3; refused up front (operator side: sizing/formats.py).
+_FUSED_MODEL_TYPES = {"phi3"}
 # GPTQ settings: Olive's defaults for int4 (symmetric, group size 32 as ModelBuilder's
 # int4_block_size default in `olive optimize`).
 GROUP_SIZE = 32
@@ -47,6 +53,15 @@ CALIBRATION_SEQ_LEN = 128
 CALIBRATION_MAX_SAMPLES = 32
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 _REGISTERED = False
+
+
+def unsupported_reason(config: dict[str, Any]) -> str | None:
+    """Why the olive tool cannot make this model (beyond the builder's own refusals), or None."""
+    if config.get("model_type") in _FUSED_MODEL_TYPES:
+        return (f"quantization tool olive cannot make {config.get('model_type')} models (fused qkv/gate_up "
+                "projections: the pinned onnxruntime-genai builder mis-shapes Olive's GPTQ zero points); "
+                "use tool builder")
+    return None
 
 
 def _register_dataset() -> None:
@@ -136,7 +151,7 @@ def run(model_dir: Path, precision: str, target: str, staging: Path, work: Path,
     from slm_runtime import corpus
 
     config = json.loads((model_dir / "config.json").read_text())
-    reason = unsupported_reason(config)
+    reason = builder_unsupported_reason(config) or unsupported_reason(config)
     if reason:
         raise OnnxError(reason)
     timings: dict[str, float] = {}
@@ -150,7 +165,11 @@ def run(model_dir: Path, precision: str, target: str, staging: Path, work: Path,
 
     t = time.monotonic()
     progress.emit("verify", reference="hf-fp32")
-    q_ppl, sample, ids = evaluate(staging, text, prompt)
+    try:
+        q_ppl, sample, ids = evaluate(staging, text, prompt)
+    except Exception as exc:  # onnxruntime-genai refusing what Olive + the builder made
+        raise OnnxError(f"the Olive-made ONNX model does not load in onnxruntime-genai: {type(exc).__name__}: "
+                        f"{exc}") from exc
     ref_ppl = hf_perplexity(model_dir, ids, trust_remote_code)
     timings["verify"] = round(time.monotonic() - t, 2)
     return {
