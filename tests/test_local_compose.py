@@ -34,7 +34,7 @@ def test_services_hardened_and_ordered(engine: str, fmt: str, qtype: str) -> Non
     assert svcs["quantize"]["restart"] == "no"
     assert "depends_on" not in svcs["quantize"]  # first: its user is given the new volume
     engine_svc = svcs["api"] if engine == "onnxruntime" else svcs["ollama"]
-    assert engine_svc["depends_on"] == {"quantize": {"condition": "service_completed_successfully"}}
+    assert engine_svc["depends_on"]["quantize"] == {"condition": "service_completed_successfully"}
     assert svcs["api"]["ports"] == ["127.0.0.1:18000:8000"]  # loopback only
     assert "/ready" in " ".join(svcs["api"]["healthcheck"]["test"])
     assert "--api-key-file" in svcs["api"]["command"] and svcs["api"]["secrets"] == ["api-key"]
@@ -42,24 +42,28 @@ def test_services_hardened_and_ordered(engine: str, fmt: str, qtype: str) -> Non
     assert svcs["quantize"]["environment"]["HF_ENDPOINT"] == "http://hub.example:8080"
     art = svcs["quantize"]["command"][svcs["quantize"]["command"].index("--output") + 1]
     assert art.startswith(f"/models/artifacts/{fmt}-{qtype.lower()}-")
-    if engine == "ollama":  # no key check of its own: only the internal network reaches it
-        assert "ports" not in svcs["ollama"] and svcs["ollama"]["networks"] == ["backend"]
-        assert doc["networks"]["backend"] == {"internal": True}
+    if engine == "ollama":  # no key check of its own: it listens on the gateway's loopback only
+        ollama = svcs["ollama"]
+        assert ollama["network_mode"] == "service:api" and "ports" not in ollama and "networks" not in ollama
+        assert ollama["environment"]["OLLAMA_HOST"] == "127.0.0.1:11434"
+        assert ollama["depends_on"]["api"] == {"condition": "service_started"}
+        assert "networks" not in doc  # no second network: nothing else can reach Ollama
         # The gateway fronts Ollama (as in the pod): its image, its one-key mode, metrics inside.
         api_svc = svcs["api"]
         assert api_svc["image"] == "ghcr.io/slm-operator/gateway:0.1.0"
         assert api_svc["entrypoint"] == ["python3", "-m", "slm_gateway"]
         cmd = api_svc["command"]
         flags = dict(zip(cmd[::2], cmd[1::2], strict=True))
-        assert flags == {"--engine": "ollama", "--upstream": "http://ollama:11434",
+        assert flags == {"--engine": "ollama", "--upstream": "http://127.0.0.1:11434",
                          "--api-key-file": "/run/secrets/api-key", "--listen": "0.0.0.0:8000",
                          "--metrics-listen": "127.0.0.1:9090", "--model": "tiny-qwen3"}
         from slm_gateway.__main__ import parser
 
         ns = parser().parse_args(cmd)  # the gateway's own parser accepts the arguments
         assert ns.engine == "ollama" and str(ns.api_key_file) == "/run/secrets/api-key"
-        assert api_svc["networks"] == ["default", "backend"]
         assert "slm_ollama" not in " ".join(api_svc["entrypoint"] + cmd)
+    else:
+        assert engine_svc["depends_on"] == {"quantize": {"condition": "service_completed_successfully"}}
     assert svcs["webui"]["environment"]["OPENAI_API_BASE_URL"] == "http://api:8000/v1"
     assert "OPENAI_API_KEY" not in svcs["webui"]["environment"]  # read from the secret at start
 

@@ -9,8 +9,9 @@ Services (pure build(): a dict, deterministic):
   llama-server with its own key check. ollama: the gateway (gateway image, `python -m
   slm_gateway --engine ollama`, as in the cluster's pods: the key check, Ollama's
   model-management routes refused, /metrics on 127.0.0.1 inside its container), with Ollama
-  itself in service "ollama" on an internal network (no route out, no published port: the
-  gateway is the only way in, as in the pod);
+  itself in service "ollama" sharing the gateway's network namespace and listening on
+  127.0.0.1:11434 only (no network of its own, no published port: the gateway is the only way
+  in, as in the pod);
 - webui (--webui): Open WebUI pointed at http://api:8000/v1; the key reaches it from the
   Compose secret at start (never in the file, the command line or an image).
 
@@ -44,6 +45,7 @@ IMAGES = {  # what `make images` tags (hack/images.sh), as the operator's defaul
     "llamacpp": "ghcr.io/slm-operator/llamacpp:0.1.0",
     "gateway": "ghcr.io/slm-operator/gateway:0.1.0",
 }
+OLLAMA_PORT = 11434  # Ollama's default port, on the loopback the gateway shares with it
 GATEWAY_METRICS = "127.0.0.1:9090"  # the gateway's /metrics: inside its container only (nothing scrapes it here)
 # Open WebUI's own image, the same release as the PyPI package the browser test runs.
 WEBUI_IMAGE = "ghcr.io/open-webui/open-webui:v0.12.4"
@@ -147,7 +149,6 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
     # every dependency again, and a step that exits in milliseconds reads as "not running").
     services: dict[str, Any] = {"quantize": quantize}
     volumes: dict[str, Any] = {"model-cache": {}}
-    networks: dict[str, Any] = {"default": {}}
     engines.get(r.engine)  # an unknown engine is an error, never another engine's services
     if r.engine == "llamacpp":
         inp = ServeInput(served_name=r.served_name, model_path=art, fmt=r.format, qtype=r.qtype,
@@ -179,34 +180,37 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
     elif r.engine == "ollama":
         opts_o = spec.engine.ollama
         num_ctx = opts_o.num_ctx if opts_o and opts_o.num_ctx else r.context_length
+        # As in the pod: the gateway owns the network namespace and the published port; Ollama
+        # joins that namespace and listens on 127.0.0.1 only, so nothing but the gateway reaches it.
+        # (Not a second, internal network: that needs service-name DNS, which Podman's CNI backend
+        # lacks without the dnsname plugin, and Podman's CNI backend forwards a published port to
+        # the container's address on the first network by name, which an internal one can be.)
+        # The gateway starts first and answers /ready 503 until Ollama lists the model; its
+        # one-key mode reads every line of the secret as a key.
+        services["api"] = {
+            **_hardened(imgs["gateway"]),
+            "entrypoint": ["python3", "-m", "slm_gateway"],
+            "command": ["--engine", "ollama", "--upstream", f"http://127.0.0.1:{OLLAMA_PORT}",
+                        "--api-key-file", key_file, "--listen", f"0.0.0.0:{API_PORT}",
+                        "--metrics-listen", GATEWAY_METRICS, "--model", r.served_name],
+            "environment": {"HOME": "/tmp"}, "secrets": ["api-key"],
+            "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "180s"),
+            "restart": "unless-stopped"}
         services["ollama"] = {
-            **_hardened(imgs["ollama"]), **after,
+            **_hardened(imgs["ollama"]),
+            "depends_on": {**after["depends_on"], "api": {"condition": "service_started"}},
+            "network_mode": "service:api",
             "entrypoint": ["python3", "-m", "slm_ollama"],
             "command": ["serve", "--gguf-dir", art, "--name", r.served_name,
                         "--param", f"num_ctx={num_ctx}"],
-            "environment": {"HOME": "/tmp", "OLLAMA_HOST": "0.0.0.0:11434", "OLLAMA_MODELS": "/ollama",
+            "environment": {"HOME": "/tmp", "OLLAMA_HOST": f"127.0.0.1:{OLLAMA_PORT}", "OLLAMA_MODELS": "/ollama",
                             "OLLAMA_NUM_PARALLEL": str(opts_o.num_parallel if opts_o else 4),
                             "OLLAMA_KEEP_ALIVE": opts_o.keep_alive if opts_o else "-1", "OLLAMA_NOPRUNE": "1"},
             "volumes": ["model-cache:/models:ro", "ollama-models:/ollama"],
-            # Ollama has no authentication: only the internal network (no published port) reaches it.
-            "networks": ["backend"],
             "healthcheck": {"test": ["CMD", "ollama", "list"], "interval": "15s", "timeout": "10s", "retries": 3,
                             "start_period": "120s"},
             "restart": "unless-stopped"}
-        # The gateway's one-key mode (every line of the secret is a key); its /ready answers 200
-        # once Ollama lists the model.
-        services["api"] = {
-            **_hardened(imgs["gateway"]),
-            "depends_on": {"ollama": {"condition": "service_started"}},
-            "entrypoint": ["python3", "-m", "slm_gateway"],
-            "command": ["--engine", "ollama", "--upstream", "http://ollama:11434", "--api-key-file", key_file,
-                        "--listen", f"0.0.0.0:{API_PORT}", "--metrics-listen", GATEWAY_METRICS,
-                        "--model", r.served_name],
-            "environment": {"HOME": "/tmp"}, "secrets": ["api-key"], "networks": ["default", "backend"],
-            "ports": [f"127.0.0.1:{port}:{API_PORT}"], "healthcheck": _ready_check(API_PORT, "180s"),
-            "restart": "unless-stopped"}
         volumes["ollama-models"] = {}
-        networks["backend"] = {"internal": True}
     else:
         raise ComposeError(f"{name}: engine.name: {r.engine} is not served by slmctl compose; use onnxruntime, "
                            "ollama or llamacpp")
@@ -226,8 +230,6 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
             "ports": [f"127.0.0.1:{webui_port}:8080"], "restart": "unless-stopped"}
         volumes["webui-data"] = {}
     doc: dict[str, Any] = {"services": services, "volumes": volumes, "secrets": top_secrets}
-    if len(networks) > 1:
-        doc["networks"] = networks
     problems = schema_errors(doc)
     if problems:  # a bug in build(), not the user's input
         raise ComposeError("the Compose file breaks the Compose specification schema: " + "; ".join(problems))
