@@ -70,10 +70,20 @@ def private_plane(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> 
         kc = _up(state)
         yield kc, state
     finally:
+        pids = []
         for component in ("fake-provisioner", "kwok", "kube-scheduler", "kube-controller-manager",
                           "kube-apiserver", "etcd"):
             with contextlib.suppress(OSError, ValueError):
-                os.kill(_pid(state, component), signal.SIGTERM)
+                pid = _pid(state, component)
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+        # The API server drains watches for a minute on SIGTERM; its ports must be free for the next run.
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: all(_gone(p) for p in pids), timeout=10, interval=0.5)
+        for pid in pids:
+            if not _gone(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def test_operator_rides_out_an_api_server_outage(private_plane: tuple[str, Path], tmp_path: Path) -> None:
