@@ -133,6 +133,32 @@ def test_does_not_fit_quotes_estimate(home: Path) -> None:
     assert not (home / "big" / "api-key").exists()
 
 
+def test_ollama_commands_put_the_gateway_in_front(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine ollama: `slm_ollama serve` on the private port, the gateway (its own parser accepts the
+    arguments) on the public one; without slm_gateway installed, a refusal naming it and the fix."""
+    import importlib.util
+
+    from slm_gateway.__main__ import parser
+    from slm_operator.local import run
+
+    monkeypatch.setenv("SLM_OLLAMA_BIN", "/usr/bin/true")
+    p = run.plan(manifest("tiny-gguf", fmt="gguf", qtype="Q8_0", engine="ollama"))
+    engine, gateway = run.engine_commands(p, 18000, 18001)
+    assert (engine["role"], gateway["role"]) == ("engine", "gateway")
+    assert engine["argv"][1:4] == ["-m", "slm_ollama", "serve"] and engine["env"]["OLLAMA_HOST"] == "127.0.0.1:18001"
+    assert gateway["argv"][1:3] == ["-m", "slm_gateway"]
+    ns = parser().parse_args(gateway["argv"][3:])
+    assert (ns.engine, ns.upstream, ns.listen, ns.model) == ("ollama", "http://127.0.0.1:18001", "127.0.0.1:18000",
+                                                            "tiny-qwen3")
+    assert ns.api_key_file == p.api_key_file and ns.metrics_listen.startswith("127.0.0.1:")
+    assert ns.metrics_listen not in ("127.0.0.1:18000", "127.0.0.1:18001")
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "slm_gateway" else real(name, *a))
+    with pytest.raises(run.LocalError, match=r"slm_gateway cannot be imported: pip install 'slm-operator\[serve\]'"):
+        run.engine_commands(p, 18000, 18001)
+
+
 def test_vllm_and_gpu_refused_with_the_fix(home: Path) -> None:
     from slm_operator.local.run import LocalError, plan
 
