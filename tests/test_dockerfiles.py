@@ -264,6 +264,7 @@ SMOKE = {
     "ollama": ["--help"],
     "vllm": ["--allow-unauthenticated", "--print-args", "--", "/models/m", "--served-model-name", "m"],
     "llamacpp": ["--version"],
+    "gateway": ["--help"],
 }
 
 
