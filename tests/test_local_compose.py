@@ -35,7 +35,7 @@ def test_services_hardened_and_ordered(engine: str, fmt: str, qtype: str) -> Non
     assert "depends_on" not in svcs["quantize"]  # first: its user is given the new volume
     engine_svc = svcs["api"] if engine == "onnxruntime" else svcs["ollama"]
     assert engine_svc["depends_on"]["quantize"] == {"condition": "service_completed_successfully"}
-    assert svcs["api"]["ports"] == ["127.0.0.1:18000:8000"]  # loopback only
+    assert svcs["api"]["ports"] == ["127.0.0.1:18000:8000", "127.0.0.1:3000:8080"]  # loopback only (+ webui)
     assert "/ready" in " ".join(svcs["api"]["healthcheck"]["test"])
     assert "--api-key-file" in svcs["api"]["command"] and svcs["api"]["secrets"] == ["api-key"]
     assert doc["secrets"] == {"api-key": {"file": "./secrets/api-key"}}
@@ -64,7 +64,11 @@ def test_services_hardened_and_ordered(engine: str, fmt: str, qtype: str) -> Non
         assert "slm_ollama" not in " ".join(api_svc["entrypoint"] + cmd)
     else:
         assert engine_svc["depends_on"] == {"quantize": {"condition": "service_completed_successfully"}}
-    assert svcs["webui"]["environment"]["OPENAI_API_BASE_URL"] == "http://api:8000/v1"
+    # Open WebUI shares the API's network namespace (no service-name DNS on Podman's CNI
+    # backend): it dials loopback, and its port is published by the API service, on localhost.
+    assert svcs["webui"]["environment"]["OPENAI_API_BASE_URL"] == "http://127.0.0.1:8000/v1"
+    assert svcs["webui"]["network_mode"] == "service:api" and "ports" not in svcs["webui"]
+    assert "127.0.0.1:3000:8080" in svcs["api"]["ports"]
     assert "OPENAI_API_KEY" not in svcs["webui"]["environment"]  # read from the secret at start
 
 

@@ -12,8 +12,9 @@ Services (pure build(): a dict, deterministic):
   itself in service "ollama" sharing the gateway's network namespace and listening on
   127.0.0.1:11434 only (no network of its own, no published port: the gateway is the only way
   in, as in the pod);
-- webui (--webui): Open WebUI pointed at http://api:8000/v1; the key reaches it from the
-  Compose secret at start (never in the file, the command line or an image).
+- webui (--webui): Open WebUI in the API's network namespace, pointed at
+  http://127.0.0.1:8000/v1; the key reaches it from the Compose secret at start (never in the
+  file, the command line or an image).
 
 Hardening as in the cluster (Pod Security restricted): read_only root, user 65532 (the images'
 USER), cap_drop ALL, no-new-privileges, /tmp as tmpfs, healthchecks on /ready. Secrets (the
@@ -216,18 +217,22 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
                            "ollama or llamacpp")
     if webui:
         # Open WebUI writes under /app (its static files, caches) at start: not read-only; the
-        # rest of the hardening holds. The key is read from the secret into its environment.
+        # rest of the hardening holds. The key is read from the secret into its environment. It
+        # joins the API's network namespace and dials 127.0.0.1 (no service-name DNS needed, which
+        # Podman's CNI backend lacks); its published port is therefore the API service's.
+        services["api"]["ports"].append(f"127.0.0.1:{webui_port}:8080")
         services["webui"] = {
             **_hardened(WEBUI_IMAGE, read_only=False),
             "depends_on": {"api": {"condition": "service_healthy"}},
+            "network_mode": "service:api",
             "entrypoint": ["/bin/sh", "-c",
                            f'OPENAI_API_KEY="$$(cat {key_file})" exec bash start.sh'],
-            "environment": {"OPENAI_API_BASE_URL": f"http://api:{API_PORT}/v1", "ENABLE_OLLAMA_API": "false",
+            "environment": {"OPENAI_API_BASE_URL": f"http://127.0.0.1:{API_PORT}/v1", "ENABLE_OLLAMA_API": "false",
                             "HOME": "/tmp", "DATA_DIR": "/webui-data"},
             # Not the image's /app/backend/data (root's): a mount point the image lacks is given
             # to the container's user by Podman.
             "volumes": ["webui-data:/webui-data"], "secrets": ["api-key"],
-            "ports": [f"127.0.0.1:{webui_port}:8080"], "restart": "unless-stopped"}
+            "restart": "unless-stopped"}
         volumes["webui-data"] = {}
     doc: dict[str, Any] = {"services": services, "volumes": volumes, "secrets": top_secrets}
     problems = schema_errors(doc)
