@@ -144,7 +144,8 @@ def test_active_replica_killed_standby_takes_over_and_a_paused_one_does_nothing(
         finally:
             active_cm.__exit__(None, None, None)
     print(f"\nHA failover: {len(failover_s)}/{KILLS} kills taken over; failover p50 "
-          f"{statistics.median(failover_s):.1f}s, max {max(failover_s):.1f}s (peering lifetime "
+          f"{statistics.median(failover_s):.1f}s, max {max(failover_s):.1f}s "
+          f"({', '.join(f'{x:.1f}' for x in failover_s)}; peering lifetime "
           f"{PEERING_LIFETIME_S}s); converged {converge:.1f}s after the last hand-back; "
           f"{watch.events} statuses watched")
     assert not idle_writes, "the paused replica wrote:\n" + "\n".join(idle_writes[:20])
