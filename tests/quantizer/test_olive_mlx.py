@@ -88,7 +88,10 @@ def test_mlx(tiny, quantize, tmp_path, arch, qtype, bits):
     config = json.loads((out / "config.json").read_text())
     assert config["quantization"]["bits"] == bits
     # The artifact loads in mlx-lm and generates (what a Mac does with it).
-    from mlx_lm import generate, load
+    from slm_quantizer.mlx import keep_nofile_limit
+
+    with keep_nofile_limit():
+        from mlx_lm import generate, load
 
     model, tok = load(str(out))
     assert isinstance(generate(model, tok, prompt="The baker", max_tokens=3, verbose=False), str)

@@ -13,8 +13,11 @@ is not a multiple of 64.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as md
+import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +32,39 @@ class MlxError(RuntimeError):
     """mlx-lm refused or failed to convert the model (its own error text is in the message)."""
 
 
+@contextlib.contextmanager
+def keep_nofile_limit() -> Iterator[None]:
+    """Import mlx-lm inside this. mlx_lm.utils calls resource.setrlimit(RLIMIT_NOFILE, (2048,
+    4096)) for the whole process when it is imported (mlx-lm 0.32.2, mlx_lm/utils.py). A lowered
+    hard limit cannot be raised again without CAP_SYS_RESOURCE, and every later child inherits
+    it: podman then fails to start containers ("error setting rlimit type 7"). Inside this
+    block such a call may only raise the soft limit (what mlx-lm wants, for models of many
+    files); the hard limit is never lowered."""
+    real = resource.setrlimit
+
+    def raise_only(which: int, limits: tuple[int, int]) -> None:
+        if which != resource.RLIMIT_NOFILE:
+            real(which, limits)
+            return
+        soft, hard = resource.getrlimit(which)
+        wanted = limits[0] if hard == resource.RLIM_INFINITY else min(limits[0], hard)
+        if wanted > soft:
+            real(which, (wanted, hard))
+
+    resource.setrlimit = raise_only
+    try:
+        yield
+    finally:
+        resource.setrlimit = real
+
+
 def supported_model_types() -> set[str]:
     """model_type values the installed mlx-lm can load (its models/ modules plus its remapping)."""
     import pkgutil
 
-    import mlx_lm.models
-    from mlx_lm.utils import MODEL_REMAPPING
+    with keep_nofile_limit():
+        import mlx_lm.models
+        from mlx_lm.utils import MODEL_REMAPPING
 
     names = {m.name for m in pkgutil.iter_modules(mlx_lm.models.__path__)}
     return names | set(MODEL_REMAPPING)
@@ -63,7 +93,8 @@ def _group_size(model_dir: Path) -> int:
 
 def convert(model_dir: Path, out_dir: Path, qtype: str, trust_remote_code: bool = False) -> None:
     """mlx_lm.convert(model_dir -> out_dir, quantized to BITS[qtype]); out_dir must not exist."""
-    from mlx_lm import convert as mlx_convert
+    with keep_nofile_limit():
+        from mlx_lm import convert as mlx_convert
 
     try:
         mlx_convert(str(model_dir), str(out_dir), quantize=True, q_bits=BITS[qtype],
@@ -82,7 +113,9 @@ def evaluate(model_path: Path, text: str, prompt: str | None = None, max_new_tok
     candidate's ids, so both sides see exactly the same tokens)."""
     import mlx.core as mx
     import numpy as np
-    from mlx_lm import generate, load
+
+    with keep_nofile_limit():
+        from mlx_lm import generate, load
 
     mx.set_default_device(mx.cpu)
     model, tok = load(str(model_path))
