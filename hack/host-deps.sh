@@ -13,7 +13,7 @@ set -euo pipefail
 PACKAGES=(podman buildah runc containernetworking-plugins iptables mmdebstrap uidmap chromium chromium-driver redis-server)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep -q "install ok installed" || missing+=("${pkg}")
+  dpkg-query -W -f='${Status}' "${pkg}" 2>/dev/null | grep "install ok installed" >/dev/null || missing+=("${pkg}")
 done
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 

@@ -54,7 +54,7 @@ node_supported() {
     ip link add "${NODE_IFACE}" type dummy 2>/dev/null || ip link add "${NODE_IFACE}" type bridge 2>/dev/null ||
       { echo "real node: off (cannot create a network interface for the node address: no CAP_NET_ADMIN?)"; return 1; }
   fi
-  if ip -o addr show | grep -v " ${NODE_IFACE} \| ${POD_BRIDGE} " | grep -q "inet ${POD_CIDR%.*}\.\|inet ${NODE_IP}/"; then
+  if ip -o addr show | grep -v " ${NODE_IFACE} \| ${POD_BRIDGE} " | grep "inet ${POD_CIDR%.*}\.\|inet ${NODE_IP}/" >/dev/null; then
     echo "real node: off (${NODE_IP} or ${POD_CIDR} is already used on this host; set SLM_NODE_IP / SLM_POD_CIDR)"
     return 1
   fi
@@ -81,7 +81,9 @@ node_pki() {
 
 node_network() {
   ip link set "${NODE_IFACE}" up
-  ip addr show dev "${NODE_IFACE}" | grep -q "inet ${NODE_IP}/" || ip addr add "${NODE_IP}/32" dev "${NODE_IFACE}"
+  # grep without -q after a pipe: under pipefail, grep -q exiting early can SIGPIPE the writer
+  # and read as "absent" (then `ip addr add` fails: "Address already assigned").
+  ip addr show dev "${NODE_IFACE}" | grep "inet ${NODE_IP}/" >/dev/null || ip addr add "${NODE_IP}/32" dev "${NODE_IFACE}"
   # Service traffic from pods to pods on the same bridge goes through kube-proxy's iptables
   # rules only when bridged frames are seen by iptables.
   modprobe br_netfilter 2>/dev/null || true
@@ -230,7 +232,7 @@ EOF
 # Build (once) and import the sandbox image: an OCI archive of the static pause binary.
 node_pause_image() {
   local ctr=(ctr --address "${CONTAINERD_SOCK}" -n k8s.io)
-  "${ctr[@]}" images ls -q | grep -qx "${PAUSE_IMAGE}" && return 0
+  "${ctr[@]}" images ls -q | grep -x "${PAUSE_IMAGE}" >/dev/null && return 0
   local archive="${NODE_DIR}/pause-$(bin_version pause).oci.tar"
   [[ -f "${archive}" ]] || python3 "${_SLM_LIB_DIR}/oci_archive.py" --binary "$(bin_path pause)" \
     --path /pause --entrypoint /pause --name "${PAUSE_IMAGE}" --out "${archive}"
