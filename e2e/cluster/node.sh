@@ -81,9 +81,9 @@ node_pki() {
 
 node_network() {
   ip link set "${NODE_IFACE}" up
-  # grep without -q after a pipe: under pipefail, grep -q exiting early can SIGPIPE the writer
-  # and read as "absent" (then `ip addr add` fails: "Address already assigned").
-  ip addr show dev "${NODE_IFACE}" | grep "inet ${NODE_IP}/" >/dev/null || ip addr add "${NODE_IP}/32" dev "${NODE_IFACE}"
+  # `replace`, not check-then-add: idempotent (a check that misread a present address made
+  # `ip addr add` fail with "Address already assigned" in a loaded CI run).
+  ip addr replace "${NODE_IP}/32" dev "${NODE_IFACE}"
   # Service traffic from pods to pods on the same bridge goes through kube-proxy's iptables
   # rules only when bridged frames are seen by iptables.
   modprobe br_netfilter 2>/dev/null || true
