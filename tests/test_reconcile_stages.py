@@ -601,3 +601,32 @@ def test_the_condition_metrics_come_from_the_returned_status(monkeypatch: pytest
     out = asyncio.run(handlers._reconcile(body))
     assert out.requeue_after == 7.0 and "status" not in body
     assert handlers.STATE.conditions[(NS, NAME)] == {c.READY: "True", c.DEGRADED: "False"}
+
+
+# -- quantize-only (serving.enabled: false) ---------------------------------------------------------
+
+def test_quantize_only_is_ready_with_the_artifact_and_serves_nothing() -> None:
+    """serving.enabled false: the Job and the gate run; Ready once the artifact is, with no
+    Deployment, Service or HPA and no endpoint; serving objects left from before are pruned."""
+    spec = {**copy.deepcopy(SPEC), "serving": {"enabled": False},
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 2, "metrics": [{"type": "CPU", "targetPercent": 70}]}}
+    w = World(spec)
+    w.run()
+    assert w.cond(c.AVAILABLE)["reason"] == "WaitingForModel" and "Quantize-only" in w.cond(c.AVAILABLE)["message"]
+    assert w.cond(c.READY)["status"] == "False"
+    left = {"apiVersion": "apps/v1", "kind": "Deployment",  # from when serving was on
+            "metadata": {"name": NAME, "namespace": NS, "labels": {c.L_DEPLOYMENT: NAME},
+                         "ownerReferences": [{"uid": "cr-uid"}]}}
+    w.kube.put(left)
+    w.watch()
+    w.complete_job()
+    w.run()
+    assert w.cond(c.READY)["status"] == "True" and w.cond(c.AVAILABLE)["reason"] == c.R_QUANTIZE_ONLY
+    assert "nothing is served" in w.cond(c.READY)["message"]
+    assert w.body["status"]["artifact"]["ready"] is True and "endpoint" not in w.body["status"]
+    for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
+        assert not [x for x in w.kube.writes(kind) if x[0] != "delete"], kind
+    assert ("delete", "Deployment", NAME) in w.kube.calls and w.kube.stored("Deployment", NS, NAME) is None
+    w.cache.remove("Deployment", NS, NAME)  # the watch's DELETED event (FakeKube.sync only adds)
+    out = w.run()
+    assert out.writes == 0, "a quiet quantize-only CR costs no writes"

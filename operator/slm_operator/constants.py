@@ -34,6 +34,7 @@ R_QUANTIZATION_FAILED = "QuantizationFailed"                # the Job failed, no
 R_FAILED_CREATE = "FailedCreate"                            # the Deployment cannot create pods
 R_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"   # the Deployment's rollout timed out
 R_STATUS_REJECTED = "StatusRejected"                        # Event only: the status patch was refused
+R_QUANTIZE_ONLY = "QuantizeOnly"                            # serving.enabled false: the artifact is the product
 
 # Components.
 C_SERVER = "server"

@@ -192,9 +192,20 @@ class Reconciler:
         obs.quantization = {**obs.quantization, **art.quantization}
         if art.artifact is not None:
             obs.artifact = art.artifact
+        quantize_only = not api.serving_enabled(cr.spec)
+        if quantize_only:
+            obs.endpoint = None  # nothing is served: no URL to hand out
         if not art.ready:
-            obs.available = Cond(False, "WaitingForModel", "The serving Deployment starts once the model "
-                                 "artifact is ready.")
+            obs.available = Cond(False, "WaitingForModel", "Quantize-only (serving.enabled is false): ready once the "
+                                 "artifact passes the quality gate." if quantize_only else "The serving Deployment "
+                                 "starts once the model artifact is ready.")
+            return self._with_rejections(obs, out)
+        if quantize_only:
+            # The artifact is the product (status.artifact: location, size, checksum,
+            # perplexities); serving objects left from when serving was on are pruned.
+            await self._prune(cr, p, out)
+            obs.available = Cond(True, c.R_QUANTIZE_ONLY, "Quantize-only (serving.enabled is false): the artifact "
+                                 "passed the quality gate and is ready; nothing is served.")
             return self._with_rejections(obs, out)
         serving = await self._serve(cr, p, out, secret_values)
         obs.available = serving.available

@@ -63,7 +63,7 @@ def _conditions(o: Observation) -> dict[str, Cond]:
     degraded = o.problem or Cond(False, "AsExpected", "No problems found.")
     ready = o.model.status and o.available.status and not degraded.status
     if ready:
-        ready_c = Cond(True, "Ready", f"Serving at {o.endpoint}.")
+        ready_c = Cond(True, "Ready", f"Serving at {o.endpoint}." if o.endpoint else o.available.message)
     elif degraded.status:
         ready_c = Cond(False, degraded.reason, degraded.message)
     elif not o.model.status:
