@@ -630,3 +630,12 @@ def test_quantize_only_is_ready_with_the_artifact_and_serves_nothing() -> None:
     w.cache.remove("Deployment", NS, NAME)  # the watch's DELETED event (FakeKube.sync only adds)
     out = w.run()
     assert out.writes == 0, "a quiet quantize-only CR costs no writes"
+
+
+def test_artifact_facts_carry_size_checksum_tool_and_perplexities() -> None:
+    from slm_operator.observe import artifact_facts
+
+    facts = artifact_facts({"totalBytes": 123, "perplexityBefore": 10.123456, "perplexityAfter": 10.5,
+                            "increasePct": 3.72, "manifestSha256": "ab" * 32, "tool": "olive", "stage": "x"})
+    assert facts == {"sizeBytes": 123, "perplexityBefore": "10.1235", "perplexityAfter": "10.5",
+                     "perplexityIncreasePercent": "3.72", "tool": "olive", "checksum": "sha256:" + "ab" * 32}

@@ -108,10 +108,13 @@ def termination_summary(pods: Pods) -> dict[str, Any]:
 def artifact_facts(summary: Mapping[str, Any]) -> dict[str, Any]:
     """What the quantizer's termination message says about the artifact (see slm_quantizer.cli)."""
     keys = {"totalBytes": "sizeBytes", "perplexityBefore": "perplexityBefore",
-            "perplexityAfter": "perplexityAfter", "increasePct": "perplexityIncreasePercent"}
+            "perplexityAfter": "perplexityAfter", "increasePct": "perplexityIncreasePercent", "tool": "tool"}
     # Floats are fine in status (observations); render them as strings to keep the API integral.
-    return {ours: (str(round(summary[theirs], 4)) if isinstance(summary[theirs], float) else summary[theirs])
-            for theirs, ours in keys.items() if summary.get(theirs) is not None}
+    facts = {ours: (str(round(summary[theirs], 4)) if isinstance(summary[theirs], float) else summary[theirs])
+             for theirs, ours in keys.items() if summary.get(theirs) is not None}
+    if isinstance(summary.get("manifestSha256"), str):  # one checksum for the whole artifact
+        facts["checksum"] = f"sha256:{summary['manifestSha256']}"
+    return facts
 
 
 def one_line(text: Any, limit: int = 400) -> str:
