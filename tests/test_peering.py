@@ -22,9 +22,10 @@ def test_a_paused_replica_reconciles_nothing_and_forgets_what_it_held() -> None:
         gate = peering.PauseGate()
         ran: list[tuple[str, int]] = []
 
-        async def handler(body: dict[str, Any]) -> float | None:
+        async def handler(body: dict[str, Any]) -> peering.Skipped:
             ran.append((body["metadata"]["name"], body["metadata"]["generation"]))
-            return 0.05  # a requeue timer, as waits and the consumers recheck have
+            # a requeue timer, as waits and the consumers recheck have (workqueue.Result's shape)
+            return peering.Skipped(requeue_after=0.05)
 
         queue = WorkQueue(handler, workers=2)
         queue.handler = peering.gated(queue, queue.handler, gate)

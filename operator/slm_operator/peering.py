@@ -33,6 +33,7 @@ kopf's processor) and e2e/test_ha_failover.py (two replicas, kills, an edit whil
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -41,7 +42,16 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-Handler = Callable[[dict[str, Any]], Awaitable[float | None]]
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """The work queue's handler result for a key skipped while paused (workqueue.Result):
+    no requeue, no status known."""
+
+    requeue_after: float | None = None
+    status: dict[str, Any] | None = None
 
 
 class _Forgetting(Protocol):
@@ -138,7 +148,7 @@ def gated(queue: _Forgetting, handler: Handler, gate: PauseGate = GATE) -> Handl
     """The work queue's handler, not run while `gate` is paused (see the module docstring).
 
     `queue` needs `forget(key)`; keys are (namespace, name) from the body's metadata. Returns
-    the handler's requeue delay, or None (no requeue) for a skipped key.
+    the handler's result, or `Skipped()` (no requeue, no status) for a skipped key.
     """
     seen: set[Key] = set()
 
@@ -152,12 +162,12 @@ def gated(queue: _Forgetting, handler: Handler, gate: PauseGate = GATE) -> Handl
 
     gate.on_pause.append(forget_all)
 
-    async def run(body: dict[str, Any]) -> float | None:
+    async def run(body: dict[str, Any]) -> Any:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", ""), meta.get("name", ""))
         if gate.paused:
             queue.forget(key)
-            return None
+            return Skipped()
         seen.add(key)
         return await handler(body)
 
