@@ -38,7 +38,12 @@ clients' requests one after another from one Llama (a lock; what llama-cpp-pytho
 does) while llama-server batches its slots: the ratio shows what the server's continuous
 batching buys. Both sides: the same prompt, greedy, end-of-generation tokens masked (the
 server's ignore_eos; a logits processor in process), exactly --max-tokens tokens, both reuse the
-cached prompt prefix (llama-server's cache_prompt, llama-cpp-python's prefix match).
+cached prompt prefix (llama-server's cache_prompt, llama-cpp-python's prefix match). Tokens that
+render no text (control tokens: the special and <|reserved_N|> ones, 86 of the 2,048) are masked
+on both sides too (logit_bias false on the server, the same logits processor in process): the
+random-weight qwen3-0.6b otherwise picks <|reserved_11|> from its first token on and streams empty
+text, so no chunk carries text and there is no time to first token to measure (ONNX Runtime's
+decoder renders those tokens as text, so its side needs no mask).
 
 Run: bench/serving [--engines onnxruntime llamacpp] [--models tiny qwen3-0.6b] [--clients 1 4 16]
      [--repeat 3] (bench/README.md)
@@ -328,6 +333,7 @@ class ServerProcess:
     def __init__(self, model_dir: Path, scheduler: str, slots: int, extra: list[str]) -> None:
         import httpx
 
+        self.body_extra: dict[str, Any] = {}  # added to every request's JSON body
         self.tmp = Path(tempfile.mkdtemp(prefix="slm-bench-serving-"))
         key_file = self.tmp / "api-key"
         key_file.write_text(self.KEY + "\n")
@@ -370,12 +376,12 @@ class ServerProcess:
         import httpx
 
         body = {"model": "bench", "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0,
-                "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+                "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}, **self.body_extra}
         run = Run()
         limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
 
         async def one(c: httpx.AsyncClient) -> int:
-            start, first, tokens = time.perf_counter(), None, None
+            start, first, tokens, chunks, last = time.perf_counter(), None, None, 0, ""
             async with c.stream("POST", "/v1/completions", json=body) as reply:
                 reply.raise_for_status()
                 async for line in reply.aiter_lines():
@@ -384,13 +390,19 @@ class ServerProcess:
                     data = line[6:]
                     if data == "[DONE]":
                         break
+                    chunks, last = chunks + 1, data
                     # Parse only what is needed: the first chunk with text, and the usage chunk.
                     if first is None and '"text":"' in data and '"text":""' not in data:
                         first = time.perf_counter() - start
                     if '"usage":{' in data:
                         tokens = json.loads(data)["usage"]["completion_tokens"]
             if tokens is None or first is None:
-                raise RuntimeError("stream ended without text or usage")
+                missing = " and ".join(m for m, gone in (("text", first is None), ("usage", tokens is None)) if gone)
+                raise RuntimeError(
+                    f"the server's /v1/completions stream ended without {missing} after {chunks} data chunks "
+                    f"(last: {last[:300]!r}); a chunk with text is needed for the time to first token and the "
+                    "usage chunk for the token count: if every chunk's text is empty the model generated only "
+                    "tokens that render no text, mask them (body_extra logit_bias)")
             run.ttfts.append(first)
             return tokens
 
@@ -412,7 +424,12 @@ class ServerProcess:
 
 
 class LlamaInProcess:
-    """llama-cpp-python on the GGUF in this process: one Llama, requests one at a time."""
+    """llama-cpp-python on the GGUF in this process: one Llama, requests one at a time.
+
+    `masked` holds the token ids never generated, on this side and the server's: the vocabulary's
+    tokens that render no text (detokenized without special tokens to b""; the end-of-generation
+    ones are among them, which is ignore_eos).
+    """
 
     def __init__(self, gguf: Path, max_model_len: int) -> None:
         import llama_cpp
@@ -421,8 +438,11 @@ class LlamaInProcess:
         self.llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=max_model_len, n_batch=max_model_len,
                                    n_threads=os.cpu_count() or 1, seed=0, verbose=False)
         vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
-        self.eog = np.array([t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)],
-                            dtype=np.int64)
+        eog = {t for t in range(self.llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)}
+        silent = {t for t in range(self.llm.n_vocab()) if self.llm.detokenize([t]) == b""}
+        self.masked = np.array(sorted(eog | silent), dtype=np.int64)
+        if len(self.masked) >= self.llm.n_vocab():
+            raise RuntimeError(f"{gguf}: every token of the vocabulary renders no text; nothing to benchmark")
         self.lock = threading.Lock()
 
     def run(self, clients: int, requests: int, max_tokens: int) -> Run:
@@ -435,20 +455,23 @@ class LlamaInProcess:
             for _ in range(requests):
                 start, first, made = time.perf_counter(), None, [0]
 
-                def no_eog(_ids, scores, made=made):  # the server's ignore_eos
-                    scores[self.eog] = -float("inf")
+                def mask(_ids, scores, made=made):  # the server's ignore_eos and logit_bias
+                    scores[self.masked] = -float("inf")
                     made[0] += 1
                     return scores
 
                 with self.lock:
                     for chunk in self.llm.create_completion(
                             PROMPT, max_tokens=max_tokens, temperature=0.0, stream=True,
-                            logits_processor=llama_cpp.LogitsProcessorList([no_eog])):
+                            logits_processor=llama_cpp.LogitsProcessorList([mask])):
                         if first is None and chunk["choices"][0]["text"]:
                             first = time.perf_counter() - start
                 tokens += made[0]
+                if first is None:
+                    raise RuntimeError(f"llama-cpp-python made {made[0]} tokens, none with text "
+                                       "(see LlamaInProcess.masked)")
                 with counter:
-                    run.ttfts.append(first or 0.0)
+                    run.ttfts.append(first)
             with counter:
                 run.tokens += tokens
                 run.client_rates.append(tokens / (time.perf_counter() - began))
@@ -468,9 +491,12 @@ def llama_server_binary() -> Path:
 class LlamaServerProcess(ServerProcess):
     """llama-server as a subprocess on 127.0.0.1, flags as the operator's llamacpp engine renders."""
 
-    def __init__(self, gguf: Path, slots: int, max_model_len: int, extra: list[str]) -> None:
+    def __init__(self, gguf: Path, slots: int, max_model_len: int, extra: list[str],
+                 masked: list[int] | None = None) -> None:
+        """`masked`: token ids the server never generates (logit_bias false on every request)."""
         import httpx
 
+        self.body_extra = {"logit_bias": [[t, False] for t in masked]} if masked else {}
         self.tmp = Path(tempfile.mkdtemp(prefix="slm-bench-llama-server-"))
         key_file = self.tmp / "api-key"
         key_file.write_text(self.KEY + "\n")
@@ -500,7 +526,7 @@ def bench_llamacpp(name: str, clients: list[int], requests: int, max_tokens: int
     gguf = gguf_model(name)
     local = LlamaInProcess(gguf, max_model_len)
     local.run(1, 1, 8)  # warm-up
-    server = LlamaServerProcess(gguf, max(clients), max_model_len, server_args)
+    server = LlamaServerProcess(gguf, max(clients), max_model_len, server_args, [int(t) for t in local.masked])
     runs: dict[int, dict[str, list[Run]]] = {c: {"inproc": [], "server": []} for c in clients}
     loads = []
     try:
@@ -518,7 +544,8 @@ def bench_llamacpp(name: str, clients: list[int], requests: int, max_tokens: int
                                                                           strict=True)]
         row = {"bench": "serving", "engine": "llamacpp", "model": name, "mode": "llama-server", "format": "Q4_K_M",
                "clients": c, "requests_per_client": requests, "max_tokens": max_tokens,
-               "max_model_len": max_model_len, "repeat": repeat, "inproc": inproc, "server": srv,
+               "max_model_len": max_model_len, "repeat": repeat, "masked_tokens": len(local.masked),
+               "inproc": inproc, "server": srv,
                "ratio": round(srv["tok_s"] / inproc["tok_s"], 3), "ratio_runs": [round(r, 3) for r in ratios],
                "loadavg_1m": round(statistics.median(loads), 2), "cpus": os.cpu_count()}
         if name == "qwen3-0.6b":
