@@ -9,6 +9,7 @@ healthcheck is run once by hand (podman runs healthchecks from systemd timers, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,19 +43,20 @@ def host_address() -> str:
     return addr
 
 
-@pytest.fixture(scope="module")
-def images() -> None:
+def compose_images(names: list[str]) -> None:
+    """Skip without podman or podman-compose; else build the images (cached by input hash)."""
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed (bash hack/host-deps.sh installs it)")
     if not os.access(PODMAN_COMPOSE, os.X_OK):
         pytest.skip("podman-compose is not installed (the dev extra pins it: make venv)")
     from e2e.realnode import build_images
 
-    build_images(["quantizer", "onnxruntime-server"])  # cached by input hash: seconds when unchanged
+    build_images(names)  # seconds when unchanged
 
 
-@pytest.fixture(scope="module")
-def hub() -> Iterator[tuple[str, str]]:
+@contextlib.contextmanager
+def tiny_hub() -> Iterator[tuple[str, str]]:
+    """The tiny Qwen3 on the local hub at this host's address: (hub URL, revision)."""
     from e2e.hubserver import HubServer
     from slm_runtime.tiny_models import tiny_model
 
@@ -63,8 +65,39 @@ def hub() -> Iterator[tuple[str, str]]:
         pytest.skip("no non-loopback address on this host: containers could not reach the local hub")
     steps = int(os.environ.get("SLM_TINY_TRAIN_STEPS", "50"))
     with HubServer(host=addr, port=0) as server:
-        sha = server.add_repo(REPO, tiny_model("qwen3", train_steps=steps))
-        yield server.url, sha
+        yield server.url, server.add_repo(REPO, tiny_model("qwen3", train_steps=steps))
+
+
+def slmctl_compose(tmp_path: Path, hub: tuple[str, str], quantization: dict[str, str],
+                   engine: str) -> tuple[str, list[str], int]:
+    """Write the SLMDeployment for the tiny model, run `slmctl compose` on it, and return (the
+    generated key, the podman-compose command for a fresh project, the published API port)."""
+    manifest = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "tiny"},
+                "spec": {"model": {"source": f"hf://{REPO}", "revision": hub[1], "hub": {"endpoint": hub[0]},
+                                   "contextLength": 512},
+                         "quantization": quantization, "engine": {"name": engine},
+                         "resources": {"cpu": "1", "memory": "2Gi"}}}
+    (tmp_path / "model.yaml").write_text(yaml.safe_dump(manifest))
+    port = free_port()
+    out = subprocess.run([sys.executable, "-c", "from slm_operator.cli import app; app()", "compose", "-f",
+                          str(tmp_path / "model.yaml"), "-o", str(tmp_path / "compose.yaml"), "--port", str(port)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    key = (tmp_path / "secrets" / "api-key").read_text().strip()
+    assert key not in (tmp_path / "compose.yaml").read_text()
+    project = f"slm-compose-{uuid.uuid4().hex[:6]}"
+    return key, [PODMAN_COMPOSE, "-p", project, "-f", str(tmp_path / "compose.yaml")], port
+
+
+@pytest.fixture(scope="module")
+def images() -> None:
+    compose_images(["quantizer", "onnxruntime-server"])
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[tuple[str, str]]:
+    with tiny_hub() as h:
+        yield h
 
 
 def free_port() -> int:
@@ -83,21 +116,8 @@ def podman(*args: str, check: bool = True) -> str:
 def test_compose_runs_quantize_then_serves_with_the_key(images: None, hub: tuple[str, str], tmp_path: Path) -> None:
     from openai import AuthenticationError, OpenAI
 
-    manifest = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "tiny"},
-                "spec": {"model": {"source": f"hf://{REPO}", "revision": hub[1], "hub": {"endpoint": hub[0]},
-                                   "contextLength": 512},
-                         "quantization": {"format": "onnx", "type": "int4"}, "engine": {"name": "onnxruntime"},
-                         "resources": {"cpu": "1", "memory": "2Gi"}}}
-    (tmp_path / "model.yaml").write_text(yaml.safe_dump(manifest))
-    port = free_port()
-    out = subprocess.run([sys.executable, "-c", "from slm_operator.cli import app; app()", "compose", "-f",
-                          str(tmp_path / "model.yaml"), "-o", str(tmp_path / "compose.yaml"), "--port", str(port)],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-    key = (tmp_path / "secrets" / "api-key").read_text().strip()
-    assert key not in (tmp_path / "compose.yaml").read_text()
-    project = f"slm-compose-{uuid.uuid4().hex[:6]}"
-    pc = [PODMAN_COMPOSE, "-p", project, "-f", str(tmp_path / "compose.yaml")]
+    key, pc, port = slmctl_compose(tmp_path, hub, {"format": "onnx", "type": "int4"}, "onnxruntime")
+    project = pc[2]
     t0 = time.monotonic()
     try:
         up = subprocess.run([*pc, "up", "-d"], capture_output=True, text=True, timeout=TIMEOUT_S,
