@@ -307,3 +307,28 @@ def test_a_write_the_api_server_refuses_is_in_status(crd: str, namespace: str) -
         model = next(c for c in cr["status"]["conditions"] if c["type"] == "ModelReady")
         assert model["reason"] == "ApplyRejected"
         assert "Traceback" not in op.output()
+
+
+def test_quantize_only_mlx_is_ready_without_serving(crd: str, namespace: str) -> None:
+    """serving.enabled: false (what format mlx requires): admission refuses mlx with serving on,
+    naming the field; with serving off the Job runs and the CR turns Ready (QuantizeOnly) with the
+    artifact in status and no Deployment, Service or HPA."""
+    kc = crd
+    cr = {"apiVersion": "slm.ai/v1alpha1", "kind": "SLMDeployment", "metadata": {"name": "export-mlx"},
+          "spec": {"model": {"source": "hf://Qwen/Qwen3-0.6B", "revision": "main"},
+                   "quantization": {"format": "mlx", "type": "4bit"}}}
+    with pytest.raises(KubectlError, match=r"serving\.enabled"):
+        kubectl(kc, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(cr))
+    cr["spec"]["serving"] = {"enabled": False}
+    with run_operator(kc, [namespace]) as op:
+        kubectl(kc, "-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(cr))
+        got = _ready(kc, namespace, "export-mlx", timeout=180)
+        st = got["status"]
+        avail = next(x for x in st["conditions"] if x["type"] == "Available")
+        assert avail["status"] == "True" and avail["reason"] == "QuantizeOnly", avail
+        assert st["artifact"]["ready"] is True and st["artifact"]["location"].startswith("/models/artifacts/mlx-4bit-")
+        assert "endpoint" not in st
+        kinds = {o["kind"] for o in kubectl_json(kc, "-n", namespace, "get", CHILD_KINDS, "-l",
+                                                 "slm.ai/deployment=export-mlx")["items"]}
+        assert "Job" in kinds and not kinds & {"Deployment", "Service", "HorizontalPodAutoscaler"}, kinds
+        assert "Traceback" not in op.output()
