@@ -103,3 +103,20 @@ def test_refusals_name_the_field() -> None:
     bad["spec"]["model"]["contextLength"] = 10
     with pytest.raises(ComposeError, match=r"contextLength"):
         build(bad)
+
+
+def test_quantize_only_is_refused_naming_serving_enabled() -> None:
+    """serving.enabled false (and so format mlx) has nothing to serve: a clear refusal for both
+    Compose and slmctl up, never a misleading engine message or a silent no-op."""
+    from slm_operator.local.compose import ComposeError
+    from slm_operator.local.run import LocalError, plan
+
+    for fmt, qtype in (("onnx", "int4"), ("mlx", "4bit")):
+        obj = manifest("onnxruntime", fmt, qtype)
+        obj["spec"]["serving"] = {"enabled": False}
+        if fmt == "mlx":
+            del obj["spec"]["engine"]
+        with pytest.raises(ComposeError, match=r"serving\.enabled: false \(quantize-only\)"):
+            build(obj)
+        with pytest.raises(LocalError, match=r"serving\.enabled: false \(quantize-only\)"):
+            plan(obj)

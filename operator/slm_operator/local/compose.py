@@ -109,6 +109,10 @@ def build(obj: dict[str, Any], *, webui: bool = False, port: int = API_PORT, web
     if problems:
         raise ComposeError("\n".join(f"{name}: {p}" for p in problems))
     spec = api.SLMDeployment.model_validate(defaulted(obj)).spec
+    if not api.serving_enabled(spec):
+        raise ComposeError(f"{name}: serving.enabled: false (quantize-only) has nothing for Compose to serve; "
+                           "apply it to a cluster (the artifact lands in status.artifact), or run the quantizer "
+                           "image alone")
     r = resolve(spec)
     if r.engine == "vllm" or r.format not in ("onnx", "gguf"):
         raise ComposeError(f"{name}: engine.name: {r.engine} ({r.format}) needs an NVIDIA GPU, which this Compose "

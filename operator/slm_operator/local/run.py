@@ -86,6 +86,10 @@ def plan(obj: dict[str, Any], *, node_memory_gib: float | None = None) -> Plan:
     if problems:
         raise LocalError("\n".join(f"{name}: {p}" for p in problems))
     spec = api.SLMDeployment.model_validate(defaulted(obj)).spec
+    if not api.serving_enabled(spec):
+        raise LocalError(f"{name}: serving.enabled: false (quantize-only) has nothing for slmctl up to serve; "
+                         "apply it to a cluster (the artifact's location, size and checksum land in "
+                         "status.artifact), or run the quantizer alone: python -m slm_quantizer --help")
     r = resolve(spec)
     m = mach.detect()
     if node_memory_gib is not None:
