@@ -42,8 +42,9 @@ cached prompt prefix (llama-server's cache_prompt, llama-cpp-python's prefix mat
 render no text (control tokens: the special and <|reserved_N|> ones, 86 of the 2,048) are masked
 on both sides too (logit_bias false on the server, the same logits processor in process): the
 random-weight qwen3-0.6b otherwise picks <|reserved_11|> from its first token on and streams empty
-text, so no chunk carries text and there is no time to first token to measure (ONNX Runtime's
-decoder renders those tokens as text, so its side needs no mask).
+text, so no chunk carries text and there is no time to first token to measure. The ONNX side is
+not masked: its int4 model's greedy tokens on this prompt render text (its server's reader would
+stop with the same error otherwise).
 
 Run: bench/serving [--engines onnxruntime llamacpp] [--models tiny qwen3-0.6b] [--clients 1 4 16]
      [--repeat 3] (bench/README.md)
