@@ -9,7 +9,7 @@ when the seed's wave then converges with every invariant holding. A background w
 CRs' statuses fails the test if any status ever shows an older observedGeneration than one
 written before it.
 
-`make test` runs SLM_CHAOS_SEEDS=2 (6 kills, 5 minutes on 2 cores at load 10); `make chaos`
+`make test` runs SLM_CHAOS_SEEDS=1 (3 kills, about 2-3 minutes on 2 cores; kept within the CI budget); `make chaos`
 runs 20 seeds (60 kills).
 """
 
@@ -39,7 +39,7 @@ from e2e.chaos import (
 pytestmark = pytest.mark.e2e
 
 N_CRS = int(os.environ.get("SLM_CHAOS_CRS", "50"))
-SEEDS = int(os.environ.get("SLM_CHAOS_SEEDS", "2"))
+SEEDS = int(os.environ.get("SLM_CHAOS_SEEDS", "1"))
 FIRST_SEED = int(os.environ.get("SLM_CHAOS_FIRST_SEED", "0"))  # to run a range of seeds (0: the first)
 KILLS_PER_SEED = int(os.environ.get("SLM_CHAOS_KILLS", "3"))
 # Kill moments: a share in start-up (0.5-5 s after the process starts: on a busy machine that
