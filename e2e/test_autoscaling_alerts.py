@@ -135,9 +135,17 @@ def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, r
         key = api_key(kc, ns, "tiny-busy-api-key")
         with port_forward(kc, ns, "service/tiny-busy", 8000) as fwd, Load(fwd, key, "tiny-qwen3", 16) as load:
             t0 = time.monotonic()
-            seen = wait_for(lambda: (a := alerts(monitoring, ns)) and
-                            want_firing <= {n for n, st, f in a if st == "firing" and f == SHORT_FOR} and a,
-                            timeout=600, interval=5, what=f"{sorted(want_firing)} firing")
+            last: list[Any] = []
+
+            def all_firing() -> Any:
+                last[:] = [alerts(monitoring, ns)]  # kept: a timeout names what had fired by then
+                a = last[0]
+                return a and want_firing <= {n for n, st, f in a if st == "firing" and f == SHORT_FOR} and a
+
+            try:
+                seen = wait_for(all_firing, timeout=600, interval=5, what=f"{sorted(want_firing)} firing")
+            except TimeoutError as e:
+                raise AssertionError(f"{e}; the alerts by then (name, state, for): {last}") from e
             firing_after_s = time.monotonic() - t0
             # The unchanged chart rule: the same conditions, waiting out its own `for:`.
             assert ("SLMDeploymentNotReady", "pending", "") in seen, seen
