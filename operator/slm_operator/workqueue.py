@@ -125,8 +125,13 @@ class WorkQueue:
                     # and kopf resumes its watches without a re-list (no event re-queues the key),
                     # so a long backoff would be the convergence time after an outage.
                     delay = min(delay, TRANSIENT_MAX_BACKOFF_S)
-                log.error("reconcile of %s/%s failed (attempt %d, retry in %.1fs): %s",
-                          key[0], key[1], failures, delay, e, exc_info=failures == 1)
+                    # The server's own words say what is wrong; a stack trace would add nothing.
+                    log.warning("reconcile of %s/%s failed (attempt %d, retry in %.1fs): the API "
+                                "server is unreachable or busy: %s: %s", key[0], key[1], failures,
+                                delay, type(e).__name__, e)
+                else:
+                    log.error("reconcile of %s/%s failed (attempt %d, retry in %.1fs): %s",
+                              key[0], key[1], failures, delay, e, exc_info=failures == 1)
                 metrics.RECONCILES.labels(result="error").inc()
                 metrics.RECONCILE_SECONDS.labels(result="error").observe(time.monotonic() - started)
             else:
