@@ -77,3 +77,10 @@ chaos: venv
 	SLM_CHAOS_SEEDS=20 $(VENV)/bin/pytest -ra -s --timeout 7200 e2e/test_chaos_kill.py
 	SLM_HA_KILLS=10 $(VENV)/bin/pytest -ra -s --timeout 3600 e2e/test_ha_failover.py
 	SLM_OUTAGE_S=300 $(VENV)/bin/pytest -ra -s --timeout 1800 e2e/test_apiserver_outage.py
+
+# Soak (not in `make test`): SOAK_MINUTES (60) of random SLMDeployment create/update/delete churn
+# at 1 op/s on the local control plane, invariants every minute, the operator's RSS slope after
+# the first 10 minutes (fails above SOAK_MAX_SLOPE_KB_PER_MIN, 100). See e2e/soak.py.
+.PHONY: soak
+soak: venv
+	SOAK_MINUTES=$${SOAK_MINUTES:-60} $(VENV)/bin/python -m e2e.soak
