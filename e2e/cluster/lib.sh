@@ -23,7 +23,7 @@ bin_version() {
     kube-state-metrics) echo "${KUBE_STATE_METRICS_VERSION}" ;;
     apiserver-proxy) echo "$(sha256sum "${_SLM_LIB_DIR}/apiserver-proxy/main.go" | cut -c1-12)" ;;
     fake-provisioner)
-      echo "${KUBERNETES_VERSION}-$(sha256sum "${_SLM_LIB_DIR}/provisioner/main.go" | cut -c1-12)" ;;
+      echo "${KUBERNETES_VERSION}-$(cat "${_SLM_LIB_DIR}"/provisioner/*.go | sha256sum | cut -c1-12)" ;;
     *) echo "unknown binary $1" >&2; return 1 ;;
   esac
 }

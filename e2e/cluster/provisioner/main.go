@@ -8,7 +8,9 @@
 // Delete are then deleted. With -create-dirs (a real node on this host mounts the volumes) the
 // directory is made world-writable before the PV exists, as rancher's local-path-provisioner
 // does, so non-root pods can write to it (hostPath volumes ignore fsGroup), and it is removed
-// with its volume. Informers and a small worker pool keep it quick for ~1000 claims.
+// with its volume. A StorageClass with parameter fixedCapacity: "true" gets volumes of exactly
+// the requested size, which grow offline when their claim asks for more (sized.go). Informers
+// and a small worker pool keep it quick for ~1000 claims.
 //
 // It is built by e2e/cluster/build inside the Kubernetes wrapper module (same client-go).
 package main
@@ -106,7 +108,7 @@ func (p *provisioner) syncClaim(ctx context.Context, namespace, name string) err
 	if err != nil {
 		return err
 	}
-	if claim.Spec.VolumeName != "" || claim.DeletionTimestamp != nil || claim.Spec.StorageClassName == nil {
+	if claim.DeletionTimestamp != nil || claim.Spec.StorageClassName == nil {
 		return nil
 	}
 	class, err := p.classes.Get(*claim.Spec.StorageClassName)
@@ -117,6 +119,12 @@ func (p *provisioner) syncClaim(ctx context.Context, namespace, name string) err
 		return err
 	}
 	if class.Provisioner != p.name {
+		return nil
+	}
+	if claim.Spec.VolumeName != "" {
+		if p.createDirs && fixedCapacity(class) {
+			return p.expandSized(ctx, claim) // sized.go
+		}
 		return nil
 	}
 	pvName := "pvc-" + string(claim.UID)
@@ -139,6 +147,11 @@ func (p *provisioner) syncClaim(ctx context.Context, namespace, name string) err
 		}
 		if err := os.Chmod(dir, 0o777); err != nil { // MkdirAll's mode is masked by umask
 			return err
+		}
+		if fixedCapacity(class) {
+			if err := p.makeSized(pvName, dir, size); err != nil { // sized.go
+				return err
+			}
 		}
 	}
 	pv := &corev1.PersistentVolume{
@@ -193,6 +206,9 @@ func (p *provisioner) syncVolume(ctx context.Context, name string) error {
 		return nil
 	}
 	if p.createDirs && pv.Spec.HostPath != nil && strings.HasPrefix(pv.Spec.HostPath.Path, p.hostRoot+"/") {
+		if err := p.removeSized(pv); err != nil { // sized.go
+			return err
+		}
 		if err := os.RemoveAll(pv.Spec.HostPath.Path); err != nil {
 			return err
 		}
