@@ -17,6 +17,17 @@ huggingface_hub 2.x calls on a download (checked against its source):
   ``EntryNotFound`` (404, with ``X-Repo-Commit``), ``RepoNotFound`` (404; 401 without a token
   when one is required), a wrong token 401 "Invalid credentials in Authorization header".
 
+Uploads, as ``HfApi.create_branch`` and ``HfApi.create_commit`` (``upload_folder`` without
+hf_xet) send them: ``POST /api/models/{repo}/branch/{branch}`` (``{"startingPoint"}``, 409 when
+it exists), ``POST /api/models/{repo}/preupload/{rev}`` (every file is ``uploadMode: regular``,
+with the ``oid`` of the file already at that path), ``POST /api/models/{repo}/commit/{rev}``
+(ndjson: a ``header``, then ``file`` lines with base64 ``content``, and ``deletedFile`` lines;
+``lfsFile`` lines are refused since no file is sent as LFS): a new commit on top of the branch,
+answered ``{"commitOid", "commitUrl"}``. Uploaded files are kept under ``upload_dir`` (default:
+a temporary folder removed on ``stop``) and the new revision is built from them exactly like
+``add_repo``'s (the LFS patterns decide which files are published as LFS). Uploads need the
+token when one is set; ``read_only=True`` refuses them (403).
+
 Revisions are git-like: every file is a git blob (an LFS pointer for LFS files: by default
 ``*.safetensors``, ``*.gguf``, ``*.onnx``, ... see ``DEFAULT_LFS_PATTERNS``), folders are git
 trees, and each ``add_repo`` call makes a commit object (tree, parent, a fixed author and
@@ -41,14 +52,17 @@ Only the standard library is used.
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -232,8 +246,13 @@ class HubServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
                  tls: tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, read_only: bool = False,
+                 upload_dir: str | os.PathLike[str] | None = None) -> None:
         self.token = token
+        self.read_only = read_only
+        self._upload_dir = Path(upload_dir) if upload_dir else None
+        self._own_upload_dir = upload_dir is None
+        self._uploads = 0
         self.repos: dict[str, Repo] = {}
         self.requests: list[HubRequest] = []
         self._lock = threading.Lock()
@@ -250,6 +269,9 @@ class HubServer:
                 hub._handle(self, body=False)
 
             def do_GET(self) -> None:
+                hub._handle(self, body=True)
+
+            def do_POST(self) -> None:
                 hub._handle(self, body=True)
 
         server_cls = _Server
@@ -294,6 +316,9 @@ class HubServer:
             self._thread.join(timeout=10)
             self._thread = None
         self.server.server_close()
+        if self._own_upload_dir and self._upload_dir is not None:
+            shutil.rmtree(self._upload_dir, ignore_errors=True)
+            self._upload_dir = None
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -381,9 +406,12 @@ class HubServer:
             self.requests.append(HubRequest(h.command, unquote(raw), auth))
         try:
             if self.token and auth != f"Bearer {self.token}":
+                h.close_connection = True  # a POST body may be left unread
                 if auth:
                     return self._error(h, 401, None, "Invalid credentials in Authorization header", body)
                 return self._error(h, 401, "RepoNotFound", "Repository not found", body)
+            if h.command == "POST":
+                return self._post(h, raw)
             if raw.startswith("/api/models/"):
                 return self._api(h, raw[len("/api/models/"):], parse_qs(query), body)
             repo, tail = self._split_repo(raw.lstrip("/"))
@@ -427,6 +455,120 @@ class HubServer:
                 "tags": [], "library_name": "transformers", "siblings": siblings,
                 "usedStorage": sum(f.size for f in rev.files.values())}
         return self._json(h, 200, info, body)
+
+    # -- uploads ---------------------------------------------------------------------------
+
+    def _read_body(self, h: BaseHTTPRequestHandler) -> bytes:
+        length = int(h.headers.get("Content-Length") or 0)
+        if length:
+            return h.rfile.read(length)
+        if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            out = b""
+            while True:
+                size = int(h.rfile.readline().strip().split(b";")[0], 16)
+                if not size:
+                    h.rfile.readline()
+                    return out
+                out += h.rfile.read(size)
+                h.rfile.readline()
+        return b""
+
+    def _post(self, h: BaseHTTPRequestHandler, raw: str) -> None:
+        """POST: branch creation, preupload and commit (see the module docstring)."""
+        data = self._read_body(h)
+        if not raw.startswith("/api/models/"):
+            return self._error(h, 404, None, "Not Found", True)
+        if self.read_only:
+            return self._error(h, 403, None, "This hub is read-only: uploads are refused", True)
+        repo, tail = self._split_repo(unquote(raw[len("/api/models/"):]))
+        if repo is None:
+            return self._error(h, 404, "RepoNotFound", "Repository not found", True)
+        verb, _, rev_name = tail.lstrip("/").partition("/")
+        try:
+            payload = json.loads(data) if verb in ("branch", "preupload") and data else {}
+        except ValueError:
+            return self._error(h, 400, None, "Body is not JSON", True)
+        if verb == "branch":
+            return self._create_branch(h, repo, rev_name, payload.get("startingPoint"))
+        if verb == "preupload":
+            rev = repo.resolve(rev_name)
+            files = rev.files if rev is not None else {}
+            out = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                    "oid": files[f["path"]].blob_id if f["path"] in files and not files[f["path"]].sha256 else None}
+                   for f in payload.get("files", [])]
+            return self._json(h, 200, {"files": out, "commitOid": rev.commit if rev else None}, True)
+        if verb == "commit":
+            return self._commit(h, repo, rev_name, data)
+        return self._error(h, 404, None, "Not Found", True)
+
+    def _create_branch(self, h: BaseHTTPRequestHandler, repo: Repo, branch: str, start: str | None) -> None:
+        with self._lock:
+            if not branch:
+                return self._error(h, 400, None, "Branch name is missing", True)
+            if branch in repo.refs:
+                return self._error(h, 409, None, f"Reference already exists: refs/heads/{branch}", True)
+            rev = repo.resolve(start)
+            if rev is None:
+                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {start}", True)
+            repo.refs[branch] = rev.commit
+        return self._json(h, 200, {}, True)
+
+    def _commit(self, h: BaseHTTPRequestHandler, repo: Repo, rev_name: str, data: bytes) -> None:
+        header: dict[str, Any] = {}
+        added: dict[str, bytes] = {}
+        deleted: set[str] = set()
+        try:
+            for line in data.decode().splitlines():
+                if not line.strip():
+                    continue
+                item = json.loads(line)
+                key, value = item.get("key"), item.get("value") or {}
+                if key == "header":
+                    header = value
+                elif key == "file":
+                    added[value["path"]] = base64.b64decode(value["content"]) \
+                        if value.get("encoding", "base64") == "base64" else value["content"].encode()
+                elif key in ("deletedFile", "deletedFolder"):
+                    deleted.add(value["path"].rstrip("/"))
+                else:
+                    return self._error(h, 422, None, f"Unsupported commit operation {key!r} (this hub takes "
+                                                     "regular files only)", True)
+        except (ValueError, KeyError, UnicodeDecodeError) as exc:
+            return self._error(h, 400, None, f"Malformed commit payload: {exc}", True)
+        for path in added:
+            if path.startswith("/") or ".." in path.split("/") or any(p.startswith(".") for p in path.split("/")):
+                return self._error(h, 422, None, f"Invalid path in commit: {path}", True)
+        with self._lock:
+            branch = rev_name[len("refs/heads/"):] if rev_name.startswith("refs/heads/") else rev_name
+            if branch not in repo.refs:
+                return self._error(h, 404, "RevisionNotFound", f"Invalid rev id: {rev_name}", True)
+            parent = repo.commits[repo.refs[branch]]
+            if header.get("parentCommit") and header["parentCommit"] != parent.commit:
+                return self._error(h, 412, None, "A commit has happened since. Please refresh and try again.", True)
+            if self._upload_dir is None:
+                self._upload_dir = Path(tempfile.mkdtemp(prefix="hubserver-uploads-"))
+            self._uploads += 1
+            folder = self._upload_dir / f"commit-{self._uploads}"
+            blobs = self._upload_dir / "blobs"
+            blobs.mkdir(parents=True, exist_ok=True)
+            for path, f in parent.files.items():
+                if path not in added and path not in deleted and not any(path.startswith(d + "/") for d in deleted):
+                    (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                    (folder / path).symlink_to(f.source.resolve())
+            for path, content in added.items():
+                blob = blobs / hashlib.sha256(content).hexdigest()
+                if not blob.exists():
+                    blob.write_bytes(content)
+                (folder / path).parent.mkdir(parents=True, exist_ok=True)
+                (folder / path).symlink_to(blob)
+            summary = str(header.get("summary") or "Upload files")
+            rev = build_revision(folder, parent=parent.commit, message=summary)
+            repo.commits[rev.commit] = rev
+            repo.refs[branch] = rev.commit
+        base = self.url_for(h.headers.get("Host", "").rsplit(":", 1)[0] or "127.0.0.1")
+        return self._json(h, 200, {"success": True, "commitOid": rev.commit,
+                                   "commitUrl": f"{base}/{repo.repo_id}/commit/{rev.commit}", "hookOutput": ""},
+                          True)
 
     def _tree(self, h: BaseHTTPRequestHandler, repo: Repo, rev_name: str, sub: str,
               params: dict[str, list[str]], body: bool) -> None:

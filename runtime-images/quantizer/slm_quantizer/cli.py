@@ -1,5 +1,8 @@
 """python -m slm_quantizer: fetch -> convert/quantize -> verify (quality gate) -> atomic artifact.
 
+`python -m slm_quantizer export ...` pushes a finished artifact to S3, a Hub repo or an OCI
+registry (export.py).
+
 Formats none and fp8 only fetch and verify (passthrough.py); the others convert and pass a
 perplexity gate. Exit codes (EXIT_CODES; the operator's Job podFailurePolicy fails at once on
 the permanent ones, PERMANENT_EXIT_CODES, and retries the rest):
@@ -252,6 +255,12 @@ def _summary_from(manifest: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point: quantize (the default), or `export ...` (export.py: push a finished artifact)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["export"]:
+        from . import export
+
+        return export.main(argv[1:])
     args = parse_args(argv)
     base = {"format": args.format, "type": args.type, "artifact": str(args.output)}
     token_hint: str | None = None
