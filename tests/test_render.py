@@ -357,7 +357,7 @@ def test_job_fails_at_once_on_permanent_quantizer_exit_codes() -> None:
         fail = next(r for r in policy["rules"] if r["action"] == "FailJob")
         container = job["spec"]["template"]["spec"]["containers"][0]
         assert fail["onExitCodes"]["containerName"] == container["name"]
-        assert fail["onExitCodes"]["values"] == [2, 3, 4, 6]  # slm_quantizer.cli.PERMANENT_EXIT_CODES
+        assert fail["onExitCodes"]["values"] == [2, 3, 4, 6, 7]  # slm_quantizer.cli.PERMANENT_EXIT_CODES
         assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"  # podFailurePolicy needs it
 
 

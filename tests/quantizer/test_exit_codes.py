@@ -54,6 +54,9 @@ CASES = [
     (gguf.GgufError("llama.cpp conversion failed (exit 1)"), "ConversionFailed", 6),
     (onnx.OnnxError("onnxruntime-genai builder failed (exit 1)"), "ConversionFailed", 6),
     (RuntimeError("something unexpected"), "Failed", 1),
+    (OSError(28, "No space left on device"), "DiskFull", 7),
+    (gguf.GgufError("llama.cpp quantize failed (exit 1): write error: No space left on device"), "DiskFull", 7),
+    (fetch.SourceError("download failed: [Errno 28] No space left on device", transient=True), "DiskFull", 7),
 ]
 
 
@@ -63,7 +66,7 @@ def test_each_failure_has_its_exit_code_and_result(monkeypatch, tmp_path, exc, r
     assert (rc, summary["result"]) == (code, result)
     assert cli.EXIT_CODES[result] == code
     assert (code in cli.PERMANENT_EXIT_CODES) == (result in ("GateFailed", "Unsupported", "SourceError",
-                                                               "ConversionFailed"))
+                                                               "ConversionFailed", "DiskFull"))
 
 
 def test_download_errors_are_classified():
@@ -99,3 +102,32 @@ def test_the_job_fails_at_once_on_exactly_the_permanent_codes():
     retried = set(cli.EXIT_CODES.values()) - set(cli.PERMANENT_EXIT_CODES)
     assert retried == {cli.EXIT_FAILED, cli.EXIT_SOURCE_UNAVAILABLE}
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+
+
+def test_a_full_volume_says_what_it_holds_and_what_the_job_needs(monkeypatch, tmp_path):
+    """DiskFull, whatever raised it, carries the volume's capacity and free bytes, the source's
+    bytes (the download cache) and the estimate of what the Job needs (diskspace.bytes_needed)."""
+    cache = tmp_path / ".hf-cache" / "blobs"
+    cache.mkdir(parents=True)
+    (cache / "weights").write_bytes(b"x" * 1000)
+    (cache / "link").symlink_to(cache / "weights")  # the hub's snapshot links are not counted twice
+    rc, summary = _main(monkeypatch, tmp_path, OSError(28, "No space left on device"))
+    assert (rc, summary["result"]) == (7, "DiskFull")
+    assert summary["sourceBytes"] == 1000
+    assert summary["bytesNeeded"] == 3600  # gguf: source + F16 reference + artifact, x1.2
+    assert 0 < summary["bytesFree"] <= summary["bytesCapacity"]
+    assert "volume is full" in summary["message"] and "needs about 1 MiB" in summary["message"]
+
+
+def test_disk_full_is_recognised_through_wrapping():
+    from slm_quantizer import diskspace
+
+    try:
+        try:
+            raise OSError(28, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed") from inner
+    except RuntimeError as outer:
+        assert diskspace.is_disk_full(outer)
+    assert not diskspace.is_disk_full(OSError(13, "Permission denied"))
+    assert diskspace.bytes_needed(100, "none") == 120 and diskspace.bytes_needed(100, "onnx") == 240

@@ -74,9 +74,10 @@ def quantizer_source(t: Target) -> str:
 
 
 # The quantizer's exit codes (slm_quantizer.cli EXIT_CODES) a rerun cannot change: bad source
-# or arguments 2, quality gate 3, unsupported combination 4, conversion refused 6. Transient
+# or arguments 2, quality gate 3, unsupported combination 4, conversion refused 6, the
+# model-cache volume full 7 (the operator reruns the Job once the claim has grown). Transient
 # ones (1 unknown, 5 source unavailable, OOM 137) count against backoffLimit.
-QUANTIZER_PERMANENT_EXIT_CODES = [2, 3, 4, 6]
+QUANTIZER_PERMANENT_EXIT_CODES = [2, 3, 4, 6, 7]
 
 
 def pod_failure_policy() -> Obj:

@@ -16,9 +16,11 @@ the permanent ones, PERMANENT_EXIT_CODES, and retries the rest):
     mismatch (the file is removed first) (retried)
   6 conversion failed: llama.cpp's converter or quantizer, the ONNX builder, Olive or mlx-lm
     refused this model (permanent: the same inputs fail the same way)
+  7 the model-cache volume is full (permanent until the claim grows; diskspace.py): the summary
+    adds bytesCapacity, bytesFree, sourceBytes and bytesNeeded
 Every exit writes a JSON summary to --termination-log:
   {"result": "Succeeded|AlreadyComplete|GateFailed|Unsupported|SourceError|SourceUnavailable|
-              ConversionFailed|Failed",
+              ConversionFailed|DiskFull|Failed",
    "message": "...", "format", "type", "artifact", "perplexityBefore", "perplexityAfter",
    "increasePct", "gatePct", "totalBytes", "sourceBytes", "manifestSha256", "tool" (onnx)}
 """
@@ -37,7 +39,7 @@ from slm_runtime import artifact, corpus, progress
 from slm_runtime.perplexity import relative_increase_pct
 from slm_runtime.secrets import SecretFileError, read_secret_file, redact
 
-from . import fetch
+from . import diskspace, fetch
 
 FORMAT_TYPES = {
     "none": ["bf16", "fp16"],  # fetch + verify only; the type is vLLM's --dtype
@@ -55,11 +57,13 @@ DEFAULT_ONNX_TOOL = "builder"
 SAMPLE_PROMPT = "The baker opened"
 PASSTHROUGH = ("none", "fp8")
 EXIT_FAILED, EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED, EXIT_SOURCE_UNAVAILABLE, EXIT_CONVERSION = 1, 2, 3, 4, 5, 6
+EXIT_DISK_FULL = 7
 EXIT_CODES = {"Failed": EXIT_FAILED, "SourceError": EXIT_USAGE, "GateFailed": EXIT_GATE,
               "Unsupported": EXIT_UNSUPPORTED, "SourceUnavailable": EXIT_SOURCE_UNAVAILABLE,
-              "ConversionFailed": EXIT_CONVERSION}
-# A rerun with the same inputs cannot succeed: the Job fails at once (no re-download).
-PERMANENT_EXIT_CODES = (EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED, EXIT_CONVERSION)
+              "ConversionFailed": EXIT_CONVERSION, "DiskFull": EXIT_DISK_FULL}
+# A rerun with the same inputs cannot succeed: the Job fails at once (no re-download). A full
+# volume is permanent for this Job: the operator reruns it once the claim has grown.
+PERMANENT_EXIT_CODES = (EXIT_USAGE, EXIT_GATE, EXIT_UNSUPPORTED, EXIT_CONVERSION, EXIT_DISK_FULL)
 
 
 class GateFailed(RuntimeError):
@@ -268,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         token_hint = read_secret_file(args.token_file) if args.token_file else None
         secrets = [token_hint, *_s3_secrets(args.s3_credentials_dir)]
-        summary, code = run(args), 0
+        volume = args.output.resolve().parent
+        with diskspace.translate(volume, args.download_dir or volume / ".hf-cache", args.format):
+            summary, code = run(args), 0
+    except diskspace.DiskFull as exc:
+        summary, code = {**base, "result": "DiskFull", "message": str(exc), **exc.facts}, EXIT_DISK_FULL
     except GateFailed as exc:
         summary, code = {**base, "result": "GateFailed", "message": str(exc)}, EXIT_GATE
     except (Unsupported, *_unsupported_errors()) as exc:
