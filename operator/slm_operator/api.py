@@ -429,6 +429,53 @@ class Serving(Model):
                     "(mlx).")] = True
 
 
+# spec.export[].target: s3://BUCKET[/PREFIX] (S3 bucket naming), hf://ORG/NAME (a hub repo id),
+# oci://HOST[:PORT]/REPOSITORY (distribution/reference's domain and path components; no tag or
+# digest: the artifact key is the tag). No quotes or backslashes: it is also a CEL string.
+EXPORT_TARGET_PATTERN = (
+    r"^(s3://[a-z0-9][-.a-z0-9]{1,61}[a-z0-9](/[^\s]*)?"
+    r"|hf://[A-Za-z0-9][-_.A-Za-z0-9]*/[-_.A-Za-z0-9]+"
+    rf"|oci://{_DOMAIN_PART}(\.{_DOMAIN_PART})*(:[0-9]{{1,5}})?/{_PATH_PART}(/{_PATH_PART})*)$"
+)
+EXPORT_TARGET_MESSAGE = (
+    "the export target must be s3://BUCKET/PREFIX (a bucket name of 3 to 63 lower-case letters, digits, '.' "
+    "and '-'), hf://ORG/NAME (a hub repository) or oci://HOST[:PORT]/REPOSITORY (lower-case path, no tag: "
+    "the artifact key is the tag), e.g. s3://models/exports, hf://acme/qwen3-gguf or "
+    "oci://registry.example.com:5000/models/qwen3"
+)
+MAX_EXPORT_TARGETS = 8
+
+
+class ExportTarget(Model):
+    """Where the finished artifact is pushed after the quality gate (an export Job per CR).
+
+    s3://: objects <prefix>/<artifact>/<file>; hf://: branch <artifact> of the repo; oci://: an
+    ORAS-style artifact tagged <artifact>, where <artifact> is the artifact's folder name
+    (format-type-key, e.g. gguf-q4_k_m-1a2b3c4d). docs/quantization.md, "Export"."""
+
+    model_config = ConfigDict(
+        json_schema_extra=rules(
+            ("!self.target.startsWith('hf://') || has(self.credentialsSecret)",
+             "an hf:// export target needs credentialsSecret: a Secret with key HF_TOKEN (a token with write "
+             "access to the repository; optional key HF_ENDPOINT for a private hub)"),
+            ("!has(self.plainHttp) || !self.plainHttp || self.target.startsWith('oci://')",
+             "plainHttp applies to oci:// export targets only: remove it"),
+        ),
+    )
+
+    target: Annotated[str, Field(
+        description="s3://BUCKET/PREFIX, hf://ORG/NAME or oci://HOST[:PORT]/REPOSITORY.", max_length=512),
+        *matching(EXPORT_TARGET_PATTERN, EXPORT_TARGET_MESSAGE)]
+    credentials_secret: Annotated[SecretRef | None, Field(
+        description="Secret mounted as files into the export Job only: s3:// keys AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY (optional AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL); hf:// "
+                    "key HF_TOKEN (optional HF_ENDPOINT); oci:// a kubernetes.io/dockerconfigjson Secret "
+                    "(.dockerconfigjson) or keys username and password. Omitted: anonymous (s3://, oci://).")] = None
+    plain_http: Annotated[bool, Field(
+        description="oci:// only: talk http instead of https to the registry (a registry inside the "
+                    "cluster without TLS).")] = False
+
+
 def serving_enabled(spec: SLMDeploymentSpec) -> bool:
     """True unless spec.serving.enabled is false (quantize-only)."""
     return spec.serving is None or spec.serving.enabled
@@ -757,6 +804,13 @@ class SLMDeploymentSpec(Model):
     quantization: Quantization | None = None
     serving: Annotated[Serving | None, Field(
         description="serving.enabled: false makes this a quantize-only deployment (see Serving).")] = None
+    export: Annotated[list[ExportTarget], Field(
+        description="Push the artifact, once it passed the quality gate, to these targets (S3, a hub "
+                    "repository, an OCI registry); status.artifact.exports reports each. At most "
+                    f"{MAX_EXPORT_TARGETS}, each target once.",
+        max_length=MAX_EXPORT_TARGETS,
+        json_schema_extra=rules(("self.all(x, self.exists_one(y, y.target == x.target))",
+                                 "export targets must be distinct: remove the repeated target")))] = []
     engine: EngineSpec = EngineSpec()
     resources: Resources | None = None
     replicas: Annotated[int | None, Field(

@@ -35,6 +35,9 @@ R_FAILED_CREATE = "FailedCreate"                            # the Deployment can
 R_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"   # the Deployment's rollout timed out
 R_STATUS_REJECTED = "StatusRejected"                        # Event only: the status patch was refused
 R_QUANTIZE_ONLY = "QuantizeOnly"                            # serving.enabled false: the artifact is the product
+R_EXPORTING = "Exporting"                                   # spec.export: the export Job is pushing the artifact
+R_EXPORT_FAILED = "ExportFailed"                            # spec.export: a target refused the push
+R_EXPORTED = "Exported"                                     # spec.export: every target holds the artifact
 
 # Components.
 C_SERVER = "server"
@@ -42,6 +45,7 @@ C_QUANTIZER = "quantizer"
 C_API_KEY = "api-key"
 C_CACHE = "model-cache"
 C_LIMITS = "limits"
+C_EXPORTER = "exporter"
 
 # In-pod paths and ports.
 API_PORT = 8000
@@ -63,6 +67,7 @@ REDIS_PORT = 6379
 HF_TOKEN_DIR = "/var/run/secrets/hf"
 HF_TOKEN_FILE = f"{HF_TOKEN_DIR}/token"
 S3_CREDENTIALS_DIR = "/var/run/secrets/s3"
+EXPORT_CREDENTIALS_DIR = "/var/run/secrets/export"  # spec.export[i].credentialsSecret at <dir>/<i>
 RUN_AS = 65532
 
 GPU_RESOURCE = "nvidia.com/gpu"
