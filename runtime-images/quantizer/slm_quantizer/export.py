@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -208,8 +209,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not isinstance(targets, list) or not targets or not all(
             isinstance(t, dict) and isinstance(t.get("target"), str) for t in targets):
         p.error('--targets must be a non-empty JSON list of {"target": URL, ...}')
-    if not all(c in "0123456789abcdefghijklmnopqrstuvwxyz-" for c in args.key) or not args.key:
-        p.error(f"--key {args.key!r} must be lower-case letters, digits and '-' (the artifact key)")
+    if not re.fullmatch(r"[a-z0-9][-_.a-z0-9]{0,127}", args.key):
+        p.error(f"--key {args.key!r} must be 1 to 128 lower-case letters, digits, '-', '_' and '.' (the "
+                "artifact's folder name: an S3 sub-prefix, a hub branch and an OCI tag)")
     args.targets = targets
     return args
 
