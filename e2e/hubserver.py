@@ -64,6 +64,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -255,6 +256,10 @@ class HubServer:
         self._uploads = 0
         self.repos: dict[str, Repo] = {}
         self.requests: list[HubRequest] = []
+        # File bodies: (path in the repo, Range header or None) per GET, and an optional throttle
+        # (bytes per second per response, 0: none) so a test can catch a download half-way.
+        self.file_gets: list[tuple[str, str | None]] = []
+        self.throttle_bps = 0.0
         self._lock = threading.Lock()
         hub = self
 
@@ -625,6 +630,8 @@ class HubServer:
         h.end_headers()
         if not body or not length:
             return
+        with self._lock:
+            self.file_gets.append((path, rng))
         with open(f.source, "rb") as fh:
             fh.seek(start)
             left = length
@@ -633,7 +640,12 @@ class HubServer:
                 if not block:  # the file shrank since it was added: the client sees a short body
                     h.close_connection = True
                     return
-                h.wfile.write(block)
+                if self.throttle_bps > 0:  # in slices, so the client sees bytes arrive steadily
+                    for i in range(0, len(block), 16384):
+                        h.wfile.write(block[i:i + 16384])
+                        time.sleep(min(16384, len(block) - i) / self.throttle_bps)
+                else:
+                    h.wfile.write(block)
                 left -= len(block)
 
 
