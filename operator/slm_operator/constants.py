@@ -17,6 +17,7 @@ L_ENGINE = "slm.ai/engine"
 # Annotations.
 A_SPEC_HASH = "slm.ai/spec-hash"          # pod template: restart pods when engine config changes
 A_ARTIFACT_KEY = "slm.ai/artifact-key"    # Job: which artifact it produces
+A_CLAIM_SIZE = "slm.ai/claim-size"        # Job: its claim's size when made (a full volume reruns it on growth)
 A_GENERATED = "slm.ai/generated-secret"   # Secret: value generated once by the operator
 A_GENERATED_KEY = "slm.ai/generated-key"  # Secret: the data key of that value (default api-key)
 
@@ -31,6 +32,7 @@ CONDITION_TYPES = (READY, MODEL_READY, AVAILABLE, PROGRESSING, DEGRADED)
 # Condition reasons the reconciler sets itself (pod fault reasons: slm_operator.podfaults).
 R_APPLY_REJECTED = "ApplyRejected"                          # the API server refused a write (4xx)
 R_QUANTIZATION_FAILED = "QuantizationFailed"                # the Job failed, not at the quality gate
+R_INSUFFICIENT_STORAGE = "InsufficientStorage"              # the Job filled the model-cache volume (quantizer exit 7)
 R_FAILED_CREATE = "FailedCreate"                            # the Deployment cannot create pods
 R_PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"   # the Deployment's rollout timed out
 R_STATUS_REJECTED = "StatusRejected"                        # Event only: the status patch was refused

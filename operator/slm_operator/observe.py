@@ -49,6 +49,7 @@ class ArtifactWant:
     location: str
     job: str | None
     source: str
+    claim: str = ""  # the model-cache PVC's name (named when the volume fills)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,8 @@ class ArtifactView:
     leave it out. problem: a Degraded cause or None. create_job: no Job exists yet (the caller
     creates want.job). job_outcome: SUCCEEDED/FAILED/GATE_FAILED when the Job has finished (the
     caller counts it once per Job uid). recheck_after: seconds after which time alone could
-    change this view (an Unschedulable pod's grace), else None.
+    change this view (an Unschedulable pod's grace), else None. volume_full: the Job failed
+    because the model-cache volume filled (the caller reruns it once the claim is larger).
     """
 
     ready: bool
@@ -71,6 +73,7 @@ class ArtifactView:
     create_job: bool = False
     job_outcome: str | None = None
     recheck_after: float | None = None
+    volume_full: bool = False
 
 
 def job_condition(job: Mapping[str, Any], ctype: str) -> bool:
@@ -115,6 +118,24 @@ def artifact_facts(summary: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(summary.get("manifestSha256"), str):  # one checksum for the whole artifact
         facts["checksum"] = f"sha256:{summary['manifestSha256']}"
     return facts
+
+
+def size_quantity(n_bytes: int) -> str:
+    """The smallest whole Mi (below 1 GiB) or Gi quantity holding `n_bytes`: "96Mi", "3Gi"."""
+    mib = -(-n_bytes // (1 << 20))
+    return f"{mib}Mi" if mib < 1024 else f"{-(-mib // 1024)}Gi"
+
+
+def volume_full_message(job_name: str, claim: str, summary: Mapping[str, Any]) -> str:
+    """The Degraded sentence for a Job that filled its model-cache volume (the quantizer's
+    DiskFull summary: bytesNeeded, its message): the claim, the quantizer's words, the size to
+    ask for, and what happens next."""
+    needed = summary.get("bytesNeeded")
+    ask = (f"Raise spec.storage.size to at least {size_quantity(int(needed))}" if isinstance(needed, int)
+           and needed > 0 else "Raise spec.storage.size")
+    return (f"Job {job_name} failed: {one_line(summary.get('message'), 300)}. {ask}: the claim {claim} grows "
+            "in place when its StorageClass allows volume expansion, and the quantization reruns once it "
+            "has grown. No partial artifact was left; the download stays for the rerun")
 
 
 def one_line(text: Any, limit: int = 400) -> str:
@@ -203,6 +224,12 @@ def observe_artifact(previous: Mapping[str, Any], job: Mapping[str, Any] | None,
             reason, outcome = "QualityGateFailed", GATE_FAILED
             detail = podfaults.redact(str(summary.get("message") or "see the Job's pod logs"), secrets)[:400]
             msg = f"Job {name} failed: {detail}"
+        elif summary.get("result") == "DiskFull":
+            msg = volume_full_message(name, want.claim, summary)
+            return ArtifactView(ready=False, problem=Cond(True, c.R_INSUFFICIENT_STORAGE, msg),
+                                model=Cond(False, c.R_INSUFFICIENT_STORAGE, msg),
+                                quantization={"stage": "Failed", "job": name}, job_outcome=FAILED,
+                                volume_full=True)
         else:
             reason, outcome = c.R_QUANTIZATION_FAILED, FAILED
             msg = job_failure_message(job, name, pods, secrets)

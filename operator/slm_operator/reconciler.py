@@ -105,7 +105,8 @@ def artifact_want(p: Plan) -> ArtifactWant:
     """The artifact the plan wants, with the plan's Job name and artifact path."""
     t = p.target
     return ArtifactWant(key=t.key, fmt=t.r.format, qtype=t.r.qtype, location=p.artifact_path,
-                        job=p.names["job"] if p.job is not None else None, source=t.spec.model.source)
+                        job=p.names["job"] if p.job is not None else None, source=t.spec.model.source,
+                        claim=p.names["cache"])
 
 def _decoded(value: str) -> str:
     try:
@@ -407,7 +408,12 @@ class Reconciler:
         pods = self.cache.pods(ns, owner, job=want.job) if want.job and job is not None else []
         if lists_pods(previous, job, pods, want):
             pods = [podfaults.summarise(x) for x in await self.kube.list_pods(ns, {"job-name": want.job or ""})]
+        if job is not None:  # a rerun's Job has the old one's name: its pods may linger a moment
+            made = job["metadata"].get("creationTimestamp") or ""
+            pods = [x for x in pods if x.get("created", made) >= made]
         view = observe_artifact(previous, job, pods, want, secrets=secret_values)
+        if view.volume_full and job is not None:
+            view = await self._rerun_when_claim_grew(p, job, view, out)
         if view.recheck_after is not None:
             out.again_after(view.recheck_after)
         if job is not None and view.job_outcome is not None:
@@ -418,6 +424,33 @@ class Reconciler:
             if len(out.rejected) > rejected:
                 view = dataclasses.replace(view, model=Cond(False, c.R_APPLY_REJECTED, out.rejected[-1]),
                                            quantization={"stage": "Pending"})
+        return view
+
+    async def _rerun_when_claim_grew(self, p: Plan, job: dict[str, Any], view: ArtifactView,
+                                     out: Outcome) -> ArtifactView:
+        """A Job that filled the model-cache volume: once the claim holds more than when the Job
+        was made (its A_CLAIM_SIZE annotation), delete the Job so that the next pass makes it
+        again; while the claim is still growing, say so and look again in 10 s."""
+        ns, name = p.target.namespace, p.names["cache"]
+        claim = self.cache.get("PersistentVolumeClaim", ns, name) or await self.kube.get(
+            "v1", "PersistentVolumeClaim", name, ns)
+        made = (job["metadata"].get("annotations") or {}).get(c.A_CLAIM_SIZE)
+        if claim is None or made is None:
+            return view
+        capacity = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
+        asked = claim["spec"]["resources"]["requests"]["storage"]
+        if capacity and parse_quantity(capacity) > parse_quantity(made):
+            await self.kube.delete("batch/v1", "Job", job["metadata"]["name"], ns)
+            out.again_after(2.0)
+            msg = f"The claim {name} grew from {made} to {capacity}: Job {job['metadata']['name']} reruns."
+            return dataclasses.replace(view, problem=None, volume_full=False, model=Cond(False, "Quantizing", msg),
+                                       quantization={"stage": "Pending", "job": job["metadata"]["name"]})
+        if parse_quantity(asked) > parse_quantity(made):
+            out.again_after(10.0)
+            grow = f" The claim {name} is growing to {asked} (now {capacity or made}); the Job reruns then."
+            problem = view.problem or view.model
+            return dataclasses.replace(view, problem=dataclasses.replace(problem, message=problem.message + grow),
+                                       model=dataclasses.replace(view.model, message=view.model.message + grow))
         return view
 
     def _record_job_metrics(self, job: dict[str, Any], fmt: str, outcome: str) -> None:

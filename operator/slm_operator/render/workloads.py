@@ -183,7 +183,8 @@ def quantize_job(t: Target, image: str, hub_defaults: hub.HubDefaults | None = N
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(t, names["job"], c.C_QUANTIZER, annotations={c.A_ARTIFACT_KEY: t.key}),
+        "metadata": metadata(t, names["job"], c.C_QUANTIZER,
+                             annotations={c.A_ARTIFACT_KEY: t.key, c.A_CLAIM_SIZE: t.r.storage_size}),
         "spec": {
             "backoffLimit": 2,
             "activeDeadlineSeconds": 6 * 3600,
