@@ -35,7 +35,7 @@ from typing import Any
 
 import pydantic
 
-from slm_operator import api, hub, metrics, podfaults
+from slm_operator import api, export, export_stage, hub, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
@@ -201,13 +201,17 @@ class Reconciler:
                                  "artifact passes the quality gate." if quantize_only else "The serving Deployment "
                                  "starts once the model artifact is ready.")
             return self._with_rejections(obs, out)
+        exports = await export_stage.reconcile_exports(self, cr, p, previous, out)  # spec.export, after the gate
         if quantize_only:
             # The artifact is the product (status.artifact: location, size, checksum,
             # perplexities); serving objects left from when serving was on are pruned.
             await self._prune(cr, p, out)
+            if export_stage.apply_to(obs, exports, quantize_only):
+                return self._with_rejections(obs, out)
             obs.available = Cond(True, c.R_QUANTIZE_ONLY, "Quantize-only (serving.enabled is false): the artifact "
                                  "passed the quality gate and is ready; nothing is served.")
             return self._with_rejections(obs, out)
+        export_stage.apply_to(obs, exports, quantize_only)
         serving = await self._serve(cr, p, out, secret_values)
         obs.available = serving.available
         if serving.replicas is not None:
@@ -385,8 +389,8 @@ class Reconciler:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in p.all()}
         for kind, obj in self.cache.owned_by(cr.metadata.namespace, cr.metadata.name, cr.metadata.uid):
             name = obj["metadata"]["name"]
-            if (kind, name) in wanted or kind == "PersistentVolumeClaim":
-                continue
+            if (kind, name) in wanted or kind == "PersistentVolumeClaim" or export.is_export_child(obj):
+                continue  # export Jobs: the export stage keeps or deletes them
             try:
                 await self.kube.delete(obj["apiVersion"], kind, name, cr.metadata.namespace)
             except Exception as e:
