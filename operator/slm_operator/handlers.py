@@ -120,7 +120,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.conditions = {}
     ctx = cfg.render_context(service_monitor_crd=await STATE.kube.crd_exists(
         "servicemonitors.monitoring.coreos.com"))
-    STATE.reconciler = Reconciler(STATE.kube, STATE.cache, ctx)
+    STATE.reconciler = Reconciler(STATE.kube, STATE.cache, ctx, status_settle=cfg.status_settle_s)
     STATE.queue = WorkQueue(_reconcile, workers=cfg.workers)
     await _prefill(client, cfg)
     await _start_pod_watches(cfg)
@@ -209,6 +209,7 @@ async def slm_event(event: dict[str, Any], body: kopf.Body, namespace: str, name
     key = (namespace, name)
     if event.get("type") == "DELETED":
         STATE.queue.forget(key)
+        STATE.reconciler.forget(namespace, name)
         STATE.conditions.pop(key, None)
         _update_condition_gauge()
         _set_condition_series(key, {})

@@ -64,11 +64,15 @@ class Kube:
     def _count(verb: str, kind: str) -> None:
         metrics.API_REQUESTS.labels(verb=verb, kind=kind).inc()
 
-    async def apply(self, obj: dict[str, Any]) -> None:
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply (force, field manager slm-operator); returns the object as the
+        server stored it, so the caller can cache it before the watch brings it (a reconcile
+        in between would otherwise see no child and apply it again)."""
         self._count("patch", obj["kind"])
         meta = obj["metadata"]
-        await self.client.patch(resource_for(obj), meta["name"], obj, namespace=meta.get("namespace"),
-                                patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=True)
+        res = await self.client.patch(resource_for(obj), meta["name"], obj, namespace=meta.get("namespace"),
+                                      patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=True)
+        return _as_dict(res, obj)
 
     async def create(self, obj: dict[str, Any]) -> bool:
         """Create; False when it already exists (used for create-once objects)."""
@@ -157,10 +161,14 @@ class Kube:
             await sleep(backoff)
             backoff = min(max_backoff, backoff * 2)
 
-    async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> None:
+    async def patch_status(self, name: str, namespace: str, status: dict[str, Any]) -> str:
+        """Merge-patch the status subresource; returns the SLMDeployment's new resourceVersion
+        ('' when the answer has none), so a body the watch delivers late can be told apart."""
         self._count("patch", "SLMDeployment/status")
-        await self.client.patch(SLMResource.Status, name, {"status": status}, namespace=namespace,
-                                patch_type=PatchType.MERGE)
+        res = await self.client.patch(SLMResource.Status, name, {"status": status}, namespace=namespace,
+                                      patch_type=PatchType.MERGE)
+        meta = getattr(res, "metadata", None)
+        return str(getattr(meta, "resourceVersion", "") or "")
 
     async def post_event(self, event: dict[str, Any]) -> None:
         from lightkube.resources.core_v1 import Event
@@ -185,6 +193,18 @@ class Kube:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _as_dict(res: Any, sent: dict[str, Any]) -> dict[str, Any]:
+    """The server's answer as a plain dict with apiVersion and kind (as the watch gives them),
+    without managedFields (never read, often half the object)."""
+    d = res.to_dict() if hasattr(res, "to_dict") else dict(res or {})
+    d.setdefault("apiVersion", sent["apiVersion"])
+    d.setdefault("kind", sent["kind"])
+    meta = d.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return d
 
 
 def _background() -> Any:

@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,13 +138,23 @@ class Reconciler:
     """The stages above over a `Kube` (API requests), a `ChildCache` (the watch's children
     and pod summaries) and the operator-wide render facts (`RenderContext`)."""
 
-    def __init__(self, kube: Kube, cache: ChildCache, ctx: RenderContext) -> None:
+    def __init__(self, kube: Kube, cache: ChildCache, ctx: RenderContext, *, status_settle: float = 0.0) -> None:
+        """`status_settle` (seconds, 0: off): how long a status that only says "in progress"
+        (Ready and Degraded both False) may wait before it is written, so that a state the next
+        observation replaces within that window (Job created -> running, Deployment created ->
+        replicas starting) costs no write; Ready, Degraded and every other status are written at
+        once. settings.OperatorConfig.status_settle_s gives the operator's value."""
         self.kube = kube
         self.cache = cache
         self.ctx = ctx
+        self.status_settle = status_settle
         self._known_secrets: set[tuple[str, str, str]] = set()
         self._recorded_jobs: set[str] = set()  # Job uids already counted in the metrics
         self._status_refusals: set[tuple[str, str]] = set()  # (CR uid, message) already posted
+        # (namespace, name) -> (resourceVersion, compact JSON status) of status writes the watch
+        # has not delivered yet: a body older than the write starts from what was written.
+        self._written: dict[tuple[str, str], tuple[int, str]] = {}
+        self._deferred: dict[tuple[str, str], float] = {}  # key -> monotonic time first deferred
 
     async def reconcile(self, body: dict[str, Any]) -> Outcome:
         """One pass over one SLMDeployment (its body from the watch; only read, never written).
@@ -150,10 +162,29 @@ class Reconciler:
         Returns the Outcome, whose `status` is the status now in force. Raises on transient
         API errors (the work queue retries with back-off); refused writes end in status."""
         out = Outcome()
-        previous = body.get("status") or {}
+        previous = self._latest_status(body)
         obs = await self._observe(body, previous, out)
         out.status = await self._write_status(body, obs, previous, out)
         return out
+
+    def _latest_status(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body's status, or the one this operator wrote last when the body predates that
+        write (its resourceVersion is older: the watch lags), so no write is sent twice."""
+        meta = body["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        written = self._written.get(key)
+        if written is not None:
+            rv = _rv(meta.get("resourceVersion"))
+            if rv is not None and rv >= written[0]:
+                del self._written[key]  # the watch has caught up
+            else:
+                return json.loads(written[1])
+        return body.get("status") or {}
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept for a deleted SLMDeployment."""
+        self._written.pop((namespace, name), None)
+        self._deferred.pop((namespace, name), None)
 
     async def _observe(self, body: dict[str, Any], previous: dict[str, Any], out: Outcome) -> Observation:
         """Stages 1-6: what status should say."""
@@ -181,7 +212,7 @@ class Reconciler:
         p = plan(cr, dataclasses.replace(self.ctx, consumers=facts), res)
 
         missing = await self._check_secrets(cr, secret_values) or consumers_missing
-        await self._apply_all([o for o in p.prepare if o["kind"] != "Job"], out)
+        await self._apply_all([o for o in p.prepare if o["kind"] != "Job"], out, fresh=not previous)
         if missing:
             obs.problem = Cond(True, "SecretNotFound", missing)
             obs.model = Cond(False, "WaitingForSecret", missing)
@@ -316,28 +347,31 @@ class Reconciler:
                              f"consumers keep working: {listed}. Fix the entries in the Secret; the gateway "
                              "picks the change up within a minute.")
 
-    async def _ensure_generated_secret(self, obj: dict[str, Any], out: Outcome) -> None:
+    async def _ensure_generated_secret(self, obj: dict[str, Any], out: Outcome, fresh: bool = False) -> None:
         """Create-once: the random key is written on creation and never rotated by us.
 
         Remembered per owner uid: a Secret garbage-collected with a deleted SLMDeployment is
         made again for a re-created one of the same name (found on a real node: its pods
-        waited on a missing Secret mount)."""
+        waited on a missing Secret mount). `fresh`: the SLMDeployment has no status yet (new),
+        so its Secret is created without a GET first (an existing one answers 409 and is kept);
+        otherwise (a restart) it is read first, so a restart sends no writes."""
         meta = obj["metadata"]
         owner = next((o.get("uid", "") for o in meta.get("ownerReferences") or []), "")
         key = (meta["namespace"], meta["name"], owner)
         if key in self._known_secrets:
             return
-        if await self.kube.get("v1", "Secret", key[1], key[0]) is None:
+        if fresh or await self.kube.get("v1", "Secret", key[1], key[0]) is None:
             value = base64.b64encode(secrets.token_urlsafe(32).encode()).decode()
             data_key = (meta.get("annotations") or {}).get(c.A_GENERATED_KEY, "api-key")
             try:
-                await self.kube.create({**obj, "data": {data_key: value}})
+                created = await self.kube.create({**obj, "data": {data_key: value}})
             except Exception as e:
                 if not self._refused(e, "create", obj, out):
                     raise
                 return
-            metrics.WRITES.labels(kind="Secret").inc()
-            out.writes += 1
+            if created is not False:
+                metrics.WRITES.labels(kind="Secret").inc()
+                out.writes += 1
         self._known_secrets.add(key)
 
     @staticmethod
@@ -357,11 +391,14 @@ class Reconciler:
 
     # -- apply ---------------------------------------------------------------------------
 
-    async def _apply_all(self, objs: list[dict[str, Any]], out: Outcome) -> None:
+    async def _apply_all(self, objs: list[dict[str, Any]], out: Outcome, fresh: bool = False) -> None:
+        """Apply each object that differs from its cached live copy (Secrets: create once; see
+        _ensure_generated_secret for `fresh`). The server's answer goes into the cache at once,
+        so a reconcile before the watch event sees the child and sends nothing."""
         for obj in objs:
             kind = obj["kind"]
             if kind == "Secret":
-                await self._ensure_generated_secret(obj, out)
+                await self._ensure_generated_secret(obj, out, fresh)
                 continue
             live = self.cache.get(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
             if kind == "Job" and live is not None:
@@ -370,11 +407,13 @@ class Reconciler:
                 continue  # never shrink a claim; other PVC fields are immutable
             if needs_apply(obj, live):
                 try:
-                    await self.kube.apply(obj)
+                    stored = await self.kube.apply(obj)
                 except Exception as e:
                     if not self._refused(e, "apply", obj, out):
                         raise
                     continue
+                if isinstance(stored, dict) and (stored.get("metadata") or {}).get("name"):
+                    self.cache.put(kind, stored)
                 metrics.WRITES.labels(kind=kind).inc()
                 out.writes += 1
 
@@ -497,11 +536,20 @@ class Reconciler:
         """Stage 7: the status from `obs`, patched only when it differs from `old`, with at most
         one Event for the change. Returns the status now in force (the new one, or `old`)."""
         new = build_status(obs, old)
-        if not status_changed(new, old):
-            return old
         meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if not status_changed(new, old):
+            self._deferred.pop(key, None)
+            return old
+        if self.status_settle > 0 and in_progress(new):
+            now_ = time.monotonic()
+            since = self._deferred.setdefault(key, now_)
+            if now_ - since < self.status_settle:
+                out.again_after(self.status_settle - (now_ - since))
+                return old
+        self._deferred.pop(key, None)
         try:
-            await self.kube.patch_status(meta["name"], meta["namespace"], new)
+            rv = await self.kube.patch_status(meta["name"], meta["namespace"], new)
         except Exception as e:
             r = refusal(e)
             if r is not None:  # can't say it in status: say it in an Event (once per message)
@@ -511,11 +559,27 @@ class Reconciler:
                     await self.kube.post_event(_event(body, "Warning", c.R_STATUS_REJECTED,
                                                       f"The API server refused this status ({r[0]}): {r[1]}"))
             raise
+        rv_int = _rv(rv)
+        if rv_int is not None:
+            self._written[key] = (rv_int, json.dumps(new, separators=(",", ":")))
         out.writes += 1
         event = _transition_event(transitions(new, old), first=not old) or _reason_change_event(new, old)
         if event:
             await self.kube.post_event(_event(body, *event))
         return new
+
+
+def _rv(value: Any) -> int | None:
+    """A resourceVersion as an integer (etcd's revision), None when it is not one: the order
+    is then unknown and nothing is compared."""
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+def in_progress(status: dict[str, Any]) -> bool:
+    """True when the status says only "in progress": Ready and Degraded both False (a state
+    the next observation usually replaces within seconds)."""
+    conds = {x.get("type"): x.get("status") for x in status.get("conditions") or []}
+    return conds.get(c.READY) == "False" and conds.get(c.DEGRADED) == "False"
 
 
 def _transition_event(flips: list[tuple[str, str, str, str]], *, first: bool) -> tuple[str, str, str] | None:

@@ -14,12 +14,35 @@ def image_env(engine: str) -> str:
     return f"SLM_IMAGE_{engine.upper()}"
 
 
+def _seconds_env(name: str, default: float) -> float:
+    """A non-negative number of seconds from env `name` (unset: `default`).
+
+    Raises:
+        ValueError: naming the variable, the value and what is expected.
+    """
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also refuses NaN
+        raise ValueError(f"{name}={raw!r} is not a number of seconds: set it to 0 or more (e.g. 2), "
+                         "or unset it for the default")
+    return value
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     images: Images = field(default_factory=Images)
     namespaces: tuple[str, ...] = ()
     workers: int = 16
     monitoring_namespace: str = "monitoring"
+    # Seconds an "in progress" status may wait before it is written (reconciler.Reconciler's
+    # status_settle): measured by bench/controlplane, 2 s drops the transient writes (Job created
+    # -> running, Deployment created -> replicas starting) on the local control plane.
+    status_settle_s: float = 2.0
     hub: HubDefaults = field(default_factory=HubDefaults)
 
     @classmethod
@@ -44,6 +67,7 @@ class OperatorConfig:
             namespaces=namespaces,
             workers=int(os.environ.get("SLM_WORKERS", "16")),
             monitoring_namespace=os.environ.get("SLM_MONITORING_NAMESPACE", "monitoring"),
+            status_settle_s=_seconds_env("SLM_STATUS_SETTLE_S", 2.0),
             hub=HubDefaults.from_env(dict(os.environ)),
         )
 
