@@ -168,6 +168,8 @@ def _transient(e: Exception) -> bool:
     if isinstance(e, httpx.TransportError):
         return True
     code = getattr(getattr(e, "status", None), "code", None)
+    if code is None:  # an answer lightkube could not read as a Status: API Priority and Fairness's 429 is plain text
+        code = getattr(getattr(e, "response", None), "status_code", None)
     return code in _TRANSIENT_CODES
 
 
