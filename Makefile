@@ -29,6 +29,7 @@ test: venv
 	bash tests/engines/vllm_env.sh
 	bash hack/checkov-env.sh >/dev/null
 	bash hack/build-promtool.sh >/dev/null
+	bash hack/build-registry.sh >/dev/null
 	# Foundry Local's runtime (side venv: it pins another onnxruntime) to load exported artifacts in
 	bash runtime-images/install-foundry-local.sh $(VENV)/bin/python >/dev/null
 	# llama.cpp's llama-server (cached by version; minutes when the venv's llama-cpp-python libraries are linked)
