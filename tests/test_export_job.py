@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -195,3 +196,19 @@ def test_export_waits_for_the_gate_and_removing_the_targets_removes_the_job() ->
     w.run()
     assert ("delete", "Job", name) in w.kube.calls
     assert "exports" not in (w.body["status"].get("artifact") or {})
+
+
+def test_the_export_example_validates_and_its_job_renders() -> None:
+    import yaml
+
+    path = Path(__file__).resolve().parents[1] / "examples/export/qwen3-0.6b-gguf-export.yaml"
+    doc = yaml.safe_load(path.read_text())
+    assert validate(doc) == []
+    cr = api.SLMDeployment.model_validate({**doc, "metadata": {**doc["metadata"], "namespace": NS}})
+    p = plan(cr, RenderContext(), resolution(cr.spec))
+    job = export.export_job(p.target, "q:1", p.artifact_path, export.job_name(cr.metadata.name, p.artifact_path,
+                                                                              cr.spec))
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [t["target"] for t in json.loads(args[args.index("--targets") + 1])] == [
+        "s3://models/exports", "hf://acme/qwen3-gguf", "oci://registry.example.com/models/qwen3"]
+    assert not [o for o in p.all() if o["kind"] in ("Deployment", "Service")]
