@@ -33,6 +33,7 @@ import httpx
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+PY_SPY = os.environ.get("PY_SPY", "py-spy")  # --profile: a py-spy binary (not a project dependency)
 sys.path.insert(0, str(ROOT / "operator"))
 
 from slm_operator import api  # noqa: E402
@@ -107,7 +108,8 @@ def ensure_gpu_nodes(client: httpx.Client, count: int) -> None:
         node["metadata"]["name"] = name
         node["metadata"]["labels"]["kubernetes.io/hostname"] = name
         for k in ("capacity", "allocatable"):
-            node["status"][k].update({"nvidia.com/gpu": "128", "cpu": "2048", "memory": "16Ti", "pods": "1000"})
+            node["status"][k].update({"nvidia.com/gpu": "128", "cpu": "2048", "memory": "16Ti", "pods": "1000",
+                                      "ephemeral-storage": "100Ti"})
         r = client.patch(f"/api/v1/nodes/{name}", params={"fieldManager": "slm-bench", "force": "true"},
                          content=json.dumps(node), headers={"Content-Type": "application/apply-patch+yaml"})
         r.raise_for_status()
@@ -123,8 +125,9 @@ def ensure_cpu_nodes(client: httpx.Client, count: int) -> None:
         node = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
                              "labels": {"type": "kwok", "kubernetes.io/hostname": name}},
-                "status": {"capacity": {"cpu": "512", "memory": "4Ti", "pods": "1000"},
-                           "allocatable": {"cpu": "512", "memory": "4Ti", "pods": "1000"}}}
+                "status": {"capacity": {"cpu": "512", "memory": "4Ti", "pods": "1000", "ephemeral-storage": "100Ti"},
+                           "allocatable": {"cpu": "512", "memory": "4Ti", "pods": "1000",
+                                           "ephemeral-storage": "100Ti"}}}
         client.patch(f"/api/v1/nodes/{name}", params={"fieldManager": "slm-bench", "force": "true"},
                      content=json.dumps(node), headers={"Content-Type": "application/apply-patch+yaml"}
                      ).raise_for_status()
@@ -132,6 +135,66 @@ def ensure_cpu_nodes(client: httpx.Client, count: int) -> None:
                      content=json.dumps({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
                                          "status": node["status"]}),
                      headers={"Content-Type": "application/apply-patch+yaml"}).raise_for_status()
+
+
+def ensure_crd(kubeconfig: str) -> None:
+    """Install the SLMDeployment CRD (crds/, server-side apply) and wait until it is Established:
+    a freshly started local control plane has none."""
+    kubectl = [os.environ.get("KUBECTL", "kubectl"), "--kubeconfig", kubeconfig]
+    subprocess.run([*kubectl, "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds")],
+                   check=True, capture_output=True)
+    subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/slmdeployments.slm.ai",
+                    "--timeout=60s"], check=True, capture_output=True)
+
+
+FAILING_PREFIX = "f"  # CRs named f... have their Service refused (make_failing); healthy ones are b...
+REFUSAL = "slm-bench refuses this Service on purpose (a CR failing for ever)"
+
+
+def make_failing(client: httpx.Client, ns: str) -> None:
+    """A ValidatingAdmissionPolicy (in the API server, no webhook) bound to namespace `ns` that
+    refuses every Service whose slm.ai/deployment label starts with FAILING_PREFIX: those CRs
+    fail for ever (Degraded ApplyRejected, the server's message REFUSAL in status), the others
+    are untouched. Named after the namespace; deleted with it by delete_namespace's caller."""
+    name = f"slm-bench-{ns}"
+    expr = (f"!(has(object.metadata.labels) && 'slm.ai/deployment' in object.metadata.labels && "
+            f"object.metadata.labels['slm.ai/deployment'].startsWith('{FAILING_PREFIX}'))")
+    policy = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+              "metadata": {"name": name},
+              "spec": {"failurePolicy": "Fail",
+                       "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                                               "operations": ["CREATE", "UPDATE"],
+                                                               "resources": ["services"]}]},
+                       "validations": [{"expression": expr, "message": REFUSAL}]}}
+    binding = {"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+               "metadata": {"name": name},
+               "spec": {"policyName": name, "validationActions": ["Deny"],
+                        "matchResources": {"namespaceSelector": {"matchLabels": {
+                            "kubernetes.io/metadata.name": ns}}}}}
+    base = "/apis/admissionregistration.k8s.io/v1"
+    for plural, obj in (("validatingadmissionpolicies", policy), ("validatingadmissionpolicybindings", binding)):
+        client.patch(f"{base}/{plural}/{name}", params={"fieldManager": "slm-bench", "force": "true"},
+                     content=json.dumps(obj), headers={"Content-Type": "application/apply-patch+yaml"}
+                     ).raise_for_status()
+    # The policy takes effect when the API server's informer has it: probe until a refused
+    # dry-run create says so (at most 30 s).
+    probe = {"apiVersion": "v1", "kind": "Service",
+             "metadata": {"name": "probe", "namespace": ns, "labels": {"slm.ai/deployment": FAILING_PREFIX + "x"}},
+             "spec": {"ports": [{"port": 80}]}}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = client.post(f"/api/v1/namespaces/{ns}/services", params={"dryRun": "All"}, json=probe)
+        if r.status_code >= 400 and REFUSAL in r.text:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the admission policy {name} did not take effect within 30 s")
+
+
+def remove_failing(client: httpx.Client, ns: str) -> None:
+    """Delete make_failing's policy and binding (404 is fine)."""
+    base = "/apis/admissionregistration.k8s.io/v1"
+    for plural in ("validatingadmissionpolicybindings", "validatingadmissionpolicies"):
+        client.delete(f"{base}/{plural}/slm-bench-{ns}")
 
 
 def create_namespace(client: httpx.Client, ns: str) -> None:
@@ -156,6 +219,7 @@ class Progress:
         self.kube, self.ns = kube, ns
         self.ready: dict[str, float] = {}
         self.served: dict[str, float] = {}
+        self.degraded: dict[str, str] = {}  # name -> the Degraded message (ApplyRejected only)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._watch, args=(p, f), daemon=True) for p, f in (
             (SLM_PATH.format(ns=ns), self._on_slm), (f"/apis/apps/v1/namespaces/{ns}/deployments", self._on_dep))]
@@ -172,6 +236,8 @@ class Progress:
         for c in (obj.get("status") or {}).get("conditions") or []:
             if c["type"] == "Ready" and c["status"] == "True":
                 self.ready.setdefault(name, time.monotonic())
+            if c["type"] == "Degraded" and c["status"] == "True" and c.get("reason") == "ApplyRejected":
+                self.degraded[name] = c.get("message", "")
 
     def _on_dep(self, obj: dict[str, Any]) -> None:
         owner = (obj["metadata"].get("labels") or {}).get("slm.ai/deployment")
@@ -187,7 +253,7 @@ class Progress:
                         listing = client.get(path).json()
                         for item in listing.get("items", []):
                             fn(item)
-                        rv = listing["metadata"]["resourceVersion"]
+                        rv = listing["metadata"]["resourceVersion"]  # KeyError: not a list (429, 5xx)
                     with client.stream("GET", path, params={"watch": "1", "resourceVersion": rv,
                                                             "timeoutSeconds": "30"}, timeout=None) as r:
                         for line in r.iter_lines():
@@ -199,8 +265,50 @@ class Progress:
                                 break
                             rv = ev["object"]["metadata"]["resourceVersion"]
                             fn(ev["object"])
-                except (httpx.HTTPError, ValueError):
+                except (httpx.HTTPError, ValueError, KeyError):
                     time.sleep(0.2)
+
+
+class LoadSampler:
+    """Samples the 1-minute load average (/proc/loadavg) every second during a run.
+
+    The machine may be shared: a ratio measured while other work kept the load above
+    NOISY_LOAD_FACTOR x the core count compares two runs that had different machines, so it is
+    marked noisy (see `noisy`)."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(1.0)
+
+    @property
+    def mean(self) -> float:
+        return round(sum(self.samples) / len(self.samples), 2) if self.samples else 0.0
+
+    @property
+    def peak(self) -> float:
+        return round(max(self.samples), 2) if self.samples else 0.0
+
+
+NOISY_LOAD_FACTOR = 2.0  # the issue's rule: above 2x the core count, the ratio is not trusted
+
+
+def noisy(load_mean: float, cores: int | None = None) -> bool:
+    """True when the mean 1-minute load average of a run exceeded 2 x the core count."""
+    return load_mean > NOISY_LOAD_FACTOR * (cores or os.cpu_count() or 1)
 
 
 # -- the operator run -------------------------------------------------------------------------
@@ -267,16 +375,28 @@ async def create_all(kube: Kube, crs: list[dict[str, Any]], ns: str, concurrency
     return created
 
 
-def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int) -> dict[str, Any]:
+def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int, *,
+                 operator_src: Path = ROOT / "operator", timeout: float | None = None,
+                 profile: str = "", failing: int = 0) -> dict[str, Any]:
+    """One operator run: N CRs (the first `failing` of them with a child the API server refuses
+    for ever, see make_failing), the operator from `operator_src` (another checkout's operator/
+    directory for a before/after comparison), py-spy recording into `profile` (an SVG flame
+    graph's path) when given. Returns the row (times in seconds, RSS in MB/KB)."""
     ns = f"bench-op-{n}-{int(time.time()) % 100000}"
     with kube.sync() as client:
         create_namespace(client, ns)
         crs = make_crs(n, ns)
         port = 19000 + n % 1000
         log = open(tempfile.mktemp(prefix="slm-bench-operator-", suffix=".log"), "wb")  # noqa: SIM115
+        if failing:
+            make_failing(client, ns)
+            for cr in crs[:failing]:
+                cr["metadata"]["name"] = FAILING_PREFIX + cr["metadata"]["name"][1:]
         op = subprocess.Popen([sys.executable, "-m", "slm_operator.main", "--namespace", ns, "--metrics-port",
                                str(port), "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "KUBECONFIG": kubeconfig, "PYTHONPATH": str(ROOT / "operator")})
+                              env={**os.environ, "KUBECONFIG": kubeconfig,
+                                   "PYTHONPATH": f"{operator_src}{os.pathsep}{ROOT / 'operator'}"})
+        spy = None
         try:
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
@@ -290,12 +410,22 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
             m0 = scrape(port)
             prog = Progress(kube, ns)
             prog.start()
-            t0 = time.monotonic()
-            created = asyncio.run(create_all(kube, crs, ns, 32))
-            deadline = t0 + max(300, n * 1.5)
-            while len(prog.ready) < n and time.monotonic() < deadline:
-                time.sleep(0.2)
-            wall = time.monotonic() - t0
+            if profile:
+                spy = subprocess.Popen([PY_SPY, "record", "--pid", str(op.pid), "--rate", "50", "--nonblocking",
+                                        "--format", "raw", "--output", profile],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            healthy = n - failing
+            with LoadSampler() as load:
+                t0 = time.monotonic()
+                created = asyncio.run(create_all(kube, crs, ns, 32))
+                deadline = t0 + (timeout or max(300, n * 1.5))
+                while time.monotonic() < deadline and (
+                        len(prog.ready) < healthy or len(prog.degraded) < failing):
+                    time.sleep(0.2)
+                wall = time.monotonic() - t0
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(60)
             converged = len(prog.ready)
             m1 = scrape(port)
             rss1, cpu1 = proc_stats(op.pid)
@@ -309,12 +439,17 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
                 op.wait(20)
             except subprocess.TimeoutExpired:
                 op.kill()
+            if failing:
+                remove_failing(client, ns)
             delete_namespace(client, ns)
+    refusals = sorted(set(prog.degraded.values()))
     served = [prog.served[k] - created[k] for k in created if k in prog.served]
     ready = [prog.ready[k] - created[k] for k in created if k in prog.ready]
     conv = diff(m0, m1)
     return {
-        "mode": "operator", "n": n, "converged": converged, "wall_s": round(wall, 2),
+        "mode": "operator", "n": n, "failing": failing, "degraded": len(prog.degraded),
+        "converged": converged, "wall_s": round(wall, 2), "refusals": refusals[:3], "log": log.name,
+        "load_mean": load.mean, "load_peak": load.peak, "cores": os.cpu_count(),
         "served_p50_s": round(pct(served, 50), 2), "served_p99_s": round(pct(served, 99), 2),
         "ready_p50_s": round(pct(ready, 50), 2), "ready_p99_s": round(pct(ready, 99), 2),
         "requests_per_cr": {k: round(v / n, 2) for k, v in sorted(by_verb(conv).items())},
@@ -379,7 +514,10 @@ async def limit_one(client: httpx.AsyncClient, cr: dict[str, Any], ns: str, sem:
     async with sem:
         r = await client.post(SLM_PATH.format(ns=ns), json=cr)
         r.raise_for_status()
-        p = plan(api.SLMDeployment.model_validate(defaulted(r.json())), RenderContext())
+        # The spec as sent (the operator's own defaults) with the server's metadata (uid, for
+        # the owner references): independent of fields a newer CRD may default.
+        p = plan(api.SLMDeployment.model_validate(defaulted({**cr, "metadata": r.json()["metadata"]})),
+                 RenderContext())
         for obj in p.prepare:
             if obj["kind"] == "Secret":
                 obj = {**obj, "data": {"api-key": "YmVuY2g="}}
@@ -399,6 +537,13 @@ async def limit_one(client: httpx.AsyncClient, cr: dict[str, Any], ns: str, sem:
     o.available = Cond(True, "MinimumReplicasAvailable", "ok.")
     async with sem:
         await client.patch(status_path, json={"status": build_status(o, status)}, headers=merge)
+        # The operator's one Event per CR (Ready), so both sides send the same requests.
+        meta = r.json()["metadata"]
+        await client.post(f"/api/v1/namespaces/{ns}/events", json={
+            "apiVersion": "v1", "kind": "Event", "metadata": {"generateName": f"{meta['name']}.", "namespace": ns},
+            "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"],
+                               "namespace": ns, "uid": meta["uid"]},
+            "type": "Normal", "reason": "Ready", "message": "Serving.", "source": {"component": "slm-bench-limit"}})
     done[cr["metadata"]["name"]] = time.monotonic()
 
 
@@ -424,11 +569,40 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
             return wall
 
     try:
-        wall = asyncio.run(main())
+        with LoadSampler() as load:
+            wall = asyncio.run(main())
     finally:
         with kube.sync() as client:
             delete_namespace(client, ns)
-    return {"mode": "limit", "n": n, "concurrency": concurrency, "converged": len(done), "wall_s": round(wall, 2)}
+    return {"mode": "limit", "n": n, "concurrency": concurrency, "converged": len(done), "wall_s": round(wall, 2),
+            "load_mean": load.mean, "load_peak": load.peak}
+
+
+def median(values: list[float]) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over repeated runs of one N, with the spread (min..max) of each figure, and the
+    verdict on the load: noisy when any run's mean load exceeded 2x the core count."""
+    out: dict[str, Any] = {"n": runs[0]["n"], "runs": len(runs)}
+    for key in ("wall_s", "limit_wall_s", "ratio", "ready_p50_s", "ready_p99_s", "served_p50_s",
+                "rss_per_cr_kb", "cpu_s_converge", "quiet_writes", "load_mean", "converged"):
+        vals = [float(r[key]) for r in runs if r.get(key) is not None]
+        out[key] = round(median(vals), 2)
+        out[f"{key}_spread"] = [round(min(vals), 2), round(max(vals), 2)] if vals else []
+    verbs: dict[str, list[float]] = {}
+    for r in runs:
+        for verb, v in r["requests_per_cr"].items():
+            verbs.setdefault(verb, []).append(v)
+    out["requests_per_cr"] = {verb: round(median(vs + [0.0] * (len(runs) - len(vs))), 2) for verb, vs in verbs.items()}
+    out["noisy"] = any(r["noisy"] for r in runs)
+    out["load_peak"] = max(r["load_peak"] for r in runs)
+    return out
 
 
 def main() -> None:
@@ -437,40 +611,65 @@ def main() -> None:
     ap.add_argument("--quiet", type=float, default=300, help="quiet period after convergence (seconds)")
     ap.add_argument("--workers", type=int, default=16, help="operator reconcile workers")
     ap.add_argument("--limit-concurrency", type=int, nargs="+", default=[8, 32, 64])
-    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=1, help="runs per N; the table shows medians and spreads")
+    ap.add_argument("--timeout", type=float, default=0, help="seconds to wait for convergence (0: max(300, 1.5 N))")
+    ap.add_argument("--failing", type=int, default=0,
+                    help="of the N CRs, this many have a Service the API server refuses for ever")
+    ap.add_argument("--operator-src", type=Path, default=ROOT / "operator",
+                    help="the operator/ directory to run (another checkout's, for a before/after)")
+    ap.add_argument("--profile", default="", help="py-spy raw profile of the operator (first run per N) here")
+    ap.add_argument("--no-limit", action="store_true", help="operator runs only (no ratio)")
     ap.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""))
     args = ap.parse_args()
+    if args.failing >= min(args.n):
+        ap.error(f"--failing {args.failing} must be smaller than every --n (healthy CRs are needed)")
     kubeconfig = args.kubeconfig or subprocess.run([str(ROOT / "e2e/cluster/up")], capture_output=True, text=True,
                                                    check=True).stdout.strip().splitlines()[-1]
     kube = Kube(kubeconfig)
+    ensure_crd(kubeconfig)
     with kube.sync() as client:
         client.get("/readyz").raise_for_status()
         ensure_gpu_nodes(client, 8)
         ensure_cpu_nodes(client, 4)
-    rows = []
+    cores = os.cpu_count() or 1
+    summaries = []
     for n in args.n:
-        for _ in range(args.repeat):
-            op = run_operator(kube, kubeconfig, n, args.quiet, args.workers)
+        runs = []
+        for i in range(args.repeat):
+            op = run_operator(kube, kubeconfig, n, args.quiet, args.workers, operator_src=args.operator_src,
+                              timeout=args.timeout or None, failing=args.failing,
+                              profile=f"{args.profile}.{n}.txt" if args.profile and i == 0 else "")
             print(json.dumps(op), flush=True)
-            limits = []
-            for c in args.limit_concurrency:
-                lim = run_limit(kube, n, c)
-                print(json.dumps(lim), flush=True)
-                limits.append(lim)
-            best = min(limits, key=lambda r: r["wall_s"])
-            op["limit_wall_s"], op["limit_concurrency"] = best["wall_s"], best["concurrency"]
-            op["ratio"] = round(op["wall_s"] / best["wall_s"], 2)
-            print(json.dumps({**op, "mode": "summary"}), flush=True)
-            rows.append(op)
-    head = ["N", "ready", "operator s", "limit s", "ratio", "served p50/p99 s", "ready p50/p99 s",
-            "req/CR", "quiet writes", "RSS MB (start/conv/quiet)", "RSS KB/CR", "CPU s"]
-    print("\n| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-    for r in rows:
-        print(f"| {r['n']} | {r['converged']} | {r['wall_s']} | {r['limit_wall_s']} (c={r['limit_concurrency']}) | "
-              f"{r['ratio']} | {r['served_p50_s']}/{r['served_p99_s']} | {r['ready_p50_s']}/{r['ready_p99_s']} | "
+            op["noisy"] = noisy(op["load_mean"], cores)
+            if not args.no_limit:
+                limits = []
+                for c in args.limit_concurrency:
+                    lim = run_limit(kube, n, c)
+                    print(json.dumps(lim), flush=True)
+                    limits.append(lim)
+                    op["noisy"] = op["noisy"] or noisy(lim["load_mean"], cores)
+                best = min(limits, key=lambda r: r["wall_s"])
+                op["limit_wall_s"], op["limit_concurrency"] = best["wall_s"], best["concurrency"]
+                op["ratio"] = round(op["wall_s"] / best["wall_s"], 2)
+                op["load_peak"] = max([op["load_peak"]] + [x["load_peak"] for x in limits])
+            print(json.dumps({**op, "mode": "run"}), flush=True)
+            runs.append(op)
+        summary = summarise_runs(runs)
+        print(json.dumps({**summary, "mode": "summary"}), flush=True)
+        summaries.append(summary)
+    head = ["N", "runs", "ready", "operator s", "limit s", "ratio", "ready p50/p99 s", "req/CR by verb",
+            "quiet writes", "RSS KB/CR", "CPU s", "load mean (peak)"]
+    print(f"\nmedians of --repeat runs, [min..max] spread; cores {cores}; a ratio is 'noisy' when a run's mean "
+          f"1-min load average exceeded {NOISY_LOAD_FACTOR:g} x {cores} = {NOISY_LOAD_FACTOR * cores:g}")
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for r in summaries:
+        ratio = "-" if args.no_limit else f"{r['ratio']} {r['ratio_spread']}" + (" **noisy**" if r["noisy"] else "")
+        limit = "-" if args.no_limit else f"{r['limit_wall_s']} {r['limit_wall_s_spread']}"
+        print(f"| {r['n']} | {r['runs']} | {r['converged']:.0f} | {r['wall_s']} {r['wall_s_spread']} | {limit} | "
+              f"{ratio} | {r['ready_p50_s']}/{r['ready_p99_s']} | "
               f"{sum(r['requests_per_cr'].values()):.1f} {r['requests_per_cr']} | {r['quiet_writes']:.0f} | "
-              f"{r['rss_start_mb']}/{r['rss_converged_mb']}/{r['rss_after_quiet_mb']} | {r['rss_per_cr_kb']} | "
-              f"{r['cpu_s_converge']} |")
+              f"{r['rss_per_cr_kb']} {r['rss_per_cr_kb_spread']} | {r['cpu_s_converge']} | "
+              f"{r['load_mean']} ({r['load_peak']}) |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 //
 // For every unbound PersistentVolumeClaim whose StorageClass names this provisioner it
 // creates a hostPath PersistentVolume of the requested size, pre-bound to the claim through
-// claimRef, so the in-tree PV controller binds the pair. When a claim goes away the PV
+// claimRef, and binds the pair itself (bind.go: in its worker pool, not in the PV controller's
+// single worker, the bottleneck with thousands of claims). When a claim goes away the PV
 // controller marks its volume Released; volumes this provisioner made with reclaim policy
 // Delete are then deleted. With -create-dirs (a real node on this host mounts the volumes) the
 // directory is made world-writable before the PV exists, as rancher's local-path-provisioner
@@ -128,8 +129,8 @@ func (p *provisioner) syncClaim(ctx context.Context, namespace, name string) err
 		return nil
 	}
 	pvName := "pvc-" + string(claim.UID)
-	if _, err := p.volumes.Get(pvName); err == nil {
-		return nil // made already; the PV controller binds it
+	if made, err := p.volumes.Get(pvName); err == nil {
+		return p.bind(ctx, claim, made) // made already: bind it (bind.go), if not done yet
 	}
 	size, ok := claim.Spec.Resources.Requests[corev1.ResourceStorage]
 	if !ok {
@@ -182,14 +183,15 @@ func (p *provisioner) syncClaim(ctx context.Context, namespace, name string) err
 			},
 		},
 	}
-	_, err = p.client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{})
+	made, err := p.client.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		return nil
+		return nil // the informer brings it; the claim's next sync binds it
 	}
-	if err == nil {
-		log.Printf("provisioned %s (%s) for %s/%s", pvName, size.String(), claim.Namespace, claim.Name)
+	if err != nil {
+		return err
 	}
-	return err
+	log.Printf("provisioned %s (%s) for %s/%s", pvName, size.String(), claim.Namespace, claim.Name)
+	return p.bind(ctx, claim, made) // bind.go: not left to the PV controller's single worker
 }
 
 func (p *provisioner) syncVolume(ctx context.Context, name string) error {
