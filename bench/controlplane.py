@@ -1,15 +1,31 @@
 """Control-plane benchmark: the operator against the API server's own limit.
 
-For each N: create N SLMDeployments (a mix of the examples' shapes) in a fresh namespace
-with the operator running, and measure the wall time until every CR is Ready, per-CR
-latency (create -> serving Deployment applied, create -> Ready), the operator's API
-requests per CR by verb (its own counter), its RSS and CPU; then a quiet period (no
-changes) in which the goal is zero writes. Then the limit: the very same rendered
-manifests and statuses applied by a plain server-side-apply client (httpx, HTTP/1.1 keep-
-alive, best concurrency found) doing the same steps — prepare objects, wait for the Job
-to complete, serving objects, status — and the ratio operator/limit.
+For each N: create N SLMDeployments (a mix of the examples' shapes: ONNX CPU with 2 replicas,
+Ollama GGUF, vLLM AWQ) in a fresh namespace with the operator running, and measure the wall
+time until every CR is Ready, per-CR latency (create -> serving Deployment applied, create ->
+Ready), the operator's API requests per CR by verb (its own counter,
+slm_operator_api_requests_total), its RSS and CPU; then a quiet period (no changes) in which
+the goal is zero writes.
 
-Prints a table and one JSON line per run. Run: bench/controlplane [--n 100 500 1000].
+The limit is a plain client given the same work, without the operator: for each CR (at most
+`--limit-concurrency` at a time, best of the values tried) it POSTs the CR, renders it with the
+operator's own render.plan, server-side-applies every prepare object (the generated Secret with
+a fixed key, the model-cache PVC, the NetworkPolicies, the Service, the quantization Job),
+merge-patches the in-progress status, waits (one namespace-wide watch of Jobs) for the Job to
+complete, applies the serving objects (Deployment, PDB where the shape has one), waits (one
+watch of Deployments) for the replicas to be ready, merge-patches the Ready status and posts
+the Ready Event. That is the operator's converged bill (each child once, two status writes,
+one Event: tests/test_writes_per_cr.py), with no cache, no reconcile and no retries, so
+ratio = operator wall / limit wall is the operator's overhead over the same requests.
+
+The machine may be shared: the 1-minute load average is sampled every second of every run;
+a run whose mean exceeds 2 x the core count is marked noisy, and so is the ratio of any N
+with a noisy run. `--repeat R` prints medians with the [min..max] spread. `--failing F` makes
+F of the N CRs fail for ever (the API server refuses their Service) to show the others are not
+starved; `--operator-src` runs another checkout's operator/ (before/after); `--profile P`
+records the operator with py-spy (PY_SPY=path) into P.<N>.txt (collapsed stacks).
+
+Prints one JSON line per run and a table. Run: bench/controlplane [--n 100 1000] [--repeat 3].
 """
 
 from __future__ import annotations
@@ -19,6 +35,7 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -621,6 +638,9 @@ def main() -> None:
     ap.add_argument("--no-limit", action="store_true", help="operator runs only (no ratio)")
     ap.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""))
     args = ap.parse_args()
+    if args.profile and not shutil.which(PY_SPY):
+        ap.error(f"--profile needs py-spy: {PY_SPY!r} is not an executable (pip install py-spy, or set PY_SPY "
+                 "to its path)")
     if args.failing >= min(args.n):
         ap.error(f"--failing {args.failing} must be smaller than every --n (healthy CRs are needed)")
     kubeconfig = args.kubeconfig or subprocess.run([str(ROOT / "e2e/cluster/up")], capture_output=True, text=True,

@@ -217,3 +217,15 @@ def test_a_problem_is_written_at_once_even_within_the_settle_window(monkeypatch:
     assert len(life.kube.status_patches) == 1
     assert life.cond(c.DEGRADED)["reason"] == c.R_APPLY_REJECTED
     assert "exceeded quota" in life.cond(c.DEGRADED)["message"]
+
+
+def test_a_timeout_of_lightkubes_http_client_is_transient() -> None:
+    """lightkube sends through httpx2: its ReadTimeout (a loaded API server) is retried quietly
+    like httpx's, not logged as an error with a stack trace per CR."""
+    import httpx
+    import httpx2
+
+    from slm_operator.workqueue import _transient
+
+    assert _transient(httpx2.ReadTimeout("timed out")) and _transient(httpx.ConnectError("refused"))
+    assert not _transient(ValueError("a bug"))

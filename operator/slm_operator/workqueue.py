@@ -161,16 +161,29 @@ _TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
 
 
 def _transient(e: Exception) -> bool:
-    """A connection error or timeout (httpx.TransportError), or the API server answering 429 or
-    5xx: the server, not the object, is the problem."""
-    import httpx
-
-    if isinstance(e, httpx.TransportError):
+    """A connection error or timeout (httpx.TransportError, or httpx2's, which lightkube uses),
+    or the API server answering 429 or 5xx: the server, not the object, is the problem."""
+    if isinstance(e, _transport_errors()):
         return True
     code = getattr(getattr(e, "status", None), "code", None)
     if code is None:  # an answer lightkube could not read as a Status: API Priority and Fairness's 429 is plain text
         code = getattr(getattr(e, "response", None), "status_code", None)
     return code in _TRANSIENT_CODES
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """TransportError of httpx and of httpx2 (lightkube's HTTP client: its ReadTimeout under a
+    loaded API server was logged as an error with a stack trace, not as transient)."""
+    import httpx
+
+    errors: list[type[BaseException]] = [httpx.TransportError]
+    try:
+        import httpx2
+
+        errors.append(httpx2.TransportError)
+    except ImportError:  # an older lightkube on plain httpx
+        pass
+    return tuple(errors)
 
 
 def _namespace_terminating(e: Exception) -> bool:
