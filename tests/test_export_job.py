@@ -155,7 +155,8 @@ def test_a_refused_target_is_degraded_export_failed_with_a_warning_event_and_no_
                          "known to the server; check the credentials Secret"}
     _finish(w, {"result": "ExportFailed", "message": "x", "exports": [failed, {"target": EXPORTS[1]["target"],
                                                                               "result": "Pushed"}]}, ok=False)
-    w.run()
+    out = w.run()
+    assert out.requeue_after is not None and out.requeue_after <= 60, "a fixed Secret is seen within a minute"
     deg = w.cond(c.DEGRADED)
     assert deg["status"] == "True" and deg["reason"] == c.R_EXPORT_FAILED
     assert "export to s3://models/exports failed: S3 checking" in deg["message"]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 SECRET_RETRY_SECONDS = 20.0
+FAILED_RECHECK_SECONDS = 60.0  # after ExportFailed: look at the credentials Secrets again
 
 
 async def reconcile_exports(rec: Reconciler, cr: api.SLMDeployment, p: Plan, previous: dict[str, Any],
@@ -57,6 +58,8 @@ async def reconcile_exports(rec: Reconciler, cr: api.SLMDeployment, p: Plan, pre
     await _delete_stale(rec, cr, name, out)
     if view.recheck_after is not None:
         out.again_after(view.recheck_after)
+    if view.problem is not None:  # Secrets are not watched: a fixed one is picked up within a minute
+        out.again_after(FAILED_RECHECK_SECONDS)
     view.job = name
     return view
 
