@@ -26,6 +26,7 @@ an eviction, a pod no node can take), each as a reason and a sentence naming the
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -393,29 +394,44 @@ class Reconciler:
 
     async def _apply_all(self, objs: list[dict[str, Any]], out: Outcome, fresh: bool = False) -> None:
         """Apply each object that differs from its cached live copy (Secrets: create once; see
-        _ensure_generated_secret for `fresh`). The server's answer goes into the cache at once,
-        so a reconcile before the watch event sees the child and sends nothing."""
-        for obj in objs:
-            kind = obj["kind"]
-            if kind == "Secret":
-                await self._ensure_generated_secret(obj, out, fresh)
-                continue
-            live = self.cache.get(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
-            if kind == "Job" and live is not None:
-                continue  # Job templates are immutable; a new artifact key means a new Job
-            if kind == "PersistentVolumeClaim" and live is not None and not self._pvc_grows(obj, live):
-                continue  # never shrink a claim; other PVC fields are immutable
-            if needs_apply(obj, live):
-                try:
-                    stored = await self.kube.apply(obj)
-                except Exception as e:
-                    if not self._refused(e, "apply", obj, out):
-                        raise
-                    continue
-                if isinstance(stored, dict) and (stored.get("metadata") or {}).get("name"):
-                    self.cache.put(kind, stored)
-                metrics.WRITES.labels(kind=kind).inc()
+        _ensure_generated_secret for `fresh`), all at once: they do not depend on each other, and
+        one round trip instead of one per child is most of a reconcile's time when the API server
+        is slow. The server's answer goes into the cache at once, so a reconcile before the watch
+        event sees the child and sends nothing. Refused writes end in `out.rejected` (in `objs`
+        order); any other error is raised after every write has finished (the work queue retries)."""
+        results = await asyncio.gather(*(self._apply_one(obj, out, fresh) for obj in objs), return_exceptions=True)
+        error: BaseException | None = None
+        for obj, result in zip(objs, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, Exception):
+                if not self._refused(result, "apply", obj, out) and error is None:
+                    error = result
+            elif isinstance(result, BaseException):
+                raise result
+            elif result:
+                metrics.WRITES.labels(kind=obj["kind"]).inc()
                 out.writes += 1
+        if error is not None:
+            raise error
+
+    async def _apply_one(self, obj: dict[str, Any], out: Outcome, fresh: bool) -> bool:
+        """One child of _apply_all: True when it was written (Secrets count their own write)."""
+        kind = obj["kind"]
+        if kind == "Secret":
+            await self._ensure_generated_secret(obj, out, fresh)
+            return False
+        live = self.cache.get(kind, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        if kind == "Job" and live is not None:
+            return False  # Job templates are immutable; a new artifact key means a new Job
+        if kind == "PersistentVolumeClaim" and live is not None and not self._pvc_grows(obj, live):
+            return False  # never shrink a claim; other PVC fields are immutable
+        if not needs_apply(obj, live):
+            return False
+        stored = await self.kube.apply(obj)
+        if isinstance(stored, dict) and (stored.get("metadata") or {}).get("name"):
+            self.cache.put(kind, stored)
+        return True
 
     @staticmethod
     def _pvc_grows(want: dict[str, Any], live: dict[str, Any]) -> bool:
