@@ -27,7 +27,7 @@ from lightkube import AsyncClient
 from slm_operator import api, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
-from slm_operator.kube import Kube
+from slm_operator.kube import Kube, compact_child
 from slm_operator.reconciler import Outcome, Reconciler
 from slm_operator.settings import OperatorConfig
 from slm_operator.workqueue import WorkQueue
@@ -54,10 +54,28 @@ class State:
     queue: WorkQueue
     reconciler: Reconciler
     conditions: dict[tuple[str, str], dict[str, str]]
+    condition_counts: dict[tuple[str, str], int]
+    counts_of: dict[tuple[str, str], dict[str, str]]  # the STATE.conditions counted
     pod_watches: list[asyncio.Task[None]]
 
 
 STATE = State()
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """A diff-base storage that keeps nothing: kopf builds a diff base (a deep copy of the body)
+    for every watch event to detect changes for on.create/update/field handlers; with event
+    handlers only (this module) nothing reads it. build and fetch return None (no essence:
+    kopf then computes no diff), store writes nothing (no annotation on any object)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> Any:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
 
 
 def _plain(body: Any) -> dict[str, Any]:
@@ -78,10 +96,33 @@ async def _reconcile(body: dict[str, Any]) -> Outcome:
     outcome = await STATE.reconciler.reconcile(body)
     key = (body["metadata"]["namespace"], body["metadata"]["name"])
     conds = {x["type"]: x["status"] for x in (outcome.status or {}).get("conditions") or []}
-    STATE.conditions[key] = conds
-    _update_condition_gauge()
-    _set_condition_series(key, conds)
+    if STATE.conditions.get(key) != conds:
+        _count_conditions(STATE.conditions.get(key), -1)
+        _count_conditions(conds, +1)
+        STATE.conditions[key] = conds
+        _update_condition_gauge()
+        _set_condition_series(key, conds)
     return outcome
+
+
+def _counts() -> dict[tuple[str, str], int]:
+    """SLMDeployments per (condition type, status), kept in step with STATE.conditions (counted
+    once from it when it is a new mapping, e.g. after startup, then updated incrementally:
+    recounting every CR on every reconcile was O(N) per reconcile)."""
+    if getattr(STATE, "counts_of", None) is not STATE.conditions:
+        STATE.condition_counts = {}
+        STATE.counts_of = STATE.conditions
+        for conds in STATE.conditions.values():
+            for ctype, status in conds.items():
+                STATE.condition_counts[(ctype, status)] = STATE.condition_counts.get((ctype, status), 0) + 1
+    return STATE.condition_counts
+
+
+def _count_conditions(conds: dict[str, str] | None, sign: int) -> None:
+    """Add (sign +1) or remove (-1) one SLMDeployment's conditions to/from _counts()."""
+    counts = _counts()
+    for ctype, status in (conds or {}).items():
+        counts[(ctype, status)] = counts.get((ctype, status), 0) + sign
 
 
 def _set_condition_series(key: tuple[str, str], conds: dict[str, str]) -> None:
@@ -97,10 +138,8 @@ def _set_condition_series(key: tuple[str, str], conds: dict[str, str]) -> None:
 
 
 def _update_condition_gauge() -> None:
-    counts: dict[tuple[str, str], int] = {}
-    for conds in STATE.conditions.values():
-        for ctype, status in conds.items():
-            counts[(ctype, status)] = counts.get((ctype, status), 0) + 1
+    """slm_operator_slmdeployments{condition, status} from the kept counts."""
+    counts = _counts()
     for ctype in c.CONDITION_TYPES:
         for status in ("True", "False"):
             metrics.CONDITIONS.labels(condition=ctype, status=status).set(counts.get((ctype, status), 0))
@@ -118,6 +157,9 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.kube = Kube(client)
     STATE.cache = ChildCache()
     STATE.conditions = {}
+    # Only event handlers: kopf's diff base (a deep copy of every event's body, then a diff)
+    # serves change handlers, which this operator has none of: 12% of its CPU at N=100.
+    settings.persistence.diffbase_storage = NoDiffBase()
     ctx = cfg.render_context(service_monitor_crd=await STATE.kube.crd_exists(
         "servicemonitors.monitoring.coreos.com"))
     STATE.reconciler = Reconciler(STATE.kube, STATE.cache, ctx, status_settle=cfg.status_settle_s)
@@ -190,7 +232,7 @@ async def _prefill(client: AsyncClient, cfg: OperatorConfig) -> None:
                 d = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
                 d.setdefault("apiVersion", api_version)
                 d.setdefault("kind", kind)
-                STATE.cache.put(kind, d)
+                STATE.cache.put(kind, compact_child(kind, _plain(d)))
 
 
 @kopf.on.cleanup()
@@ -210,7 +252,7 @@ async def slm_event(event: dict[str, Any], body: kopf.Body, namespace: str, name
     if event.get("type") == "DELETED":
         STATE.queue.forget(key)
         STATE.reconciler.forget(namespace, name)
-        STATE.conditions.pop(key, None)
+        _count_conditions(STATE.conditions.pop(key, None), -1)
         _update_condition_gauge()
         _set_condition_series(key, {})
         return
@@ -228,7 +270,7 @@ def _register_child(group: str, version: str, plural: str, kind: str) -> None:
             d = _plain(body)
             d.setdefault("apiVersion", api_version)
             d.setdefault("kind", kind)
-            STATE.cache.put(kind, d)  # serialises: nothing of kopf's body is kept
+            STATE.cache.put(kind, compact_child(kind, d))  # serialises: nothing of kopf's body is kept
         owner = labels.get(c.L_DEPLOYMENT)
         if owner and hasattr(STATE, "queue"):
             STATE.queue.enqueue((namespace, owner))

@@ -195,6 +195,20 @@ class Kube:
         await self.client.close()
 
 
+# Job spec fields the reconciler reads from a cached Job (observe.retries: backoffLimit). A Job's
+# template is immutable and never compared (an existing Job is never re-applied), and it is most
+# of a Job's size: the watch cache keeps the rest.
+_JOB_SPEC_KEPT = ("backoffLimit", "completions", "parallelism")
+
+
+def compact_child(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """`body` (a child from the watch or an apply answer) as the cache keeps it: a Job without
+    its pod template (see _JOB_SPEC_KEPT); anything else unchanged. Modifies and returns `body`."""
+    if kind == "Job" and isinstance(body.get("spec"), dict):
+        body["spec"] = {k: v for k, v in body["spec"].items() if k in _JOB_SPEC_KEPT}
+    return body
+
+
 def _as_dict(res: Any, sent: dict[str, Any]) -> dict[str, Any]:
     """The server's answer as a plain dict with apiVersion and kind (as the watch gives them),
     without managedFields (never read, often half the object)."""

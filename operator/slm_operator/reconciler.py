@@ -42,7 +42,7 @@ from slm_operator import api, export, export_stage, hub, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
-from slm_operator.kube import Kube, refusal
+from slm_operator.kube import Kube, compact_child, refusal
 from slm_operator.observe import (
     ArtifactView,
     ArtifactWant,
@@ -430,7 +430,7 @@ class Reconciler:
             return False
         stored = await self.kube.apply(obj)
         if isinstance(stored, dict) and (stored.get("metadata") or {}).get("name"):
-            self.cache.put(kind, stored)
+            self.cache.put(kind, compact_child(kind, stored))
         return True
 
     @staticmethod
