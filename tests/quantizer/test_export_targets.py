@@ -312,3 +312,21 @@ def test_bad_arguments_and_incomplete_artifact(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "slm_quantizer", "export", "--artifact", str(tmp_path), "--key",
                            KEY, "--targets", "[]"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--targets must be a non-empty JSON list" in proc.stderr
+
+
+def test_eight_failed_targets_still_fit_the_termination_message(art, tmp_path):
+    """Eight refused targets with long messages: the termination message stays valid JSON under 4096 bytes."""
+    creds = tmp_path / "none"
+    targets = [{"target": f"s3://no-such-bucket-{i}/{'p' * 80}", "credentialsDir": str(creds)} for i in range(8)]
+    rc, term, _ = export(art, targets, tmp_path)
+    assert rc == 2 and term["result"] == "ExportFailed"
+    assert len(term["exports"]) == 8 and all(e["result"] == "Failed" for e in term["exports"])
+    assert len(json.dumps(term, sort_keys=True, separators=(",", ":")).encode()) <= 4096
+    from slm_quantizer import export as exporter
+
+    big = {"result": "ExportFailed", "message": "m" * 900, "key": KEY, "artifact": str(art),
+           "exports": [{"target": f"s3://b{i}/{'p' * 200}", "result": "Failed", "message": "x" * 600,
+                        "checksum": "sha256:" + "a" * 64, "files": 3, "bytes": 10} for i in range(8)]}
+    exporter._fit(big)
+    assert len(json.dumps(big, sort_keys=True, separators=(",", ":")).encode()) <= 4000
+    assert all(e["result"] == "Failed" and e["target"].startswith("s3://b") for e in big["exports"])

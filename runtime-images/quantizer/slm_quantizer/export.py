@@ -236,6 +236,24 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], int]:
             "message": f"export to {first['target']} failed: {first['message']}"}, code
 
 
+def _fit(summary: dict[str, Any], limit: int = 4000) -> None:
+    """Shorten per-target messages (then drop files/bytes) until the JSON fits the termination
+    message's 4096 bytes: with 8 targets, full messages would not."""
+    def size() -> int:
+        return len(json.dumps(summary, sort_keys=True, separators=(",", ":")).encode())
+
+    for cap in (200, 100, 40):
+        if size() <= limit:
+            return
+        for e in summary.get("exports", []):
+            if isinstance(e.get("message"), str) and len(e["message"]) > cap:
+                e["message"] = e["message"][:cap - 1] + "…"
+        summary["message"] = str(summary.get("message", ""))[:cap]
+    for e in summary.get("exports", []):
+        e.pop("files", None)
+        e.pop("bytes", None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m slm_quantizer export``: writes the termination message, returns the exit code."""
     args = parse_args(argv)
@@ -249,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_FAILED
     for e in summary.get("exports", []):
         e.pop("transient", None)
+    _fit(summary)
     progress.emit("done", result=summary["result"], message=summary["message"])
     progress.write_termination_message(args.termination_log, summary)
     if code:
