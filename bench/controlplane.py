@@ -219,7 +219,7 @@ def create_namespace(client: httpx.Client, ns: str) -> None:
                                              "metadata": {"name": ns}}).raise_for_status()
 
 
-def delete_namespace(client: httpx.Client, ns: str, wait: float = 600) -> None:
+def delete_namespace(client: httpx.Client, ns: str, wait: float = 240) -> None:
     """Delete and wait until it is gone, so the next run does not share the machine with GC."""
     client.delete(f"/api/v1/namespaces/{ns}")
     deadline = time.monotonic() + wait
