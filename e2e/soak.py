@@ -5,7 +5,8 @@ plane (KWOK nodes; started or reused by e2e/cluster/up, or the cluster KUBECONFI
 
 - An operator (`e2e.chaos.operator`, i.e. `python -m slm_operator.main`) watches a fresh
   namespace `soak-<hex>`.
-- Churn: SOAK_OPS_PER_S operations per second (default 1), each one of: create a CR with a new,
+- Churn: up to SOAK_OPS_PER_S operations per second (default 1; each is a kubectl call, so a
+  loaded machine makes fewer: the JSON line reports the rate reached), each one of: create a CR with a new,
   never reused name (so state kept per name would show as growth), update one (replicas 1 <-> 2,
   or the quantization type int4 <-> fp16: a new artifact key, a new Job), or delete one. Between
   SOAK_MIN_CRS and SOAK_MAX_CRS (5 and 20) CRs live at a time. Seeded by SOAK_SEED.
@@ -233,6 +234,7 @@ def main() -> int:
     for f in failures:
         print(f"FAIL: {f}", flush=True)
     print(json.dumps({"minutes": round(total / 60, 2), "ops": churn.ops, "checks": len(checks),
+                      "ops_per_s_outside_checks": round(sum(churn.ops.values()) / max(total - sum(checks), 1), 2),
                       "rss_first_kb": first, "rss_last_kb": last, "slope_kb_per_min": round(slope, 1),
                       "slope_window_start_min": round(window_start / 60, 2), "samples": len(samples),
                       "failures": len(failures), "operator_log": str(logdir / "operator.log")}))
