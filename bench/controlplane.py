@@ -415,13 +415,14 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
                                    "PYTHONPATH": f"{operator_src}{os.pathsep}{ROOT / 'operator'}"})
         spy = None
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    scrape(port)
-                    break
-                except OSError:
-                    time.sleep(0.2)
+            # Convergence is timed from a started operator (its caches filled, its watches
+            # opening), as the limit has no start-up: its log says "slm-operator started".
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and b"slm-operator started" not in Path(log.name).read_bytes():
+                if op.poll() is not None:
+                    raise RuntimeError(f"the operator exited ({op.returncode}); see {log.name}")
+                time.sleep(0.2)
+            scrape(port)
             time.sleep(2)
             rss0, cpu0 = proc_stats(op.pid)
             m0 = scrape(port)
