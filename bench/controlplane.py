@@ -154,6 +154,17 @@ def ensure_cpu_nodes(client: httpx.Client, count: int) -> None:
                      headers={"Content-Type": "application/apply-patch+yaml"}).raise_for_status()
 
 
+def remove_nodes(client: httpx.Client) -> None:
+    """Delete the bench's KWOK nodes (bench-gpu-*, bench-cpu-*): left behind, they take pods
+    that other tests expect on the cluster's own nodes (e2e/test_reconciler.py checks GPU pods
+    land on gpu-*). Their pods go with the namespaces the bench deletes."""
+    listing = client.get("/api/v1/nodes").json()
+    for node in listing.get("items", []):
+        name = node["metadata"]["name"]
+        if name.startswith(("bench-gpu-", "bench-cpu-")):
+            client.delete(f"/api/v1/nodes/{name}")
+
+
 def ensure_crd(kubeconfig: str) -> None:
     """Install the SLMDeployment CRD (crds/, server-side apply) and wait until it is Established:
     a freshly started local control plane has none."""
@@ -654,6 +665,17 @@ def main() -> None:
         ensure_cpu_nodes(client, 4)
     cores = os.cpu_count() or 1
     summaries = []
+    try:
+        summaries = run_all(args, kube, kubeconfig, cores)
+    finally:
+        with kube.sync() as client:
+            remove_nodes(client)
+    print_table(args, summaries, cores)
+
+
+def run_all(args: argparse.Namespace, kube: Kube, kubeconfig: str, cores: int) -> list[dict[str, Any]]:
+    """Every N, --repeat times: operator run, limit runs, a summary per N (also printed)."""
+    summaries = []
     for n in args.n:
         runs = []
         for i in range(args.repeat):
@@ -678,6 +700,11 @@ def main() -> None:
         summary = summarise_runs(runs)
         print(json.dumps({**summary, "mode": "summary"}), flush=True)
         summaries.append(summary)
+    return summaries
+
+
+def print_table(args: argparse.Namespace, summaries: list[dict[str, Any]], cores: int) -> None:
+    """The Markdown table of the summaries (medians, spreads, the noisy mark)."""
     head = ["N", "runs", "ready", "operator s", "limit s", "ratio", "ready p50/p99 s", "req/CR by verb",
             "quiet writes", "RSS KB/CR", "CPU s", "load mean (peak)"]
     print(f"\nmedians of --repeat runs, [min..max] spread; cores {cores}; a ratio is 'noisy' when a run's mean "
