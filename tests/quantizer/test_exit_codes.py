@@ -57,6 +57,8 @@ CASES = [
     (OSError(28, "No space left on device"), "DiskFull", 7),
     (gguf.GgufError("llama.cpp quantize failed (exit 1): write error: No space left on device"), "DiskFull", 7),
     (fetch.SourceError("download failed: [Errno 28] No space left on device", transient=True), "DiskFull", 7),
+    (gguf.GgufError("convert_hf_to_gguf.py failed (exit 1): OSError: 65536 requested and 6416 written"),
+     "DiskFull", 7),
 ]
 
 

@@ -16,6 +16,7 @@ import contextlib
 import errno
 import math
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ from typing import Any
 # What the C library says for ENOSPC and EDQUOT (glibc's strerror), as converters print it.
 _WORDS = ("no space left on device", "disk quota exceeded", "[errno 28]", "[errno 122]")
 _ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+# A short write to a regular file: numpy's ndarray.tofile ("65536 requested and 6416 written",
+# numpy/_core/src/multiarray/convert.c), which llama.cpp's convert_hf_to_gguf.py writes tensors
+# with. On a local file only a full volume or a quota cuts a write short.
+_SHORT_WRITE = re.compile(r"\b\d+ requested and \d+ written\b")
 # The operator's sizing.estimate.STORAGE_HEADROOM: config files, filesystem overhead, estimate error.
 HEADROOM = 1.2
 MIB = 1 << 20
@@ -39,15 +44,17 @@ class DiskFull(RuntimeError):
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """True when `exc`, or an exception it was raised from or while handling, is ENOSPC/EDQUOT
-    or quotes the C library's words for them (a subprocess's stderr in a wrapped message)."""
+    """True when `exc`, or an exception it was raised from or while handling, is ENOSPC/EDQUOT,
+    quotes the C library's words for them, or quotes numpy's short-write error (a subprocess's
+    stderr in a wrapped message)."""
     seen: set[int] = set()
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in _ERRNOS:
             return True
-        if any(w in str(e).lower() for w in _WORDS):
+        text = str(e).lower()
+        if any(w in text for w in _WORDS) or _SHORT_WRITE.search(text):
             return True
         e = e.__cause__ or e.__context__
     return False
