@@ -643,7 +643,9 @@ class HubServer:
                 if self.throttle_bps > 0:  # in slices, so the client sees bytes arrive steadily
                     for i in range(0, len(block), 16384):
                         h.wfile.write(block[i:i + 16384])
-                        time.sleep(min(16384, len(block) - i) / self.throttle_bps)
+                        bps = self.throttle_bps  # a test may lift the throttle meanwhile
+                        if bps > 0:
+                            time.sleep(min(16384, len(block) - i) / bps)
                 else:
                     h.wfile.write(block)
                 left -= len(block)
