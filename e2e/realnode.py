@@ -86,13 +86,15 @@ def build_images(names: list[str]) -> None:
     _run("bash", str(IMAGES_SCRIPT), "build", *names, env={"SLM_BASE": "debian"})
 
 
-def ensure_images(names: list[str]) -> dict[str, str]:
+def ensure_images(names: list[str], build: bool = True) -> dict[str, str]:
     """Build the images (cached) and import each into the node's containerd once per image ID.
 
-    Returns {short name: image reference}. Raises RuntimeError with the tool's output when a
-    build or an import fails.
+    build=False imports the images podman has as they are, even if their inputs changed since
+    (for iterating on a test while another image is being rebuilt). Returns {short name: image
+    reference}. Raises RuntimeError with the tool's output when a build or an import fails.
     """
-    build_images(names)
+    if build:
+        build_images(names)
     ctr = [str(CLUSTER_BIN_DIR / "ctr"), "--address", CONTAINERD_SOCK, "-n", "k8s.io"]
     present = set(_run(*ctr, "images", "ls", "-q").split())
     stamps = CACHE / "node-images"
@@ -178,3 +180,28 @@ def fragile_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str], outli
                 tensors[f"{pre}.{proj}.weight"] = w
     save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
+
+
+def pod_pids(pod_uid: str) -> list[int]:
+    """Host PIDs of every process of the pod with this UID on the real node (found by the pod's
+    cgroup, cgroupfs or systemd naming: pod<uid> or pod<uid with '_'>). [] when none runs."""
+    marks = (f"pod{pod_uid}", f"pod{pod_uid.replace('-', '_')}")
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cgroup = (entry / "cgroup").read_text()
+        except OSError:
+            continue
+        if any(m in cgroup for m in marks):
+            pids.append(int(entry.name))
+    return pids
+
+
+def process_cmdline(pid: int) -> str:
+    """The process's command line, arguments joined by spaces ('' once it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
