@@ -105,7 +105,7 @@ def push(art: LocalArtifact, target: str, creds_dir: Path | None, plain_http: bo
     """Commit the artifact to branch <key> of hf://org/name; the export result entry.
 
     Raises ExportError (the hub's status and words; permanent for 401/403/404)."""
-    import httpx
+    httpx = _httpx()
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -143,3 +143,16 @@ def push(art: LocalArtifact, target: str, creds_dir: Path | None, plain_http: bo
     return {"result": "Pushed", "url": url, "revision": commit, "files": len(ops), "bytes": size,
             "pushedAt": now(), "message": f"committed {len(ops)} file(s) to {repo} branch {branch} ({commit[:12]}); "
                                           "verified"}
+
+
+def _httpx() -> Any:
+    """The HTTP client module huggingface_hub uses: httpx2 (huggingface_hub 2.x, the image has only
+    it), else httpx (the same API)."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:  # pragma: no cover - an environment with httpx only
+        import httpx
+
+        return httpx
