@@ -229,3 +229,14 @@ def test_a_timeout_of_lightkubes_http_client_is_transient() -> None:
 
     assert _transient(httpx2.ReadTimeout("timed out")) and _transient(httpx.ConnectError("refused"))
     assert not _transient(ValueError("a bug"))
+
+
+@pytest.mark.parametrize("raw", ["two", "-1", "nan"])
+def test_a_bad_settle_window_is_refused_naming_the_variable(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
+    from slm_operator.settings import OperatorConfig
+
+    monkeypatch.setenv("SLM_STATUS_SETTLE_S", raw)
+    with pytest.raises(ValueError, match=r"SLM_STATUS_SETTLE_S=.* is not a number of seconds: set it to 0 or more"):
+        OperatorConfig.from_env()
+    monkeypatch.setenv("SLM_STATUS_SETTLE_S", "0.5")
+    assert OperatorConfig.from_env().status_settle_s == 0.5
