@@ -15,7 +15,8 @@ same flags except two:
 Tests (one namespace and 20 SLMDeployments each, on the KWOK nodes):
 
 1. `test_operator_converges_with_slow_etcd`: ETCD_DELAY_S (0.1 s each way: 200 ms more per etcd
-   round trip) while 20 CRs are created and then half of them edited: the operator neither
+   round trip; the API server's etcd_request_duration_seconds must show writes taking at least
+   that long on average) while 20 CRs are created and then half of them edited: the operator neither
    crashes nor exits, everything converges, e2e.chaos.invariants hold and no older status is
    written over a newer one (e2e.chaos.StatusWatch).
 2. `test_operator_converges_through_a_429_storm`: the operator runs as its own ServiceAccount,
@@ -199,6 +200,19 @@ def plane(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         proxy.close()
 
 
+def _etcd_writes(kc: str) -> tuple[float, float]:
+    """(seconds, count) summed over the API server's etcd_request_duration_seconds for creates
+    and updates: their mean is the etcd round trip the API server sees."""
+    total, count = 0.0, 0.0
+    for line in kubectl(kc, "get", "--raw", "/metrics", timeout=60).splitlines():
+        if line.startswith("etcd_request_duration_seconds_") and re.search(r'operation="(create|update)"', line):
+            if line.startswith("etcd_request_duration_seconds_sum{"):
+                total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("etcd_request_duration_seconds_count{"):
+                count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
 def _starts(output: str) -> int:
     """Operator start-ups in its output (the line is printed in two formats: count one)."""
     return len(re.findall(r"(?m)^\d{4}-\S+ \S+ INFO slm_operator.handlers: slm-operator started", output))
@@ -211,6 +225,7 @@ def test_operator_converges_with_slow_etcd(plane: tuple[str, Path, LatencyProxy]
     crs = fleet(N_CRS, prefix="slow")
     names = [cr["metadata"]["name"] for cr in crs]
     rng = random.Random(18)
+    etcd_before = _etcd_writes(kc)
     proxy.delay = ETCD_DELAY_S
     try:
         with StatusWatch(kc, ns) as watch, operator(kc, [ns], log_path=tmp_path / "operator.log") as op:
@@ -225,11 +240,16 @@ def test_operator_converges_with_slow_etcd(plane: tuple[str, Path, LatencyProxy]
             problems = invariants(kc, ns, names)
             assert op.process.poll() is None, f"the operator exited:\n{op.output()[-3000:]}"
             starts = _starts(op.output())
+            etcd_after = _etcd_writes(kc)
     finally:
         proxy.delay = 0.0
+    writes = etcd_after[1] - etcd_before[1]
+    mean_write = (etcd_after[0] - etcd_before[0]) / max(writes, 1)
     print(f"\nslow etcd (+{2 * ETCD_DELAY_S * 1000:.0f} ms per round trip, {proxy.chunks} chunks proxied): "
           f"{N_CRS} CRs converged in {first:.1f}s, {len(changed)} edits in {second:.1f}s ({total:.1f}s in all); "
-          f"{watch.events} statuses watched")
+          f"{watch.events} statuses watched; {writes:.0f} etcd writes, {mean_write * 1000:.0f} ms each on average")
+    # A lower bound (load only adds to it): the latency really was injected.
+    assert mean_write >= 2 * ETCD_DELAY_S * 0.9, f"etcd writes took {mean_write:.3f}s on average: no latency injected"
     assert starts == 1, f"the operator started {starts} times"
     assert not problems, "\n".join(problems[:20])
     assert not watch.violations, "\n".join(watch.violations[:20])
