@@ -131,15 +131,15 @@ def _folder_bytes(folder: Path, follow_links: bool = False) -> int:
 
 
 def _hub_metadata(repo: str, revision: str | None, token: str | None
-                  ) -> tuple[int | None, str | None, dict[str, tuple[str, str]], list[str] | None]:
-    """Total size of the files we will download, the commit sha, the published checksums and
-    the files to download (select_files of the repo's listing; None: no listing)."""
+                  ) -> tuple[int | None, str | None, dict[str, tuple[str, str]], list[str] | None, dict[str, int]]:
+    """Total size of the files we will download, the commit sha, the published checksums, the
+    files to download (select_files of the repo's listing; None: no listing) and their sizes."""
     from huggingface_hub import HfApi
 
     try:
         info = HfApi().model_info(repo, revision=revision, token=token, files_metadata=True)
     except Exception:  # metadata feeds progress and checks; the download reports real errors
-        return None, None, {}, None
+        return None, None, {}, None, {}
     chosen = set(select_files([s.rfilename for s in info.siblings or []]))
     siblings = [s for s in info.siblings or [] if s.rfilename in chosen]
     checksums: dict[str, tuple[str, str]] = {}
@@ -148,7 +148,95 @@ def _hub_metadata(repo: str, revision: str | None, token: str | None
             checksums[s.rfilename] = ("sha256", s.lfs.sha256)
         elif s.blob_id:
             checksums[s.rfilename] = ("git-sha1", s.blob_id)
-    return sum(s.size or 0 for s in siblings) or None, info.sha, checksums, sorted(chosen)
+    sizes = {s.rfilename: s.size for s in siblings if s.size}
+    return sum(s.size or 0 for s in siblings) or None, info.sha, checksums, sorted(chosen), sizes
+
+
+# huggingface_hub (since PR 4228, 1.x) downloads each file to a process-unique
+# `<etag>.<random>.incomplete` from byte 0: a Job pod killed half-way through a weight file
+# leaves that part behind and the next pod starts over. The weights (the LFS files, named by
+# their sha256 in the cache's blobs/) are therefore fetched first by `_resume_blobs` into a part
+# file of a fixed name, continued with an HTTP Range request; snapshot_download then finds the
+# blob in place and only links it. Parts of huggingface_hub's own left by a killed pod are
+# removed once nothing has written to them for STALE_PART_S (an active download writes often).
+PART_SUFFIX = ".slm-part"
+STALE_PART_S = 600
+
+
+def _resume_blobs(repo: str, commit: str, checksums: dict[str, tuple[str, str]], sizes: dict[str, int],
+                  cache_dir: Path, token: str | None) -> None:
+    """Best effort: fetch each LFS file (sha256 known) into <cache>/<repo folder>/blobs/<sha256>,
+    resuming a part a killed run left. Any failure is a progress note; snapshot_download then
+    fetches that file its own way (and reports real errors)."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import repo_folder_name
+
+    blobs = cache_dir / repo_folder_name(repo_id=repo, repo_type="model") / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for stale in blobs.glob("*.incomplete"):
+        try:
+            if now - stale.stat().st_mtime > STALE_PART_S:
+                stale.unlink()
+        except OSError:
+            pass
+    for rel, (algo, digest) in sorted(checksums.items()):
+        size = sizes.get(rel)
+        if algo != "sha256" or not size or (blobs / digest).exists():
+            continue
+        try:
+            _fetch_blob(hf_hub_url(repo, rel, revision=commit), blobs / digest, size, digest, token, rel)
+        except Exception as exc:
+            if _disk_full(exc):
+                raise
+            progress.emit("note", message=f"resumable fetch of {rel} failed ({type(exc).__name__}: "
+                                          f"{redact(str(exc), token)}); downloading it again")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    from . import diskspace
+
+    return diskspace.is_disk_full(exc)
+
+
+def _fetch_blob(url: str, blob: Path, size: int, sha256: str, token: str | None, rel: str) -> None:
+    """GET url into blob's part file from the byte the part holds (Range: bytes=N-), then check
+    its size and sha256 and rename it into place. Raises on HTTP errors or a bad checksum (the
+    part is removed then)."""
+    import httpx
+    from huggingface_hub.utils import build_hf_headers
+
+    part = blob.with_name(blob.name + PART_SUFFIX)
+    have = part.stat().st_size if part.exists() else 0
+    if have > size:
+        part.unlink()
+        have = 0
+    headers = build_hf_headers(token=token)
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    if have < size:
+        progress.emit("download", file=rel, resumedFrom=have, size=size)
+        # httpx drops Authorization on a redirect to another host (the hub's CDN).
+        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(60.0, connect=30.0)) as client, \
+                client.stream("GET", url, headers=headers) as r:
+            if r.status_code == 416:
+                part.unlink()
+                raise RuntimeError(f"the hub refused range {have}- of {size} bytes (416)")
+            r.raise_for_status()
+            mode = "ab" if r.status_code == 206 else "wb"  # 200: the server sent the whole file
+            with part.open(mode) as f:
+                for chunk in r.iter_bytes(1 << 20):
+                    f.write(chunk)
+    got = part.stat().st_size
+    h = hashlib.sha256()
+    with part.open("rb") as f:
+        for chunk in iter(lambda: f.read(4 << 20), b""):
+            h.update(chunk)
+    if got != size or h.hexdigest() != sha256:
+        part.unlink()
+        raise RuntimeError(f"{rel}: got {got} bytes with sha256 {h.hexdigest()[:12]}, expected {size} "
+                           f"with {sha256[:12]}")
+    part.rename(blob)
 
 
 def download(repo: str, revision: str | None, cache_dir: Path, token: str | None) -> Fetched:
@@ -158,7 +246,7 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
 
     disable_progress_bars()  # progress goes out as JSON lines instead
     cache_dir.mkdir(parents=True, exist_ok=True)
-    total, sha, checksums, files = _hub_metadata(repo, revision, token)
+    total, sha, checksums, files, sizes = _hub_metadata(repo, revision, token)
     progress.emit("download", repo=repo, revision=revision, bytes=_folder_bytes(cache_dir), total=total)
     done = threading.Event()
 
@@ -170,6 +258,8 @@ def download(repo: str, revision: str | None, cache_dir: Path, token: str | None
     reporter.start()
     started = time.monotonic()
     try:
+        if sha:
+            _resume_blobs(repo, sha, checksums, sizes, cache_dir, token)
         path = snapshot_download(repo_id=repo, revision=revision, cache_dir=str(cache_dir), token=token,
                                  allow_patterns=files or FETCH_PATTERNS)
     except Exception as exc:
