@@ -464,6 +464,16 @@ def test_a_refused_status_posts_one_event_and_raises() -> None:
     assert len(refused) == 1 and "Too long" in refused[0]["message"], "one Event per message"
 
 
+def test_a_cr_deleted_meanwhile_is_not_an_error() -> None:
+    """The status write of a CR deleted while it was reconciled answers 404: nothing to say,
+    no Event, no exception (the work queue would log a traceback and retry a gone CR)."""
+    w = World()
+    w.kube.refuse[("patch_status", "SLMDeployment/status")] = (404, 'slmdeployments.slm.ai "m" not found')
+    out = asyncio.run(w.rec.reconcile(w.body))
+    assert ("patch_status", "SLMDeployment/status", NAME) in w.kube.calls
+    assert out.status == {} and not [e for e in w.kube.events if e["reason"] == c.R_STATUS_REJECTED]
+
+
 # -- observation, pure ----------------------------------------------------------------------------
 
 WANT = ArtifactWant(key="k1", fmt="onnx", qtype="int4", location="/models/artifacts/onnx-int4-k1",

@@ -19,11 +19,20 @@ def _api_error(code: int) -> ApiError:
         "kind": "Status", "code": code, "message": f"code {code}", "reason": "x", "status": "Failure"}))
 
 
+def _plain_429() -> httpx.HTTPStatusError:
+    """API Priority and Fairness answers 429 in plain text, not as a Status: lightkube raises
+    httpx's HTTPStatusError then, not an ApiError."""
+    request = httpx.Request("GET", "https://api/x")
+    response = httpx.Response(429, request=request, text="Too many requests, please try again later.\n")
+    return httpx.HTTPStatusError("429", request=request, response=response)
+
+
 @pytest.mark.parametrize(("error", "capped"), [
     (httpx.ConnectError("refused"), True),
     (httpx.ReadTimeout("slow"), True),
     (_api_error(503), True),
     (_api_error(429), True),
+    (_plain_429(), True),
     (_api_error(422), False),       # the object is wrong: the normal backoff
     (ValueError("a bug"), False),
 ])

@@ -568,6 +568,9 @@ class Reconciler:
             rv = await self.kube.patch_status(meta["name"], meta["namespace"], new)
         except Exception as e:
             r = refusal(e)
+            if r is not None and r[0] == 404:  # deleted while we reconciled: its delete event follows
+                log.info("%s/%s was deleted meanwhile; its status is not written", key[0], key[1])
+                return old
             if r is not None:  # can't say it in status: say it in an Event (once per message)
                 key = (meta.get("uid") or "", r[1])
                 if key not in self._status_refusals:
