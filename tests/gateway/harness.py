@@ -127,7 +127,11 @@ def serving_gateway(gw):
 class FakeEngine:
     """vLLM's OpenAI wire format over a canned answer, with a delay between streamed chunks."""
 
-    def __init__(self, chunk_delay_s: float = 0.05, words: list[str] | None = None) -> None:
+    def __init__(self, chunk_delay_s: float = 0.05, words: list[str] | None = None,
+                 die_after_chunks: int | None = None) -> None:
+        """die_after_chunks: streamed answers drop the connection after that many chunks, with no
+        last chunk of the chunked body, as a killed engine process does."""
+        self.die_after_chunks = die_after_chunks
         self.chunk_delay_s = chunk_delay_s
         self.words = words or WORDS
         self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
@@ -172,6 +176,10 @@ class FakeEngine:
                                           "finish_reason": "stop" if i == len(words) - 1 else None}]}
                     self.chunk_times.append(time.monotonic())
                     await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    if self.die_after_chunks is not None and i + 1 >= self.die_after_chunks:
+                        await asyncio.sleep(0.05)  # the chunk leaves first
+                        request.transport.abort()
+                        return resp
                     if self.chunk_delay_s:
                         await asyncio.sleep(self.chunk_delay_s)
                 if (body.get("stream_options") or {}).get("include_usage"):

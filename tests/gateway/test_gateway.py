@@ -301,3 +301,30 @@ def test_engine_key_is_sent_instead_of_the_clients(tmp_path):
                        json={"model": "tiny", "messages": []})
     sent = [h.get("Authorization") for _, _, h, _ in engine.seen]
     assert sent == ["Bearer sk-engine-internal-0123456789", "Bearer sk-engine-rotated-0123456789"]
+
+
+@pytest.mark.parametrize("stream_path", ["/v1/chat/completions", "/v1/completions"])
+def test_an_engine_dying_mid_stream_is_an_error_not_a_short_answer(tmp_path, flush_redis, stream_path):
+    """The engine process killed after two chunks (its connection dropped, no last chunk): the
+    client gets the two chunks and then an error event, which the openai client raises as
+    APIError, instead of a stream that ends as if the answer were complete."""
+    keys = tmp_path / "consumers"
+    write_consumers(keys, {"bob": BOB})
+    engine = FakeEngine(chunk_delay_s=0.01, die_after_chunks=2)
+    metrics = GatewayMetrics()
+    with serving_aiohttp(engine.app()) as upstream:
+        cfg = GatewayConfig(engine="vllm", upstream=upstream, keys_dir=keys, redis_url=flush_redis, scope="ns/m",
+                            recheck_s=0)
+        with serving_gateway(Gateway(cfg, metrics)) as (url, _):
+            client = _client(url, BOB)
+            got: list[str] = []
+            with pytest.raises(openai.APIError, match="broke off its answer"):
+                if stream_path == "/v1/chat/completions":
+                    for chunk in client.chat.completions.create(
+                            model="tiny", messages=[{"role": "user", "content": "hi"}], stream=True):
+                        got.extend(c.delta.content or "" for c in chunk.choices)
+                else:
+                    for chunk in client.completions.create(model="tiny", prompt="hi", stream=True):
+                        got.extend(c.text for c in chunk.choices)
+    assert "".join(got) == "".join(WORDS[:2])
+    assert _metric(metrics, "slm_gateway_upstream_errors_total", route=stream_path) == 1

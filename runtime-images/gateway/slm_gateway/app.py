@@ -371,12 +371,16 @@ class Gateway:
                 out.headers.add(k, v)
         try:
             await out.prepare(request)
-            # iter_any passes on what arrived, as it arrived: no re-chunking, so each event the
-            # engine flushes reaches the client at once.
-            async for chunk in upstream.content.iter_any():
-                data = meter.feed(chunk) if meter is not None else chunk
-                if data:
-                    await out.write(data)
+            try:
+                # iter_any passes on what arrived, as it arrived: no re-chunking, so each event the
+                # engine flushes reaches the client at once.
+                async for chunk in upstream.content.iter_any():
+                    data = meter.feed(chunk) if meter is not None else chunk
+                    if data:
+                        await out.write(data)
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError) as err:
+                await self._broke_off(request, out, upstream, label, err)
+                return out
             if meter is not None and (tail := meter.finish()):
                 await out.write(tail)
             await out.write_eof()
@@ -394,6 +398,26 @@ class Gateway:
             if meter is not None:
                 self._account(consumer, meter)
         return out
+
+    async def _broke_off(self, request: web.Request, out: web.StreamResponse, upstream: aiohttp.ClientResponse,
+                         label: str, err: BaseException) -> None:
+        """The engine broke off a streamed answer (it crashed or was killed mid-stream). A
+        clean end would read as a complete answer, so: an SSE stream gets an error event in
+        the shape vLLM sends mid-stream errors (`data: {"error": {...}}`, which the openai
+        client raises as APIError) and ends; any other stream is cut without its last chunk,
+        which every HTTP client reports as an incomplete body."""
+        upstream.close()
+        m = self.metrics
+        m.upstream_errors.labels(label).inc()
+        log.warning("the engine broke off its answer on %s: %s", label, type(err).__name__)
+        if _kind(upstream.headers.get("Content-Type", "")) == "sse":
+            event = {"error": {"message": "the model server broke off its answer", "type": "server_error",
+                               "code": "upstream_unavailable"}}
+            with contextlib.suppress(ConnectionError):
+                await out.write(f"data: {json.dumps(event)}\n\n".encode())
+                await out.write_eof()
+        elif request.transport is not None:
+            request.transport.abort()
 
     def _account(self, consumer: Consumer, meter: UsageMeter) -> None:
         prompt, completion = meter.tokens
