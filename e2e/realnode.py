@@ -105,7 +105,7 @@ def ensure_images(names: list[str], build: bool = True) -> dict[str, str]:
         stamp = stamps / f"{name}-{image_id[:24]}"
         if stamp.exists() and ref in present:
             continue
-        archive = stamps / f"{name}.oci.tar"
+        archive = stamps / f"{name}.{os.getpid()}.oci.tar"  # parallel test sessions: one archive each
         try:
             archive.unlink(missing_ok=True)  # podman save refuses to overwrite
             _run("podman", "save", "-q", "--format", "oci-archive", "-o", str(archive), ref)
