@@ -33,7 +33,8 @@ def _repo(folder: Path) -> bytes:
 
 
 def _download(hub: FakeHub, cache: Path) -> list[str]:
-    code = ("import sys; from pathlib import Path; from slm_quantizer import fetch; "
+    # sys.modules["httpx"] = None: the quantizer image has no httpx (huggingface_hub uses httpx2).
+    code = ("import sys; sys.modules['httpx'] = None; from pathlib import Path; from slm_quantizer import fetch; "
             "fetch.download(sys.argv[1], None, Path(sys.argv[2]), None)")
     out = subprocess.run([sys.executable, "-c", code, REPO, str(cache)], capture_output=True, text=True,
                          timeout=120, env={**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"})

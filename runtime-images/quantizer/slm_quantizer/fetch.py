@@ -203,8 +203,7 @@ def _fetch_blob(url: str, blob: Path, size: int, sha256: str, token: str | None,
     """GET url into blob's part file from the byte the part holds (Range: bytes=N-), then check
     its size and sha256 and rename it into place. Raises on HTTP errors or a bad checksum (the
     part is removed then)."""
-    import httpx
-    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.utils import build_hf_headers, get_session
 
     part = blob.with_name(blob.name + PART_SUFFIX)
     have = part.stat().st_size if part.exists() else 0
@@ -216,9 +215,9 @@ def _fetch_blob(url: str, blob: Path, size: int, sha256: str, token: str | None,
         headers["Range"] = f"bytes={have}-"
     if have < size:
         progress.emit("download", file=rel, resumedFrom=have, size=size)
-        # httpx drops Authorization on a redirect to another host (the hub's CDN).
-        with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(60.0, connect=30.0)) as client, \
-                client.stream("GET", url, headers=headers) as r:
+        # huggingface_hub's own HTTP client (its proxies, CA bundle; httpx2 in the image), which,
+        # like httpx, drops Authorization on a redirect to another host (the hub's CDN).
+        with get_session().stream("GET", url, headers=headers, follow_redirects=True, timeout=60.0) as r:
             if r.status_code == 416:
                 part.unlink()
                 raise RuntimeError(f"the hub refused range {have}- of {size} bytes (416)")
