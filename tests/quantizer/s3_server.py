@@ -43,6 +43,9 @@ class S3Server:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.url = f"http://{host}:{port}"
+        # moto keeps its backends per process, not per server: start from nothing (an earlier
+        # server in this pytest process made the same IAM user and buckets).
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10).read()
         iam = self.client("iam")
         iam.create_user(UserName="slm-quantizer")
         iam.put_user_policy(UserName="slm-quantizer", PolicyName="s3", PolicyDocument=json.dumps(POLICY))
