@@ -22,7 +22,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -31,31 +30,16 @@ from pathlib import Path
 
 import pytest
 
+import e2e.private_plane as pp
 from e2e.chaos import StatusWatch, apply_fleet, ensure_crd, fleet, invariants, operator, wait_converged
-from e2e.helpers import CLUSTER_DIR, kubectl, kubectl_json, wait_for
+from e2e.helpers import kubectl, kubectl_json, wait_for
 
 pytestmark = pytest.mark.e2e
 
 OUTAGE_S = float(os.environ.get("SLM_OUTAGE_S", "30"))
 N_CRS = 20
 # Ports of the private control plane: the shared one's plus 10000 (e2e/cluster/README.md).
-PRIVATE_ENV = {
-    "SLM_APISERVER_PORT": "26443", "SLM_ETCD_PORT": "22379", "SLM_ETCD_PEER_PORT": "22380",
-    "SLM_KCM_PORT": "26257", "SLM_SCHEDULER_PORT": "26259", "SLM_KWOK_PORT": "26247", "SLM_REAL_NODE": "0",
-}
-
-
-def _up(state: Path) -> str:
-    env = {**os.environ, **PRIVATE_ENV, "SLM_CLUSTER_DIR": str(state)}
-    done = subprocess.run([str(CLUSTER_DIR / "up")], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    if done.returncode != 0:
-        pytest.fail(f"the private control plane did not start:\n{done.stderr[-3000:]}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
-
-
-def _pid(state: Path, component: str) -> int:
-    return int((state / "run" / f"{component}.pid").read_text().strip())
+PRIVATE_ENV = pp.private_env(10000)
 
 
 def _kubelet_readiness(kc: str, ns: str, stop: threading.Event) -> None:
@@ -77,36 +61,15 @@ def _kubelet_readiness(kc: str, ns: str, stop: threading.Event) -> None:
                             "--type=merge", "-p", json.dumps({"status": {"conditions": ready}}))
 
 
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie counts: `up` started it detached, its parent may not reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 @pytest.fixture(scope="module")
 def private_plane(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(kubeconfig, state dir) of a private control plane, stopped afterwards (its own pids only)."""
     state = Path(os.environ.get("SLM_OUTAGE_CLUSTER_DIR") or tmp_path_factory.mktemp("outage") / "cluster")
     try:
-        kc = _up(state)
+        kc = pp.up(state, PRIVATE_ENV)
         yield kc, state
     finally:
-        pids = []
-        for component in ("fake-provisioner", "kwok", "kube-scheduler", "kube-controller-manager",
-                          "kube-apiserver", "etcd"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = _pid(state, component)
-                os.kill(pid, signal.SIGTERM)
-                pids.append(pid)
-        # The API server drains watches for a minute on SIGTERM; its ports must be free for the next run.
-        with contextlib.suppress(TimeoutError):
-            wait_for(lambda: all(_gone(p) for p in pids), timeout=10, interval=0.5)
-        for pid in pids:
-            if not _gone(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        pp.stop(state)
 
 
 def test_operator_rides_out_an_api_server_outage(private_plane: tuple[str, Path], tmp_path: Path) -> None:
@@ -122,13 +85,13 @@ def test_operator_rides_out_an_api_server_outage(private_plane: tuple[str, Path]
         # Mid-convergence: some statuses written, not all CRs Ready yet.
         wait_for(lambda: any((o.get("status") or {}) for o in kubectl_json(kc, "-n", ns, "get", "slm")["items"]),
                  timeout=120, interval=0.2, what="the first status")
-        apiserver = _pid(state, "kube-apiserver")
+        apiserver = pp.pid(state, "kube-apiserver")
         os.kill(apiserver, signal.SIGKILL)  # abrupt (SIGTERM drains watches for a minute or more)
-        wait_for(lambda: _gone(apiserver), timeout=60, what="the API server to stop")
+        wait_for(lambda: pp.gone(apiserver), timeout=60, what="the API server to stop")
         stopped = time.monotonic()
         time.sleep(OUTAGE_S)
         assert op.process.poll() is None, f"the operator exited during the outage:\n{op.output()[-3000:]}"
-        _up(state)  # starts the API server again (the other components kept running)
+        pp.up(state, PRIVATE_ENV)  # starts the API server again (the other components kept running)
         back = time.monotonic()
         stop = threading.Event()
         kubelet = threading.Thread(target=_kubelet_readiness, args=(kc, ns, stop), daemon=True)

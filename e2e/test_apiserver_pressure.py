@@ -51,18 +51,16 @@ from typing import Any
 import pytest
 import yaml
 
+import e2e.private_plane as pp
 from e2e.chaos import StatusWatch, apply_fleet, edit_wave, ensure_crd, fleet, invariants, operator, wait_converged
-from e2e.helpers import CLUSTER_DIR, kubectl, wait_for
+from e2e.helpers import kubectl, wait_for
 
 pytestmark = pytest.mark.e2e
 
 N_CRS = 20
 ETCD_DELAY_S = float(os.environ.get("SLM_ETCD_DELAY_S", "0.1"))  # each way
 # The shared plane's ports plus 20000 (e2e/cluster/README.md; the outage test uses +10000).
-PRIVATE_ENV = {
-    "SLM_APISERVER_PORT": "36443", "SLM_ETCD_PORT": "32379", "SLM_ETCD_PEER_PORT": "32380",
-    "SLM_KCM_PORT": "36257", "SLM_SCHEDULER_PORT": "36259", "SLM_KWOK_PORT": "36247", "SLM_REAL_NODE": "0",
-}
+PRIVATE_ENV = pp.private_env(20000)
 FLOW_SCHEMA = "slm-operator-tiny"
 PRIORITY_LEVEL = "slm-operator-tiny"
 SA_NAMESPACE, SA_NAME = "slm-system", "slm-operator"
@@ -131,27 +129,6 @@ class LatencyProxy:
                 return
 
 
-def _up(state: Path) -> str:
-    env = {**os.environ, **PRIVATE_ENV, "SLM_CLUSTER_DIR": str(state)}
-    done = subprocess.run([str(CLUSTER_DIR / "up")], env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
-    if done.returncode != 0:
-        pytest.fail(f"the private control plane did not start:\n{done.stderr[-3000:]}", pytrace=False)
-    return done.stdout.strip().splitlines()[-1]
-
-
-def _pid(state: Path, component: str) -> int:
-    return int((state / "run" / f"{component}.pid").read_text().strip())
-
-
-def _gone(pid: int) -> bool:
-    """The process has exited (a zombie counts: `up` started it detached, its parent may not reap)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 def _restart_apiserver(kc: str, state: Path, etcd_port: int) -> None:
     """Restart the private kube-apiserver with `up`'s flags, except --etcd-servers (the proxy)
     and lower inflight limits; its pid goes where `up` keeps it (so the fixture stops it)."""
@@ -161,9 +138,9 @@ def _restart_apiserver(kc: str, state: Path, etcd_port: int) -> None:
     for flag, value in flags.items():
         i = args.index(flag)  # ValueError names a flag `up` no longer passes: update this list
         args[i + 1] = value
-    old = _pid(state, "kube-apiserver")
+    old = pp.pid(state, "kube-apiserver")
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: _gone(old), timeout=60, what="the private API server to stop")
+    wait_for(lambda: pp.gone(old), timeout=60, what="the private API server to stop")
     with (state / "logs" / "kube-apiserver.log").open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -179,24 +156,12 @@ def plane(kubeconfig: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     state = Path(os.environ.get("SLM_PRESSURE_CLUSTER_DIR") or tmp_path_factory.mktemp("pressure") / "cluster")
     proxy = LatencyProxy(("127.0.0.1", int(PRIVATE_ENV["SLM_ETCD_PORT"])))
     try:
-        kc = _up(state)
+        kc = pp.up(state, PRIVATE_ENV)
         _restart_apiserver(kc, state, proxy.port)
         ensure_crd(kc)
         yield kc, state, proxy
     finally:
-        pids = []
-        for component in ("fake-provisioner", "kwok", "kube-scheduler", "kube-controller-manager",
-                          "kube-apiserver", "etcd"):
-            with contextlib.suppress(OSError, ValueError):
-                pid = _pid(state, component)
-                os.kill(pid, signal.SIGTERM)
-                pids.append(pid)
-        with contextlib.suppress(TimeoutError):
-            wait_for(lambda: all(_gone(p) for p in pids), timeout=10, interval=0.5)
-        for pid in pids:
-            if not _gone(pid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        pp.stop(state)
         proxy.close()
 
 
