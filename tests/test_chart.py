@@ -245,6 +245,9 @@ def test_operator_args_probes_and_runtime_images(rendered: dict[str, list[dict[s
     assert {k for k in env if k.startswith("SLM_IMAGE_")} == {
         "SLM_IMAGE_QUANTIZER", "SLM_IMAGE_GATEWAY", *(image_env(n) for n in engines.ENGINE_NAMES)}
     assert env["SLM_MONITORING_NAMESPACE"] == "monitoring"
+    from slm_operator.settings import OperatorConfig
+
+    assert float(env["SLM_STATUS_SETTLE_S"]) == OperatorConfig.status_settle_s  # the chart's default is the operator's
     (dep,) = by_kind(rendered["defaults"], "Deployment")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     ns = operator_container(rendered["namespaces"])["args"]
