@@ -642,6 +642,22 @@ def test_quantize_only_is_ready_with_the_artifact_and_serves_nothing() -> None:
     assert out.writes == 0, "a quiet quantize-only CR costs no writes"
 
 
+def test_switching_to_quantize_only_removes_the_endpoint_and_replicas_from_status() -> None:
+    """A merge patch keeps keys it does not name: the status patch names the fields that went
+    away (endpoint, replicas) as null, so the API server removes them."""
+    from slm_operator.status import status_patch
+
+    old = {"observedGeneration": 1, "conditions": [], "endpoint": "http://m.ns.svc:8000/v1",
+           "replicas": {"desired": 1, "ready": 1, "summary": "1/1"}, "userField": "kept"}
+    new = {"observedGeneration": 2, "conditions": []}
+    assert status_patch(new, old) == {**new, "endpoint": None, "replicas": None}
+    w = World({**copy.deepcopy(SPEC), "serving": {"enabled": False}})
+    w.body = {**w.body, "status": old}
+    w.run()
+    patch = w.kube.status_patches[-1]
+    assert patch["endpoint"] is None and patch["replicas"] is None, patch
+
+
 def test_artifact_facts_carry_size_checksum_tool_and_perplexities() -> None:
     from slm_operator.observe import artifact_facts
 

@@ -55,7 +55,15 @@ from slm_operator.observe import (
 from slm_operator.render import Plan, RenderContext, plan
 from slm_operator.render.common import ConsumerFacts
 from slm_operator.resolve import Resolved, resolution
-from slm_operator.status import Cond, Observation, build_status, resolved_observation, status_changed, transitions
+from slm_operator.status import (
+    Cond,
+    Observation,
+    build_status,
+    resolved_observation,
+    status_changed,
+    status_patch,
+    transitions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -565,7 +573,7 @@ class Reconciler:
                 return old
         self._deferred.pop(key, None)
         try:
-            rv = await self.kube.patch_status(meta["name"], meta["namespace"], new)
+            rv = await self.kube.patch_status(meta["name"], meta["namespace"], status_patch(new, old))
         except Exception as e:
             r = refusal(e)
             if r is not None and r[0] == 404:  # deleted while we reconciled: its delete event follows

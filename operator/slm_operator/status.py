@@ -115,6 +115,13 @@ def build_status(o: Observation, previous: dict[str, Any] | None) -> dict[str, A
     return out
 
 
+def status_patch(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that makes the status `new`: `new` itself plus null for
+    each of our fields `old` has and `new` has not (a merge patch keeps keys it does not name:
+    a CR switched to quantize-only would keep its old endpoint and replicas)."""
+    return {**new, **{k: None for k in sorted(_OURS) if k in (old or {}) and k not in new}}
+
+
 def status_changed(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
     return new != {k: v for k, v in (old or {}).items() if k in new or k in _OURS}
 
