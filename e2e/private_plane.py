@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def gone(process: int) -> bool:
         return Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
     except OSError:
         return True
+
+
+def port_free(port: int) -> bool:
+    """Nothing listens on 127.0.0.1:`port` any more. A SIGKILLed process's leader shows as a
+    zombie (`gone`) while its other threads may still hold its sockets for a moment."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def stop(state: Path) -> None:

@@ -141,6 +141,8 @@ def _restart_apiserver(kc: str, state: Path, etcd_port: int) -> None:
     old = pp.pid(state, "kube-apiserver")
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: pp.gone(old), timeout=60, what="the private API server to stop")
+    port = int(PRIVATE_ENV["SLM_APISERVER_PORT"])
+    wait_for(lambda: pp.port_free(port), timeout=60, interval=0.2, what=f"127.0.0.1:{port} to be free")
     with (state / "logs" / "kube-apiserver.log").open("ab") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
