@@ -421,7 +421,8 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
             for cr in crs[:failing]:
                 cr["metadata"]["name"] = FAILING_PREFIX + cr["metadata"]["name"][1:]
         op = subprocess.Popen([sys.executable, "-m", "slm_operator.main", "--namespace", ns, "--metrics-port",
-                               str(port), "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT,
+                               str(port), "--metrics-address", "127.0.0.1",
+                               "--workers", str(workers)], stdout=log, stderr=subprocess.STDOUT,
                               env={**os.environ, "KUBECONFIG": kubeconfig,
                                    "PYTHONPATH": f"{operator_src}{os.pathsep}{ROOT / 'operator'}"})
         spy = None

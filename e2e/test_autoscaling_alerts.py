@@ -127,7 +127,7 @@ def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, r
                         "quantization": {"format": "none", "type": "bf16"},
                         "resources": {"gpu": {"count": 1, "product": "Tesla-T4"}}}}
     want_firing = {"SLMDeploymentNotReady", "SLMQuantizationFailed", "SLMQueueDepthHighAtMaxReplicas"}
-    with run_operator(kc, [ns], extra_args=["--metrics-port", str(port)]) as op:
+    with run_operator(kc, [ns], extra_args=["--metrics-port", str(port), "--metrics-address", NODE_IP]) as op:
         apply(kc, gate, busy, too_big, namespace=ns)
         wait_for(lambda: monitoring.query(f'up{{namespace="{ns}",job=~".*slm-operator.*"}} == 1'), timeout=120,
                  interval=2, what="Prometheus scraping the operator through the chart's ServiceMonitor")

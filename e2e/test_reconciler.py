@@ -53,6 +53,11 @@ def _metric(port: int, name: str) -> float:
     return total
 
 
+def _local_metrics(port: int) -> list[str]:
+    """The operator's metrics on 127.0.0.1:`port` only (its default, 0.0.0.0, is for a pod)."""
+    return ["--metrics-port", str(port), "--metrics-address", "127.0.0.1"]
+
+
 def _free_port() -> int:
     import socket
 
@@ -199,7 +204,7 @@ def test_missing_secret_is_degraded_then_recovers(crd: str, namespace: str) -> N
 def test_quiet_cluster_costs_no_writes_even_across_restart(crd: str, namespace: str) -> None:
     kc = crd
     port = _free_port()
-    with run_operator(kc, [namespace], extra_args=["--metrics-port", str(port)]):
+    with run_operator(kc, [namespace], extra_args=_local_metrics(port)):
         kubectl(kc, "-n", namespace, "apply", "-f", str(ROOT / "examples/qwen3-0.6b-onnx-cpu.yaml"))
         _ready(kc, namespace, "qwen3-small")
         time.sleep(3)
@@ -209,7 +214,7 @@ def test_quiet_cluster_costs_no_writes_even_across_restart(crd: str, namespace: 
         assert _metric(port, "slm_operator_api_writes_total") == before
         assert _metric(port, 'slm_operator_api_requests_total{kind="SLMDeployment/status"') == status_before
     port = _free_port()
-    with run_operator(kc, [namespace], extra_args=["--metrics-port", str(port)]) as op:
+    with run_operator(kc, [namespace], extra_args=_local_metrics(port)) as op:
         op.wait_for_output("slm-operator started", timeout=60)
         time.sleep(8)
         writes = _metric(port, "slm_operator_api_writes_total")

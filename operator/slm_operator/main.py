@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="kopf liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("SLM_METRICS_PORT", "0")),
                    help="Serve Prometheus metrics on this port (0: off).")
+    p.add_argument("--metrics-address", default=os.environ.get("SLM_METRICS_ADDRESS", "0.0.0.0"),
+                   help="Address the metrics port listens on (in a pod: every interface of the pod's own "
+                        "network; run on a host, e.g. 127.0.0.1).")
     p.add_argument("--priority", type=int, default=int(os.environ.get("SLM_PRIORITY", "0")),
                    help="kopf peering priority: the highest-priority replica works, others stand by.")
     p.add_argument("--peering", default=os.environ.get("SLM_PEERING", ""),
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port)
+        start_http_server(args.metrics_port, addr=args.metrics_address)
     from slm_operator import handlers  # noqa: F401  (registers the handlers)
 
     if args.peering:  # HA: a paused standby does no work (see slm_operator.peering)
