@@ -92,6 +92,19 @@ def load_artifact(folder: Path, key: str) -> LocalArtifact:
     return LocalArtifact(folder, manifest, artifact.sha256_file(folder / artifact.MANIFEST), key)
 
 
+def http_client_module() -> Any:
+    """The HTTP client module huggingface_hub uses: httpx2 (huggingface_hub 2.x, the image has only
+    it), else httpx (the same API)."""
+    try:
+        import httpx2
+
+        return httpx2
+    except ImportError:  # pragma: no cover - an environment with httpx only
+        import httpx
+
+        return httpx
+
+
 def now() -> str:
     """The current time, RFC 3339 UTC to the second (the form Kubernetes status uses)."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

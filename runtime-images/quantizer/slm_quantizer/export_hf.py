@@ -22,7 +22,7 @@ from typing import Any
 
 from slm_runtime import artifact, progress
 
-from .export import ExportError, LocalArtifact, now, read_file_secret
+from .export import ExportError, LocalArtifact, http_client_module, now, read_file_secret
 
 TOKEN_FILE, ENDPOINT_FILE = "HF_TOKEN", "HF_ENDPOINT"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -105,7 +105,7 @@ def push(art: LocalArtifact, target: str, creds_dir: Path | None, plain_http: bo
     """Commit the artifact to branch <key> of hf://org/name; the export result entry.
 
     Raises ExportError (the hub's status and words; permanent for 401/403/404)."""
-    httpx = _httpx()
+    httpx = http_client_module()
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
@@ -144,15 +144,3 @@ def push(art: LocalArtifact, target: str, creds_dir: Path | None, plain_http: bo
             "pushedAt": now(), "message": f"committed {len(ops)} file(s) to {repo} branch {branch} ({commit[:12]}); "
                                           "verified"}
 
-
-def _httpx() -> Any:
-    """The HTTP client module huggingface_hub uses: httpx2 (huggingface_hub 2.x, the image has only
-    it), else httpx (the same API)."""
-    try:
-        import httpx2
-
-        return httpx2
-    except ImportError:  # pragma: no cover - an environment with httpx only
-        import httpx
-
-        return httpx

@@ -32,7 +32,7 @@ from urllib.parse import urlencode
 
 from slm_runtime import artifact, progress
 
-from .export import ExportError, LocalArtifact, now, read_file_secret
+from .export import ExportError, LocalArtifact, http_client_module, now, read_file_secret
 
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 ARTIFACT_TYPE = "application/vnd.slm-operator.model.v1"
@@ -93,7 +93,7 @@ class Registry:
     """A minimal distribution-spec client for one repository, with Basic or Bearer auth."""
 
     def __init__(self, host: str, repo: str, creds: tuple[str, str] | None, plain_http: bool) -> None:
-        httpx = _httpx()
+        httpx = http_client_module()
 
         self.base = f"{'http' if plain_http else 'https'}://{host}/v2/{repo}"
         self.repo = repo
@@ -108,7 +108,7 @@ class Registry:
 
     def request(self, method: str, url: str, **kw: Any) -> Any:
         """Send a request; on a 401 answer its challenge once and resend."""
-        httpx = _httpx()
+        httpx = http_client_module()
 
         full = url if url.startswith("http") else self.base + url
         for attempt in range(2):
@@ -261,15 +261,3 @@ def push(art: LocalArtifact, target: str, creds_dir: Path | None, plain_http: bo
             "pushedAt": now(), "message": f"pushed {pushed_files} blob(s), {pushed_bytes} bytes, and the manifest "
                                           f"to {url}; verified"}
 
-
-def _httpx() -> Any:
-    """The HTTP client module huggingface_hub uses: httpx2 (huggingface_hub 2.x, the image has only
-    it), else httpx (the same API)."""
-    try:
-        import httpx2
-
-        return httpx2
-    except ImportError:  # pragma: no cover - an environment with httpx only
-        import httpx
-
-        return httpx
