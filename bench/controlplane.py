@@ -366,6 +366,21 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def settled(port: int, step: float = 1.0, limit: float = 10.0) -> dict[str, float]:
+    """The operator's request counters once they stopped moving for `step` seconds (at most
+    `limit` seconds): the quiet period starts after convergence has finished, not when the
+    last CR turned Ready (its Ready Event follows its status write by milliseconds)."""
+    last = scrape(port)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(step)
+        now = scrape(port)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def by_verb(counts: dict[str, float]) -> dict[str, float]:
     verbs: dict[str, float] = {}
     for key, v in counts.items():
@@ -457,7 +472,7 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
                 spy.send_signal(signal.SIGINT)
                 spy.wait(60)
             converged = len(prog.ready)
-            m1 = scrape(port)
+            m1 = settled(port)
             rss1, cpu1 = proc_stats(op.pid)
             time.sleep(quiet)
             m2 = scrape(port)

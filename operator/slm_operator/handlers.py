@@ -1,17 +1,20 @@
 """kopf wiring (thin): watch SLMDeployments and their children, feed the work queue.
 
-Only event handlers are used: kopf then stores no progress annotations and adds no
-finalizers, so the operator never writes to an SLMDeployment except its status.
-Children are watched (label app.kubernetes.io/managed-by=slm-operator) to keep the cache
-fresh and to undo edits made by someone else.
+kopf watches SLMDeployments only, with event handlers only: kopf then stores no progress
+annotations and adds no finalizers, so the operator never writes to an SLMDeployment except
+its status.
 
-Pods are watched too, but not through kopf: kopf filters labels client-side, so a kopf pod
-handler would stream every pod of every watched namespace. The operator's own list+watch
-(`Kube.watch_pods`) sends the managed-by selector to the API server instead: one list and one
-long-lived watch per watched namespace (or one for the cluster), only the operator's pods on
-the wire, a compact summary of each in the cache, and a reconcile of the owning
-SLMDeployment only when a summary changes (a pull failure, a crash, an eviction, a pod
-turning ready), never for the kubelet's routine status updates.
+Children and pods are watched by the operator's own list+watch (`Kube.watch`), not by kopf:
+- kopf filters labels client-side, so a kopf handler for Deployments would stream every
+  Deployment of every watched namespace; our watch sends the managed-by selector to the API
+  server, so only the operator's objects are on the wire;
+- kopf keeps a memory (about 0.9 KB) and runs a worker per object it sees; eight child
+  objects per SLMDeployment made that a large share of the operator's memory and CPU.
+One list and one long-lived watch per (kind, watched namespace). Children keep the cache fresh
+and undo edits made by someone else; their owner reconciles only when the cached copy changed
+(not for the echo of the operator's own write, whose answer is cached already). Pods are kept
+as compact summaries, and their owner reconciles only when a summary changes (a pull failure, a
+crash, an eviction, a pod turning ready), never for the kubelet's routine status updates.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -27,7 +31,7 @@ from lightkube import AsyncClient
 from slm_operator import api, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
-from slm_operator.kube import Kube, compact_child
+from slm_operator.kube import Kube, ServiceMonitorResource, compact_child
 from slm_operator.reconciler import Outcome, Reconciler
 from slm_operator.settings import OperatorConfig
 from slm_operator.workqueue import WorkQueue
@@ -56,7 +60,7 @@ class State:
     conditions: dict[tuple[str, str], dict[str, str]]
     condition_counts: dict[tuple[str, str], int]
     counts_of: dict[tuple[str, str], dict[str, str]]  # the STATE.conditions counted
-    pod_watches: list[asyncio.Task[None]]
+    watches: list[asyncio.Task[None]]
 
 
 STATE = State()
@@ -164,21 +168,19 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         "servicemonitors.monitoring.coreos.com"))
     STATE.reconciler = Reconciler(STATE.kube, STATE.cache, ctx, status_settle=cfg.status_settle_s)
     STATE.queue = WorkQueue(_reconcile, workers=cfg.workers)
-    await _prefill(client, cfg)
-    await _start_pod_watches(cfg)
+    await _start_watches(cfg)
     STATE.queue.start()
     log.info("slm-operator started: %d children and %d pods cached, %d workers", len(STATE.cache),
              STATE.cache.pod_count(), cfg.workers)
 
 
-POD_SYNC_TIMEOUT = 30.0
+SYNC_TIMEOUT = 30.0
 
 
 def _pods_listed(namespace: str | None, summaries: list[dict[str, Any]]) -> None:
     """After a (re-)list: the cache holds exactly these pods; owners whose pods changed reconcile."""
     for key in STATE.cache.replace_pods(namespace, summaries):
-        if hasattr(STATE, "queue"):
-            STATE.queue.enqueue(key)
+        _enqueue(key)
     metrics.PODS_CACHED.set(STATE.cache.pod_count())
 
 
@@ -189,57 +191,106 @@ def _pod_event(op: str, summary: dict[str, Any]) -> None:
         owner = STATE.cache.remove_pod(ns, name)
     else:
         owner = summary.get("owner") if STATE.cache.put_pod(summary) else None
-    if owner and hasattr(STATE, "queue"):
-        STATE.queue.enqueue((ns, owner))
+    if owner:
+        _enqueue((ns, owner))
     metrics.PODS_CACHED.set(STATE.cache.pod_count())
 
 
-async def _start_pod_watches(cfg: OperatorConfig) -> None:
-    """One pod list+watch per watched namespace (or one cluster-wide); waits up to
-    POD_SYNC_TIMEOUT seconds for the first lists, so a restart sees the pods before the first
-    reconcile (and writes nothing), without hanging when pods cannot be listed."""
-    namespaces: list[str | None] = list(cfg.namespaces) or [None]
-    STATE.pod_watches = []
-    synced = []
-    for ns in namespaces:
-        ev = asyncio.Event()
-        synced.append(ev)
-        STATE.pod_watches.append(asyncio.create_task(STATE.kube.watch_pods(
-            ns, MANAGED, summarise=podfaults.summarise, on_list=_pods_listed, on_event=_pod_event,
-            synced=ev), name=f"pod-watch-{ns or 'all'}"))
-    try:
-        await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in synced)), POD_SYNC_TIMEOUT)
-    except TimeoutError:
-        log.warning("pods not listed within %.0fs: pod faults show once the pod watch works "
-                    "(the operator needs list and watch on pods)", POD_SYNC_TIMEOUT)
+def _enqueue(key: tuple[str, str]) -> None:
+    if hasattr(STATE, "queue"):
+        STATE.queue.enqueue(key)
 
 
-async def _prefill(client: AsyncClient, cfg: OperatorConfig) -> None:
-    """List children once before the first reconcile, so a restart writes nothing."""
+def _child_compactor(kind: str, api_version: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The transform of a child kind's watch: apiVersion and kind set (a list's items lack
+    them), managedFields dropped (never read, often half an object), Jobs compacted."""
+
+    def compact(d: dict[str, Any]) -> dict[str, Any]:
+        d.setdefault("apiVersion", api_version)
+        d.setdefault("kind", kind)
+        meta = d.get("metadata")
+        if isinstance(meta, dict):
+            meta.pop("managedFields", None)
+        return compact_child(kind, d)
+
+    return compact
+
+
+def _children_listed(kind: str) -> Callable[[str | None, list[dict[str, Any]]], None]:
+    """on_list of a child kind's watch: the cache holds exactly these; changed owners reconcile."""
+
+    def listed(namespace: str | None, bodies: list[dict[str, Any]]) -> None:
+        for key in STATE.cache.replace_kind(kind, namespace, bodies):
+            _enqueue(key)
+
+    return listed
+
+
+def _child_changed(kind: str) -> Callable[[str, dict[str, Any]], None]:
+    """on_event of a child kind's watch: keep it (or forget it); its owner reconciles only when
+    the cache changed (someone else's edit, a controller's status), not for the echo of the
+    operator's own write."""
+
+    def changed(op: str, body: dict[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        ns, name = meta.get("namespace", ""), meta.get("name", "")
+        if op == "DELETED":
+            owner = STATE.cache.remove(kind, ns, name, rv=meta.get("resourceVersion"))
+        else:
+            owner = (meta.get("labels") or {}).get(c.L_DEPLOYMENT) if STATE.cache.put(kind, body) else None
+        if owner:
+            _enqueue((ns, owner))
+
+    return changed
+
+
+def _child_resource(group: str, version: str, kind: str) -> Any:
     from lightkube.codecs import resource_registry
 
+    if kind == "ServiceMonitor":
+        return ServiceMonitorResource
+    return resource_registry.load(f"{group}/{version}" if group else version, kind)
+
+
+async def _start_watches(cfg: OperatorConfig) -> None:
+    """One list+watch per (child kind, watched namespace) and per watched namespace for pods
+    (or one cluster-wide each), with the managed-by selector. Waits up to SYNC_TIMEOUT seconds
+    for the first lists, so a restart sees its children and pods before the first reconcile
+    (and writes nothing), without hanging when something cannot be listed."""
     namespaces: list[str | None] = list(cfg.namespaces) or [None]
+    STATE.watches = []
+    synced: list[tuple[str, asyncio.Event]] = []
+
+    def start(what: str, ns: str | None, coro_for: Callable[[asyncio.Event], Any]) -> None:
+        ev = asyncio.Event()
+        synced.append((what, ev))
+        STATE.watches.append(asyncio.create_task(coro_for(ev), name=f"{what}-watch-{ns or 'all'}"))
+
     for group, version, _plural, kind in CHILD_KINDS:
         if kind == "ServiceMonitor" and not STATE.reconciler.ctx.service_monitor_crd:
             continue
-        api_version = f"{group}/{version}" if group else version
-        res = resource_registry.load(api_version, kind) if kind != "ServiceMonitor" else None
-        if res is None:
-            from slm_operator.kube import ServiceMonitorResource as res
+        res, api_version = _child_resource(group, version, kind), f"{group}/{version}" if group else version
         for ns in namespaces:
-            metrics.API_REQUESTS.labels(verb="list", kind=kind).inc()
-            async for obj in client.list(res, namespace=ns or "*", labels=MANAGED):
-                d = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-                d.setdefault("apiVersion", api_version)
-                d.setdefault("kind", kind)
-                STATE.cache.put(kind, compact_child(kind, _plain(d)))
+            start(kind, ns, lambda ev, res=res, kind=kind, av=api_version, ns=ns: STATE.kube.watch(
+                res, kind, ns, MANAGED, transform=_child_compactor(kind, av), on_list=_children_listed(kind),
+                on_event=_child_changed(kind), synced=ev))
+    for ns in namespaces:
+        start("Pod", ns, lambda ev, ns=ns: STATE.kube.watch_pods(
+            ns, MANAGED, summarise=podfaults.summarise, on_list=_pods_listed, on_event=_pod_event, synced=ev))
+    try:
+        await asyncio.wait_for(asyncio.gather(*(ev.wait() for _, ev in synced)), SYNC_TIMEOUT)
+    except TimeoutError:
+        missing = sorted({what for what, ev in synced if not ev.is_set()})
+        log.warning("%s not listed within %.0fs: the operator needs list and watch on them; until then "
+                    "it may re-apply children it cannot see and pod faults show late",
+                    ", ".join(missing), SYNC_TIMEOUT)
 
 
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    for task in getattr(STATE, "pod_watches", []):
+    for task in getattr(STATE, "watches", []):
         task.cancel()
-    await asyncio.gather(*getattr(STATE, "pod_watches", []), return_exceptions=True)
+    await asyncio.gather(*getattr(STATE, "watches", []), return_exceptions=True)
     if hasattr(STATE, "queue"):
         await STATE.queue.stop()
     if hasattr(STATE, "kube"):
@@ -257,29 +308,3 @@ async def slm_event(event: dict[str, Any], body: kopf.Body, namespace: str, name
         _set_condition_series(key, {})
         return
     STATE.queue.update(key, _plain(body))
-
-
-def _register_child(group: str, version: str, plural: str, kind: str) -> None:
-    api_version = f"{group}/{version}" if group else version
-
-    async def child_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str,
-                          labels: dict[str, str], **_: Any) -> None:
-        if event.get("type") == "DELETED":
-            STATE.cache.remove(kind, namespace, name)
-        else:
-            d = _plain(body)
-            d.setdefault("apiVersion", api_version)
-            d.setdefault("kind", kind)
-            STATE.cache.put(kind, compact_child(kind, d))  # serialises: nothing of kopf's body is kept
-        owner = labels.get(c.L_DEPLOYMENT)
-        if owner and hasattr(STATE, "queue"):
-            STATE.queue.enqueue((namespace, owner))
-
-    child_event.__name__ = f"child_{kind.lower()}"
-    kopf.on.event(group or "", version, plural, labels=MANAGED, id=f"child-{kind.lower()}")(child_event)
-
-
-for _g, _v, _p, _k in CHILD_KINDS:
-    _register_child(_g, _v, _p, _k)
-
-

@@ -50,7 +50,7 @@ def refusal(e: BaseException) -> tuple[int, str] | None:
     return code, message
 
 
-PodCallback = Callable[[str, dict[str, Any]], None]
+EventCallback = Callable[[str, dict[str, Any]], None]
 ListCallback = Callable[[str | None, list[dict[str, Any]]], None]
 
 
@@ -113,39 +113,52 @@ class Kube:
 
     async def watch_pods(self, namespace: str | None, labels: dict[str, str], *,
                          summarise: Callable[[dict[str, Any]], dict[str, Any]],
-                         on_list: ListCallback, on_event: PodCallback,
+                         on_list: ListCallback, on_event: EventCallback,
                          synced: asyncio.Event | None = None, server_timeout: int = 300,
                          max_backoff: float = 60.0,
                          sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
-        """List, then watch, the pods matching `labels` (server-side selector) in `namespace`
-        (None: all namespaces), forever; returns only when cancelled.
-
-        Each pod is passed through `summarise` at once, so only summaries are kept. After each
-        (re-)list `on_list(namespace, summaries)` gets the complete set; then every watch event
-        calls `on_event(type, summary)` with type ADDED, MODIFIED or DELETED. `synced` is set
-        after the first successful list. A watch that ends (server timeout) resumes from the
-        last resourceVersion; a 410 Gone or any error leads to a fresh list, after an
-        exponential back-off (1 s doubling to `max_backoff`) for errors. Costs one list plus one
-        long-lived watch per (re-)list, whatever the number of pods or SLMDeployments.
-        """
+        """`watch` of the pods matching `labels`, each passed through `summarise` (only the
+        summaries are kept: a pod is several KiB, a summary a few hundred bytes)."""
         from lightkube.resources.core_v1 import Pod
 
+        await self.watch(Pod, "Pod", namespace, labels, transform=summarise, on_list=on_list,
+                         on_event=on_event, synced=synced, server_timeout=server_timeout,
+                         max_backoff=max_backoff, sleep=sleep)
+
+    async def watch(self, res: Any, kind: str, namespace: str | None, labels: dict[str, str], *,
+                    transform: Callable[[dict[str, Any]], dict[str, Any]],
+                    on_list: ListCallback, on_event: EventCallback,
+                    synced: asyncio.Event | None = None, server_timeout: int = 300,
+                    max_backoff: float = 60.0,
+                    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        """List, then watch, the objects of lightkube resource `res` (kind `kind`) matching
+        `labels` (a server-side selector: only ours on the wire) in `namespace` (None: all
+        namespaces), forever; returns only when cancelled.
+
+        Each object is passed through `transform` at once (a plain dict in, what the caller
+        keeps out). After each (re-)list `on_list(namespace, objects)` gets the complete set;
+        then every watch event calls `on_event(type, object)` with type ADDED, MODIFIED or
+        DELETED. `synced` is set after the first successful list. A watch that ends (server
+        timeout) resumes from the last resourceVersion; a 410 Gone or any error leads to a fresh
+        list, after an exponential back-off (1 s doubling to `max_backoff`) for errors. Costs one
+        list plus one long-lived watch per (re-)list, whatever the number of objects.
+        """
         scope = namespace or "*"
         backoff = 1.0
         warned = False
         while True:
             try:
-                self._count("list", "Pod")
-                listing = self.client.list(Pod, namespace=scope, labels=labels)
-                summaries = [summarise(p.to_dict()) async for p in listing]
-                on_list(namespace, summaries)
+                self._count("list", kind)
+                listing = self.client.list(res, namespace=scope, labels=labels)
+                items = [transform(o.to_dict()) async for o in listing]
+                on_list(namespace, items)
                 if synced is not None:
                     synced.set()
-                self._count("watch", "Pod")
-                async for op, pod in self.client.watch(Pod, namespace=scope, labels=labels,
+                self._count("watch", kind)
+                async for op, obj in self.client.watch(res, namespace=scope, labels=labels,
                                                        resource_version=listing.resourceVersion,
                                                        server_timeout=server_timeout):
-                    on_event(op, summarise(pod.to_dict()))
+                    on_event(op, transform(obj.to_dict()))
                     backoff = 1.0
             except asyncio.CancelledError:
                 raise
@@ -153,11 +166,11 @@ class Kube:
                 if e.status.code == 410:  # resourceVersion too old: list again at once
                     continue
                 level = logging.WARNING if not warned else logging.DEBUG
-                log.log(level, "pod watch in %s failed (%s %s); pod faults show late until it works; "
-                        "retrying in %.0fs", scope, e.status.code, e.status.message, backoff)
+                log.log(level, "%s watch in %s failed (%s %s); changes show late until it works; "
+                        "retrying in %.0fs", kind, scope, e.status.code, e.status.message, backoff)
                 warned = True
             except Exception as e:  # connection errors, timeouts: list again after a pause
-                log.info("pod watch in %s interrupted (%s); listing again in %.0fs", scope, e, backoff)
+                log.info("%s watch in %s interrupted (%s); listing again in %.0fs", kind, scope, e, backoff)
             await sleep(backoff)
             backoff = min(max_backoff, backoff * 2)
 
