@@ -125,7 +125,7 @@ def ensure_gpu_nodes(client: httpx.Client, count: int) -> None:
         node["metadata"]["name"] = name
         node["metadata"]["labels"]["kubernetes.io/hostname"] = name
         for k in ("capacity", "allocatable"):
-            node["status"][k].update({"nvidia.com/gpu": "128", "cpu": "2048", "memory": "16Ti", "pods": "1000",
+            node["status"][k].update({"nvidia.com/gpu": "128", "cpu": "2048", "memory": "16Ti", "pods": "5000",
                                       "ephemeral-storage": "100Ti"})
         r = client.patch(f"/api/v1/nodes/{name}", params={"fieldManager": "slm-bench", "force": "true"},
                          content=json.dumps(node), headers={"Content-Type": "application/apply-patch+yaml"})
@@ -136,15 +136,19 @@ def ensure_gpu_nodes(client: httpx.Client, count: int) -> None:
                      headers={"Content-Type": "application/apply-patch+yaml"}).raise_for_status()
 
 
+# Room for N = 3000 on 4 nodes: a third of the CRs are ONNX CPU shapes (2 replicas and a Job,
+# all on their claim's node), and at 512 CPUs a node ran out at N = 1000 (2 CRs Unschedulable).
+CPU_NODE_CAPACITY = {"cpu": "4096", "memory": "32Ti", "pods": "5000", "ephemeral-storage": "100Ti"}
+
+
 def ensure_cpu_nodes(client: httpx.Client, count: int) -> None:
+    """KWOK CPU nodes (no taint) with room for the CPU shapes at any N up to 3000."""
     for i in range(count):
         name = f"bench-cpu-{i}"
         node = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
                              "labels": {"type": "kwok", "kubernetes.io/hostname": name}},
-                "status": {"capacity": {"cpu": "512", "memory": "4Ti", "pods": "1000", "ephemeral-storage": "100Ti"},
-                           "allocatable": {"cpu": "512", "memory": "4Ti", "pods": "1000",
-                                           "ephemeral-storage": "100Ti"}}}
+                "status": {"capacity": CPU_NODE_CAPACITY, "allocatable": CPU_NODE_CAPACITY}}
         client.patch(f"/api/v1/nodes/{name}", params={"fieldManager": "slm-bench", "force": "true"},
                      content=json.dumps(node), headers={"Content-Type": "application/apply-patch+yaml"}
                      ).raise_for_status()

@@ -52,8 +52,12 @@ def check_settings() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Until kopf installs its own handler (below), so that setting errors are logged; then
+    # removed: with both, every record was printed twice.
+    boot = logging.StreamHandler()
+    boot.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(boot)
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose else logging.INFO)
     check_settings()
     if args.namespace:
         os.environ["SLM_NAMESPACES"] = ",".join(args.namespace)
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         peering.register()
 
     kopf.configure(verbose=args.verbose)
+    logging.getLogger().removeHandler(boot)
     if not args.verbose:
         # kopf logs "Handler ... succeeded" at INFO for every watch event of every child (twice:
         # its handler and the root one); at 1,000 SLMDeployments that was a visible share of the

@@ -7,7 +7,7 @@ worked and then paused (a higher-priority replica came back) kept reconciling:
 
 - items already queued, and every key whose requeue timer fired (waits, backoffs, the 60 s
   consumers recheck) ran again;
-- the operator's own pod watch kept running and enqueued the owner on every pod change;
+- the operator's own child and pod watches kept running and enqueued the owner on every change;
 - worst, those reconciles used the bodies cached at the pause, so after an edit of the CR they
   wrote the old spec's children and a status with the old observedGeneration (status patches
   carry no resourceVersion), fighting the active replica.
