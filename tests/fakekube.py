@@ -146,3 +146,26 @@ class FakeKube:
 
     async def close(self) -> None:
         pass
+
+
+class WatchObj:
+    """What lightkube's list and watch yield: an object with to_dict() (a fresh copy each time)."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self._d = d
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy(self._d)
+
+
+class WatchListing:
+    """What lightkube's AsyncClient.list returns: async iteration over the items, and the
+    list's resourceVersion (set once iterated, as lightkube does)."""
+
+    def __init__(self, items: list[dict[str, Any]], rv: str) -> None:
+        self.items, self.resourceVersion = items, rv
+
+    async def __aiter__(self) -> Any:
+        for d in self.items:
+            yield WatchObj(d)
+

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from fakekube import WatchListing, WatchObj
 
 from slm_operator import handlers
 from slm_operator.cache import ChildCache
@@ -123,38 +124,21 @@ def test_child_transform_drops_managed_fields_and_compacts_jobs() -> None:
                    "spec": {"backoffLimit": 2}}
 
 
-class _Obj:
-    def __init__(self, d: dict[str, Any]) -> None:
-        self._d = d
-
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self._d)
-
-
-class _Listing:
-    def __init__(self, items: list[dict[str, Any]], rv: str) -> None:
-        self.items, self.resourceVersion = items, rv
-
-    async def __aiter__(self) -> Any:
-        for d in self.items:
-            yield _Obj(d)
-
-
 class _Client:
     """lightkube-like: list() then watch(), which ends with a connection reset."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def list(self, res: Any, *, namespace: str, labels: dict[str, str]) -> _Listing:
+    def list(self, res: Any, *, namespace: str, labels: dict[str, str]) -> WatchListing:
         self.calls.append(("list", res, namespace, dict(labels)))
-        return _Listing([{k: v for k, v in deployment(rv="90").items() if k not in ("apiVersion", "kind")}],
+        return WatchListing([{k: v for k, v in deployment(rv="90").items() if k not in ("apiVersion", "kind")}],
                         rv="90")
 
     async def watch(self, res: Any, *, namespace: str, labels: dict[str, str], resource_version: str,
                     server_timeout: int) -> Any:
         self.calls.append(("watch", res, resource_version))
-        yield "MODIFIED", _Obj(deployment(rv="91", ready=1))
+        yield "MODIFIED", WatchObj(deployment(rv="91", ready=1))
         raise ConnectionError("reset by peer")
 
 

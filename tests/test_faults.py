@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fakekube import WatchListing, WatchObj
 
 from slm_operator import podfaults
 from slm_operator.cache import ChildCache
@@ -622,23 +623,6 @@ def test_secret_values_from_referenced_secrets_are_masked(world: Any) -> None:
 
 # -- the pod watch --------------------------------------------------------------------------------
 
-class _Obj:
-    def __init__(self, d: dict[str, Any]) -> None:
-        self._d = d
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._d
-
-
-class _Listing:
-    def __init__(self, items: list[dict[str, Any]], rv: str) -> None:
-        self.items, self.resourceVersion = items, rv
-
-    async def __aiter__(self) -> Any:
-        for d in self.items:
-            yield _Obj(d)
-
-
 class _FakeClient:
     """lightkube-like: list() then watch(); the first watch ends in 410 Gone, the second in a
     connection error."""
@@ -647,9 +631,9 @@ class _FakeClient:
         self.calls: list[tuple[str, Any]] = []
         self.watches = 0
 
-    def list(self, res: Any, *, namespace: str, labels: dict[str, str]) -> _Listing:
+    def list(self, res: Any, *, namespace: str, labels: dict[str, str]) -> WatchListing:
         self.calls.append(("list", (namespace, dict(labels))))
-        return _Listing([pod("qwen3-7c9f-aaaaa")], rv=str(100 + len(self.calls)))
+        return WatchListing([pod("qwen3-7c9f-aaaaa")], rv=str(100 + len(self.calls)))
 
     async def watch(self, res: Any, *, namespace: str, labels: dict[str, str], resource_version: str,
                     server_timeout: int) -> Any:
@@ -658,7 +642,7 @@ class _FakeClient:
 
         self.calls.append(("watch", resource_version))
         self.watches += 1
-        yield "MODIFIED", _Obj(pod("qwen3-7c9f-aaaaa", state={"waiting": {"reason": "ImagePullBackOff"}}))
+        yield "MODIFIED", WatchObj(pod("qwen3-7c9f-aaaaa", state={"waiting": {"reason": "ImagePullBackOff"}}))
         if self.watches == 1:
             raise ApiError(status=Status(code=410, message="too old resource version"))
         raise ConnectionError("reset by peer")
