@@ -554,41 +554,72 @@ class Signals:
             self.event(self.dep_ready, dep["metadata"]["name"]).set()
 
 
+# Answers a real client retries (client-go retries 429 and 5xx answers that carry Retry-After;
+# kube-apiserver answers 504 when a request outlives its own timeout under load, 429 from
+# API Priority and Fairness): a limit that gave up on the first one never converged at N=1000.
+TRANSIENT = {429, 500, 502, 503, 504}
+RETRY_TRIES = 12
+
+
+async def send(client: httpx.AsyncClient, method: str, path: str, retries: list[int], *,
+               ok: tuple[int, ...] = (), sleep: Any = asyncio.sleep, **kw: Any) -> httpx.Response:
+    """One request of the limit, retried on TRANSIENT answers and connection errors (Retry-After
+    honoured, else 0.5 s doubling to 8 s; at most RETRY_TRIES tries; retries[0] counts them).
+    Returns the answer (2xx, or a status in `ok`); raises httpx.HTTPStatusError for any other,
+    RuntimeError when it is still transient after the last try."""
+    delay = 0.5
+    for _ in range(RETRY_TRIES):
+        try:
+            r = await client.request(method, path, **kw)
+        except httpx.TransportError:
+            r = None
+        if r is not None and r.status_code not in TRANSIENT:
+            if r.status_code not in ok:
+                r.raise_for_status()
+            return r
+        retries[0] += 1
+        after = r.headers.get("Retry-After", "") if r is not None else ""
+        await sleep(min(float(after), 8.0) if after.isdigit() else delay)
+        delay = min(delay * 2, 8.0)
+    raise RuntimeError(f"{method} {path}: still transient after {RETRY_TRIES} tries")
+
+
 async def limit_one(client: httpx.AsyncClient, cr: dict[str, Any], ns: str, sem: asyncio.Semaphore,
-                    sig: Signals, done: dict[str, float]) -> None:
+                    sig: Signals, done: dict[str, float], retries: list[int]) -> None:
     hdr = {"Content-Type": "application/apply-patch+yaml"}
     params = {"fieldManager": "slm-bench-limit", "force": "true"}
-    status_path = f"{SLM_PATH.format(ns=ns)}/{cr['metadata']['name']}/status"
+    cr_path = f"{SLM_PATH.format(ns=ns)}/{cr['metadata']['name']}"
     merge = {"Content-Type": "application/merge-patch+json"}
     async with sem:
-        r = await client.post(SLM_PATH.format(ns=ns), json=cr)
-        r.raise_for_status()
+        r = await send(client, "POST", SLM_PATH.format(ns=ns), retries, ok=(409,), json=cr)
+        if r.status_code == 409:  # a retried POST whose first try was stored after all
+            r = await send(client, "GET", cr_path, retries)
+        meta = r.json()["metadata"]
         # The spec as sent (the operator's own defaults) with the server's metadata (uid, for
         # the owner references): independent of fields a newer CRD may default.
-        p = plan(api.SLMDeployment.model_validate(defaulted({**cr, "metadata": r.json()["metadata"]})),
-                 RenderContext())
+        p = plan(api.SLMDeployment.model_validate(defaulted({**cr, "metadata": meta})), RenderContext())
         for obj in p.prepare:
             if obj["kind"] == "Secret":
                 obj = {**obj, "data": {"api-key": "YmVuY2g="}}
-            (await client.patch(path_for(obj, ns, obj["metadata"]["name"]), params=params, headers=hdr,
-                                content=json.dumps(obj))).raise_for_status()
+            await send(client, "PATCH", path_for(obj, ns, obj["metadata"]["name"]), retries, params=params,
+                       headers=hdr, content=json.dumps(obj))
         status = build_status(Observation(generation=1, engine=p.resolved.engine), None)
-        await client.patch(status_path, json={"status": status}, headers=merge)
+        await send(client, "PATCH", f"{cr_path}/status", retries, json={"status": status}, headers=merge)
     if p.job:
         await sig.event(sig.job_done, p.job["metadata"]["name"]).wait()
     async with sem:
         for obj in p.serve:
-            (await client.patch(path_for(obj, ns, obj["metadata"]["name"]), params=params, headers=hdr,
-                                content=json.dumps(obj))).raise_for_status()
+            await send(client, "PATCH", path_for(obj, ns, obj["metadata"]["name"]), retries, params=params,
+                       headers=hdr, content=json.dumps(obj))
     await sig.event(sig.dep_ready, p.serve[0]["metadata"]["name"]).wait()
     o = Observation(generation=1, engine=p.resolved.engine, endpoint="x")
     o.model = Cond(True, "ArtifactReady", "ok.")
     o.available = Cond(True, "MinimumReplicasAvailable", "ok.")
     async with sem:
-        await client.patch(status_path, json={"status": build_status(o, status)}, headers=merge)
+        await send(client, "PATCH", f"{cr_path}/status", retries, json={"status": build_status(o, status)},
+                   headers=merge)
         # The operator's one Event per CR (Ready), so both sides send the same requests.
-        meta = r.json()["metadata"]
-        await client.post(f"/api/v1/namespaces/{ns}/events", json={
+        await send(client, "POST", f"/api/v1/namespaces/{ns}/events", retries, json={
             "apiVersion": "v1", "kind": "Event", "metadata": {"generateName": f"{meta['name']}.", "namespace": ns},
             "involvedObject": {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": meta["name"],
                                "namespace": ns, "uid": meta["uid"]},
@@ -602,6 +633,7 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
         create_namespace(client, ns)
     crs = make_crs(n, ns)
     done: dict[str, float] = {}
+    retries = [0]
 
     async def main() -> float:
         sem = asyncio.Semaphore(concurrency)
@@ -611,7 +643,7 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
                        asyncio.create_task(sig.watch(client, f"/apis/apps/v1/namespaces/{ns}/deployments",
                                                      sig.on_dep))]
             t0 = time.monotonic()
-            await asyncio.gather(*(limit_one(client, cr, ns, sem, sig, done) for cr in crs))
+            await asyncio.gather(*(limit_one(client, cr, ns, sem, sig, done, retries) for cr in crs))
             wall = time.monotonic() - t0
             for w in watches:
                 w.cancel()
@@ -624,7 +656,7 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
         with kube.sync() as client:
             delete_namespace(client, ns)
     return {"mode": "limit", "n": n, "concurrency": concurrency, "converged": len(done), "wall_s": round(wall, 2),
-            "load_mean": load.mean, "load_peak": load.peak}
+            "retries": retries[0], "load_mean": load.mean, "load_peak": load.peak}
 
 
 def median(values: list[float]) -> float:
