@@ -37,7 +37,12 @@ PVC = {"source": "pvc://claim/model"}
         {"model": PVC, "tolerations": [{"key": "a", "value": None}]},
         {"model": {**PVC, "contextLength": 300.0}},  # an integral number decodes as an integer
         {"model": {**PVC, "contextLength": 1e3}},
-        {"model": PVC, "replicas": 3.0},  # read only through has() by the rules
+        {"model": PVC, "replicas": 3.0},  # the rule `!has(self.replicas) || !has(self.autoscaling)` holds
+        # Every rule that touches gpu.count is decided before it (no vllm, no autoscaling): CEL's
+        # `||` absorbs the "expected int, got float64" error (the CI fuzzer found this one).
+        {"model": PVC, "resources": {"gpu": {"count": 3.0}}},
+        {"model": PVC, "tolerations": [{"key": "a", "operator": "Exists", "effect": "NoExecute",
+                                         "tolerationSeconds": 3.0}]},
     ],
 )
 def test_admitted_like_the_api_server(spec: dict[str, Any]) -> None:
@@ -65,9 +70,19 @@ def test_admitted_like_the_api_server(spec: dict[str, Any]) -> None:
         # Out-of-range numbers do not block the CEL rules: both are reported.
         ({"model": {"source": "hf://org/name"}, "replicas": -1}, {"spec.replicas", "spec.model"}),
         ({"model": {"source": "hf://org/name", "servedName": "a" * 129}}, {"spec.model.servedName"}),
-        # An integer written as 3.0 passes the schema, but a CEL rule that reads it fails
-        # ("expected int, got float64") where the rule sits; has() alone does not read it.
+        # An integer written as 3.0 passes the schema, but a CEL rule that touches it fails
+        # ("expected int, got float64") where the rule sits, unless the other side of a || or
+        # && decides; has(self.field) touches it too.
         ({"model": PVC, "autoscaling": {"maxReplicas": 4.0}}, {"spec.autoscaling"}),
+        ({"model": PVC, "replicas": 3.0, "autoscaling": {"maxReplicas": 3}}, {"spec"}),
+        (
+            {"model": PVC, "autoscaling": {"maxReplicas": 3, "metrics": [{"type": "GPUUtilization",
+                                                                          "targetPercent": 60.0}]},
+             "resources": {"gpu": {"count": 1}}},
+            {"spec.autoscaling.metrics[0]"},
+        ),
+        ({"model": PVC, "tolerations": [{"key": "a", "operator": "Exists", "effect": "NoSchedule",
+                                          "tolerationSeconds": 3.0}]}, {"spec.tolerations[0]"}),
         (
             {"model": PVC, "engine": {"name": "vllm", "vllm": {"tensorParallelSize": 2.0}},
              "resources": {"gpu": {"count": 2}}},
@@ -77,6 +92,12 @@ def test_admitted_like_the_api_server(spec: dict[str, Any]) -> None:
         ({"model": PVC, "tolerations": [[1]], "_name": "x-"}, {"metadata.name", "spec.tolerations[0]"}),
         # Strict field validation refuses an unknown field before any schema check.
         ({"model": {**PVC, "bogus": 1}, "quantization": {"format": "x"}}, {"spec.model.bogus"}),
+        # Pruning walks an object's keys whatever the schema's type: an object where a list or a
+        # string belongs has unknown fields, and a list's items are walked with no schema.
+        ({"model": PVC, "export": {"a": 1}}, {"spec.export.a"}),
+        ({"model": {**PVC, "servedName": [{"a": 1}, [{"b": 2}]]}},
+         {"spec.model.servedName[0].a", "spec.model.servedName[1][0].b"}),
+        ({"model": PVC, "nodeSelector": {"a": {"b": 1}}}, {"spec.nodeSelector.a.b"}),
     ],
 )
 def test_rejected_naming_the_fields_the_api_server_names(spec: dict[str, Any], fields: set[str]) -> None:

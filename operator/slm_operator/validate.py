@@ -31,7 +31,7 @@ def _schema() -> dict[str, Any]:
 
 @cache
 def _program(rule: str) -> Any:
-    env = celpy.Environment()
+    env = celpy.Environment(runner_class=_Runner)
     return env.program(env.compile(rule))
 
 
@@ -99,17 +99,64 @@ def _integral_floats(obj: Any, schema: dict[str, Any], path: str) -> set[str]:
     return found
 
 
-def _reads(rule: str, node: str, fields: set[str]) -> str | None:
-    """The first of `fields` under `node` that a CEL rule at `node` reads (by the field's name)."""
-    for f in sorted(fields):
-        if f == node:
-            return f
-        if node and not f.startswith((node + ".", node + "[")):
+class _FloatInIntegerField:
+    """A CEL value for an integer field written as 3.0: every use of it fails, has() included.
+
+    The API server's CEL sees such a field as a float and fails with "expected int, got
+    float64" wherever a rule touches it, has(self.field) too (checked against kube-apiserver
+    v1.37 by a dry-run); `a || b` and `a && b` absorb that error when the other side decides
+    (cel-spec's commutative logical operators). celpy raises "no matching overload" for any
+    operator on an unknown type, and _Evaluator makes has() fail on it.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path  # relative to the rule's `self`, "" for `self` itself
+
+    def __repr__(self) -> str:  # celpy's error text names the operands: this says which field
+        return f"_FloatInIntegerField({self.path})"
+
+    def _fail(self, *_: object) -> Any:
+        raise TypeError(f"expected int, got float64: {self!r}")
+
+    __eq__ = __ne__ = __lt__ = __le__ = __gt__ = __ge__ = _fail  # type: ignore[assignment]
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __neg__ = _fail
+    __hash__ = __int__ = __float__ = __bool__ = __index__ = _fail  # type: ignore[assignment]
+
+
+class _Evaluator(celpy.evaluation.Evaluator):  # type: ignore[misc]
+    """celpy's tree-walking evaluator, with has() failing on a _FloatInIntegerField."""
+
+    def macro_has_eval(self, exprlist: Any) -> Any:
+        values = self.visit_children(exprlist)
+        if isinstance(values[0], _FloatInIntegerField):
+            return celpy.CELEvalError(f"expected int, got float64: {values[0]!r}")
+        return celpy.celtypes.BoolType(not isinstance(values[0], celpy.CELEvalError))
+
+
+class _Runner(celpy.InterpretedRunner):  # type: ignore[misc]
+    """celpy's interpreted runner on _Evaluator."""
+
+    def evaluate(self, context: Any) -> Any:
+        return _Evaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
+
+
+_FLOAT_READ = "\0float read:"  # _rule_result's answer, then the field, when a rule failed on a 3.0
+
+
+def _mark_floats(value: Any, paths: tuple[str, ...]) -> Any:
+    """Put _FloatInIntegerField at each relative path ("a.b[0].c"; "" is the value) of a celpy value."""
+    for path in paths:
+        if not path:
+            return _FloatInIntegerField(path)
+        parts = [int(p) if p.isdigit() else celpy.celtypes.StringType(p) for p in re.findall(r"[^.\[\]]+", path)]
+        node = value
+        try:
+            for part in parts[:-1]:
+                node = node[part]
+            node[parts[-1]] = _FloatInIntegerField(path)
+        except (KeyError, IndexError, TypeError):  # not in this value (pruned): nothing to read
             continue
-        # has(self.x) tests presence without reading the value: no conversion, no error.
-        if re.search(r"\." + re.escape(re.split(r"[.\[]", f)[-1]) + r"\b", re.sub(r"has\([^)]*\)", "", rule)):
-            return f
-    return None
+    return value
 
 
 def admission_form(obj: Any, schema: dict[str, Any]) -> Any:
@@ -136,36 +183,51 @@ def admission_form(obj: Any, schema: dict[str, Any]) -> Any:
     return obj
 
 
-def _unknown_fields(obj: Any, schema: dict[str, Any], path: str) -> list[str]:
-    """kubectl's strict field validation: fields the schema does not know are errors."""
+def _unknown_fields(obj: Any, schema: dict[str, Any] | None, path: str) -> list[str]:
+    """kubectl's strict field validation: fields the schema does not know are errors.
+
+    As apiextensions-apiserver's pruning walks (schema/pruning/algorithm.go): an object's key is
+    unknown unless the schema names it in `properties` or has `additionalProperties`, whatever
+    the schema's type, so `export: {a: 1}` in place of a list is "unknown field spec.export.a"
+    (strict decoding answers before any type check); a list's items are walked with `items`,
+    or with no schema at all when the schema has none.
+    """
     errors: list[str] = []
-    if isinstance(obj, dict) and "properties" in schema:
+    if schema is not None and schema.get("x-kubernetes-preserve-unknown-fields"):
+        return errors
+    if isinstance(obj, dict):
+        props = (schema or {}).get("properties", {})
+        extra = (schema or {}).get("additionalProperties")
         for key, value in obj.items():
-            sub = schema["properties"].get(key)
-            if sub is None:
-                if not schema.get("x-kubernetes-preserve-unknown-fields") and path != "metadata":
-                    errors.append(f"{path + '.' if path else ''}{key}: unknown field: remove it or fix its spelling")
-                continue
-            errors += _unknown_fields(value, sub, f"{path + '.' if path else ''}{key}")
-    elif isinstance(obj, list) and "items" in schema:
+            where = f"{path + '.' if path else ''}{key}"
+            if key in props:
+                errors += _unknown_fields(value, props[key], where)
+            elif isinstance(extra, dict):
+                errors += _unknown_fields(value, extra, where)
+            elif path != "metadata":  # ObjectMeta is checked by the server's own type
+                errors.append(f"{where}: unknown field: remove it or fix its spelling")
+    elif isinstance(obj, list):
         for i, item in enumerate(obj):
-            errors += _unknown_fields(item, schema["items"], f"{path}[{i}]")
+            errors += _unknown_fields(item, (schema or {}).get("items"), f"{path}[{i}]")
     return errors
 
 
 @lru_cache(maxsize=65536)
-def _rule_result(rule: str, message: str, value: str) -> str | None:
+def _rule_result(rule: str, message: str, value: str, floats: tuple[str, ...] = ()) -> str | None:
     """One CEL rule on one JSON value: None when it holds, else the error text.
 
-    Cached by the value's canonical JSON (the rules see only `self`, so the result is a function
-    of the two): the defaulted and the typed pass share most values, and cel-python's tree
-    walk costs milliseconds a rule.
+    `floats` are the value's integer fields written as 3.0, relative to it ("gpu.count"). Cached
+    by the value's canonical JSON (the rules see only `self`, so the result is a function of
+    these): the defaulted and the typed pass share most values, and cel-python's tree walk costs
+    milliseconds a rule.
     """
     try:
-        ok = _program(rule).evaluate({"self": celpy.json_to_cel(json.loads(value))})
+        ok = _program(rule).evaluate({"self": _mark_floats(celpy.json_to_cel(json.loads(value)), floats)})
     except Exception as e:  # a rule that cannot evaluate is a rejection at admission too
-        return f"rule {rule!r} failed to evaluate: {e}"
+        ok = celpy.CELEvalError(str(e))
     if isinstance(ok, celpy.CELEvalError):
+        if floats and (m := re.search(r"_FloatInIntegerField\(([^)]*)\)", repr(ok.args))):
+            return _FLOAT_READ + m[1]
         return f"rule {rule!r} failed to evaluate: {ok}"
     return None if bool(ok) else message
 
@@ -176,14 +238,18 @@ def _cel_errors(obj: Any, schema: dict[str, Any], path: str, floats: frozenset[s
     rules = [r for r in schema.get("x-kubernetes-validations", []) if "oldSelf" not in r["rule"]]
     if rules:
         value = json.dumps(obj, sort_keys=True)
+        # This value's integer fields written as 3.0, relative to it ("" when it is one itself).
+        mine = tuple(sorted(f[len(path):].lstrip(".") for f in floats
+                            if not path or f == path or f.startswith((path + ".", path + "["))))
         for rule in rules:
             # A rule's fieldPath (".metadata.name") names the field it is about, as at admission.
             where = (path + rule.get("fieldPath", "")).lstrip(".") or "<root>"
-            if floats and (f := _reads(rule["rule"], path, set(floats))):
-                errors.append(f"{where}: rule {rule['rule']!r} failed to evaluate: expected int, got float64 at "
-                              f"{f}: write it as a whole number without a decimal point (e.g. 3, not 3.0)")
-                continue
-            problem = _rule_result(rule["rule"], rule["message"], value)
+            problem = _rule_result(rule["rule"], rule["message"], value, mine)
+            if problem is not None and problem.startswith(_FLOAT_READ):
+                rel = problem[len(_FLOAT_READ):]
+                f = path + ("" if not rel or rel.startswith("[") or not path else ".") + rel
+                problem = (f"rule {rule['rule']!r} failed to evaluate: expected int, got float64 at {f}: write it "
+                           "as a whole number without a decimal point (e.g. 3, not 3.0)")
             if problem is not None:
                 errors.append(f"{where}: {problem}")
     if isinstance(obj, dict):
