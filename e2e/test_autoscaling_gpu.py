@@ -212,9 +212,11 @@ def test_gpu_utilization_scales_up_at_90_and_down_at_10(slm_crd: str,  # noqa: F
         # honorLabels: false (the ServiceMonitor default): Prometheus keeps its target labels and
         # renames dcgm-exporter's to exported_pod / exported_namespace. The chart's rule then
         # finds no value for the vLLM pod, and the HPA says so (ScalingActive=False).
+        # The changed ServiceMonitor takes the same path as a new one (config Secret, kubelet
+        # volume sync, reloader): up to 300 s on a loaded machine, as above (CI once ran out at 120 s).
         apply(kc, *dcgm_exporter(gpu_ns, honor_labels=False)[2:], namespace=gpu_ns)
         renamed = wait_for(lambda: monitoring.query(f'DCGM_FI_DEV_GPU_UTIL{{exported_namespace="{ns}"}}'),
-                           timeout=120, interval=2, what="exported_namespace series")
+                           timeout=300, interval=2, what="exported_namespace series")
         labels = renamed[0]["metric"]
         assert labels["exported_pod"] == f.holders[labels["Hostname"]].pod and labels["namespace"] == gpu_ns, labels
         assert labels["pod"].startswith("nvidia-dcgm-exporter-"), labels
