@@ -11,29 +11,19 @@ About 2-4 minutes on the 2-core CI machine.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+import bench.controlplane as bench
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[1]
 HEALTHY, FAILING = 30, 5
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_controlplane", ROOT / "bench/controlplane.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_controlplane"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def test_failing_crs_do_not_starve_healthy_ones_and_writes_stay_low(kubeconfig: str) -> None:
-    bench = _bench()
     bench.ensure_crd(kubeconfig)
     kube = bench.Kube(kubeconfig)
     with kube.sync() as client:

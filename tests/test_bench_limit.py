@@ -5,28 +5,18 @@ gave up on the first one never converged."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
+import bench.controlplane as bench
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_controlplane", ROOT / "bench/controlplane.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_controlplane"] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def _run(answers: list[int | Exception], **kw: object) -> tuple[httpx.Response, int, list[float]]:
-    bench = _bench()
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
