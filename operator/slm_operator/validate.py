@@ -110,7 +110,7 @@ class _FloatInIntegerField:
     """
 
     def __init__(self, path: str) -> None:
-        self.path = path  # relative to the rule's `self`, "" for `self` itself
+        self.path = path  # the field in the whole object ("spec.resources.gpu.count")
 
     def __repr__(self) -> str:  # celpy's error text names the operands: this says which field
         return f"_FloatInIntegerField({self.path})"
@@ -140,20 +140,20 @@ class _Runner(celpy.InterpretedRunner):  # type: ignore[misc]
         return _Evaluator(ast=self.ast, activation=self.new_activation()).evaluate(context)
 
 
-_FLOAT_READ = "\0float read:"  # _rule_result's answer, then the field, when a rule failed on a 3.0
+def _mark_floats(value: Any, floats: tuple[tuple[str, str], ...]) -> Any:
+    """Put a _FloatInIntegerField at each (relative path, field) of a celpy value.
 
-
-def _mark_floats(value: Any, paths: tuple[str, ...]) -> Any:
-    """Put _FloatInIntegerField at each relative path ("a.b[0].c"; "" is the value) of a celpy value."""
-    for path in paths:
-        if not path:
-            return _FloatInIntegerField(path)
-        parts = [int(p) if p.isdigit() else celpy.celtypes.StringType(p) for p in re.findall(r"[^.\[\]]+", path)]
+    The relative path is "a.b[0].c" under the value, "" for the value itself.
+    """
+    for rel, field in floats:
+        if not rel:
+            return _FloatInIntegerField(field)
+        parts = [int(p) if p.isdigit() else celpy.celtypes.StringType(p) for p in re.findall(r"[^.\[\]]+", rel)]
         node = value
         try:
             for part in parts[:-1]:
                 node = node[part]
-            node[parts[-1]] = _FloatInIntegerField(path)
+            node[parts[-1]] = _FloatInIntegerField(field)
         except (KeyError, IndexError, TypeError):  # not in this value (pruned): nothing to read
             continue
     return value
@@ -213,10 +213,11 @@ def _unknown_fields(obj: Any, schema: dict[str, Any] | None, path: str) -> list[
 
 
 @lru_cache(maxsize=65536)
-def _rule_result(rule: str, message: str, value: str, floats: tuple[str, ...] = ()) -> str | None:
+def _rule_result(rule: str, message: str, value: str, floats: tuple[tuple[str, str], ...] = ()) -> str | None:
     """One CEL rule on one JSON value: None when it holds, else the error text.
 
-    `floats` are the value's integer fields written as 3.0, relative to it ("gpu.count"). Cached
+    `floats` are the value's integer fields written as 3.0: (path relative to the value, the
+    field in the whole object), e.g. ("gpu.count", "spec.resources.gpu.count"). Cached
     by the value's canonical JSON (the rules see only `self`, so the result is a function of
     these): the defaulted and the typed pass share most values, and cel-python's tree walk costs
     milliseconds a rule.
@@ -224,10 +225,11 @@ def _rule_result(rule: str, message: str, value: str, floats: tuple[str, ...] = 
     try:
         ok = _program(rule).evaluate({"self": _mark_floats(celpy.json_to_cel(json.loads(value)), floats)})
     except Exception as e:  # a rule that cannot evaluate is a rejection at admission too
-        ok = celpy.CELEvalError(str(e))
-    if isinstance(ok, celpy.CELEvalError):
+        ok = e
+    if isinstance(ok, Exception):  # celpy.CELEvalError is one
         if floats and (m := re.search(r"_FloatInIntegerField\(([^)]*)\)", repr(ok.args))):
-            return _FLOAT_READ + m[1]
+            return (f"rule {rule!r} failed to evaluate: expected int, got float64 at {m[1]}: write it as a whole "
+                    "number without a decimal point (e.g. 3, not 3.0)")
         return f"rule {rule!r} failed to evaluate: {ok}"
     return None if bool(ok) else message
 
@@ -238,18 +240,13 @@ def _cel_errors(obj: Any, schema: dict[str, Any], path: str, floats: frozenset[s
     rules = [r for r in schema.get("x-kubernetes-validations", []) if "oldSelf" not in r["rule"]]
     if rules:
         value = json.dumps(obj, sort_keys=True)
-        # This value's integer fields written as 3.0, relative to it ("" when it is one itself).
-        mine = tuple(sorted(f[len(path):].lstrip(".") for f in floats
+        # This value's integer fields written as 3.0: (relative to it, "" for itself; the field).
+        mine = tuple(sorted((f[len(path):].lstrip("."), f) for f in floats
                             if not path or f == path or f.startswith((path + ".", path + "["))))
         for rule in rules:
             # A rule's fieldPath (".metadata.name") names the field it is about, as at admission.
             where = (path + rule.get("fieldPath", "")).lstrip(".") or "<root>"
             problem = _rule_result(rule["rule"], rule["message"], value, mine)
-            if problem is not None and problem.startswith(_FLOAT_READ):
-                rel = problem[len(_FLOAT_READ):]
-                f = path + ("" if not rel or rel.startswith("[") or not path else ".") + rel
-                problem = (f"rule {rule['rule']!r} failed to evaluate: expected int, got float64 at {f}: write it "
-                           "as a whole number without a decimal point (e.g. 3, not 3.0)")
             if problem is not None:
                 errors.append(f"{where}: {problem}")
     if isinstance(obj, dict):
