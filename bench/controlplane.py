@@ -118,14 +118,16 @@ def make_crs(n: int, ns: str) -> list[dict[str, Any]]:
 
 
 def ensure_gpu_nodes(client: httpx.Client, count: int) -> None:
-    """KWOK nodes with 128 GPUs each, so GPU shapes (a Job and a replica each) schedule at any N."""
+    """KWOK nodes with 512 GPUs each, so GPU shapes (a Job and a replica each; one CR in three)
+    schedule at any N up to 3000 even while Jobs and replicas overlap (at 128 GPUs, 1,024 in
+    all, N = 3000's 1,000 replicas and Jobs still running would not fit)."""
     for i in range(count):
         node = yaml.safe_load((ROOT / "e2e/cluster/manifests/nodes.yaml").read_text().split("---")[0])
         name = f"bench-gpu-{i}"
         node["metadata"]["name"] = name
         node["metadata"]["labels"]["kubernetes.io/hostname"] = name
         for k in ("capacity", "allocatable"):
-            node["status"][k].update({"nvidia.com/gpu": "128", "cpu": "2048", "memory": "16Ti", "pods": "5000",
+            node["status"][k].update({"nvidia.com/gpu": "512", "cpu": "2048", "memory": "16Ti", "pods": "5000",
                                       "ephemeral-storage": "100Ti"})
         r = client.patch(f"/api/v1/nodes/{name}", params={"fieldManager": "slm-bench", "force": "true"},
                          content=json.dumps(node), headers={"Content-Type": "application/apply-patch+yaml"})
@@ -234,12 +236,21 @@ def create_namespace(client: httpx.Client, ns: str) -> None:
                                              "metadata": {"name": ns}}).raise_for_status()
 
 
-def delete_namespace(client: httpx.Client, ns: str, wait: float = 240) -> None:
-    """Delete and wait until it is gone, so the next run does not share the machine with GC."""
+def delete_namespace(client: httpx.Client, ns: str, n: int = 0) -> None:
+    """Delete and wait until it is gone, so the next run does not share the machine with the
+    garbage collector: up to max(240 s, 1 s per CR) (at N = 1000 the collection of a run's 8,000
+    objects took about 4 minutes here). Prints one JSON line, "mode": "cleanup", with the seconds
+    it took and whether it finished."""
+    t0 = time.monotonic()
     client.delete(f"/api/v1/namespaces/{ns}")
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline and client.get(f"/api/v1/namespaces/{ns}").status_code != 404:
-        time.sleep(1)
+    deadline = t0 + max(240.0, float(n))
+    gone = False
+    while not gone and time.monotonic() < deadline:
+        gone = client.get(f"/api/v1/namespaces/{ns}").status_code == 404
+        if not gone:
+            time.sleep(1)
+    print(json.dumps({"mode": "cleanup", "namespace": ns, "s": round(time.monotonic() - t0, 1), "gone": gone}),
+          flush=True)
 
 
 # -- watching for progress -------------------------------------------------------------------
@@ -490,7 +501,7 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
                 op.kill()
             if failing:
                 remove_failing(client, ns)
-            delete_namespace(client, ns)
+            delete_namespace(client, ns, n)
     refusals = sorted(set(prog.degraded.values()))
     served = [prog.served[k] - created[k] for k in created if k in prog.served]
     ready = [prog.ready[k] - created[k] for k in created if k in prog.ready]
@@ -654,7 +665,7 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
             wall = asyncio.run(main())
     finally:
         with kube.sync() as client:
-            delete_namespace(client, ns)
+            delete_namespace(client, ns, n)
     return {"mode": "limit", "n": n, "concurrency": concurrency, "converged": len(done), "wall_s": round(wall, 2),
             "retries": retries[0], "load_mean": load.mean, "load_peak": load.peak}
 
