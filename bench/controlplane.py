@@ -660,14 +660,18 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
                 w.cancel()
             return wall
 
+    cpu0 = time.process_time()
     try:
         with LoadSampler() as load:
             wall = asyncio.run(main())
+        # The limit's own CPU (this process: rendering, HTTP, JSON), to set beside the operator's
+        # cpu_s_converge: on a machine the cluster saturates, a client's CPU is the API server's loss.
+        cpu = time.process_time() - cpu0
     finally:
         with kube.sync() as client:
             delete_namespace(client, ns, n)
     return {"mode": "limit", "n": n, "concurrency": concurrency, "converged": len(done), "wall_s": round(wall, 2),
-            "retries": retries[0], "load_mean": load.mean, "load_peak": load.peak}
+            "retries": retries[0], "cpu_s": round(cpu, 2), "load_mean": load.mean, "load_peak": load.peak}
 
 
 def median(values: list[float]) -> float:
