@@ -76,3 +76,34 @@ def test_transient_errors_log_one_line_and_retry_within_the_cap(error: Exception
     assert (record.levelname, record.exc_info is None) == (("WARNING", True) if capped else ("ERROR", False))
     delays = _requeue_delays(error, 12, monkeypatch)  # already failed many times
     assert (delays[0] <= TRANSIENT_MAX_BACKOFF_S) == capped, delays
+
+
+def test_a_started_key_runs_before_keys_never_reconciled() -> None:
+    """A key whose child moved on (enqueued again after its first reconcile) is taken before
+    keys still waiting for their first one; with a single FIFO the order was a, b, c, d, a
+    (bench/controlplane at N=3000: Deployments applied a p50 of 210 s after their Job
+    completed). New keys keep their order, and each key is reconciled once per enqueue."""
+    order: list[str] = []
+
+    async def scenario() -> None:
+        queue: WorkQueue
+
+        async def handler(body: dict[str, Any]) -> Any:
+            name = body["metadata"]["name"]
+            order.append(name)
+            if name == "b":
+                queue.enqueue(("ns", "a"))  # a's Job completed while b was being reconciled
+            return type("R", (), {"requeue_after": None, "status": None})()
+
+        queue = WorkQueue(handler, workers=1)
+        for name in "abcd":
+            queue.update(("ns", name), {"metadata": {"namespace": "ns", "name": name}})
+        queue.start()
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(order) == 5:
+                break
+        await queue.stop()
+
+    asyncio.run(scenario())
+    assert order == ["a", "b", "a", "c", "d"], order

@@ -6,6 +6,15 @@ errors). The handler returns a `Result`: when to look again, and the status now 
 which the queue keeps in its copy of the body (until the watch brings a newer body), so a
 reconcile that runs before the watch delivers the status patch starts from it.
 
+Two lanes, served in order: keys reconciled before (a child moved on: a Job completed, a
+Deployment became available, a timer fired) come before keys never reconciled. With one FIFO
+lane a mass apply (bench/controlplane at N=3000) queued every CR's second step behind the
+first step of all the others: a Job completed in seconds, and its Deployment was applied a p50
+of 210 s later, once the last first pass was done, so the cluster got 3,000 Deployments in one
+burst instead of as their Jobs finished. Finishing what has been started first is what a mass
+apply wants; a new CR still runs whenever no started one is waiting, and a started one is
+queued only on a change or its own timer, so new CRs are not starved.
+
 This is what controller-runtime gives Go operators; kopf's event handlers give us the watch
 stream and we keep this small queue on top.
 """
@@ -16,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -45,8 +55,11 @@ class WorkQueue:
         self.workers = workers
         self.max_backoff = max_backoff
         self._bodies: dict[Key, str] = {}  # compact JSON: parsed only when reconciled
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        # [0]: keys reconciled before; [1]: keys never reconciled (see the module docstring).
+        self._lanes: tuple[deque[Key], deque[Key]] = (deque(), deque())
+        self._items = asyncio.Semaphore(0)  # one per key in the lanes
         self._queued: set[Key] = set()
+        self._started: set[Key] = set()  # keys a worker has taken at least once
         self._active: set[Key] = set()
         self._dirty: set[Key] = set()
         self._failures: dict[Key, int] = {}
@@ -67,6 +80,7 @@ class WorkQueue:
 
     def forget(self, key: Key) -> None:
         self._bodies.pop(key, None)
+        self._started.discard(key)
         self._failures.pop(key, None)
         timer = self._timers.pop(key, None)
         if timer:
@@ -84,7 +98,8 @@ class WorkQueue:
             return
         if key not in self._queued:
             self._queued.add(key)
-            self._queue.put_nowait(key)
+            self._lanes[0 if key in self._started else 1].append(key)
+            self._items.release()
             metrics.QUEUE_DEPTH.set(len(self._queued))
 
     def enqueue_after(self, key: Key, delay: float) -> None:
@@ -95,9 +110,10 @@ class WorkQueue:
 
     async def _worker(self) -> None:
         while True:
-            if self._queue.empty() and not self._active:
+            if not self._queued and not self._active:
                 _release_memory()
-            key = await self._queue.get()
+            await self._items.acquire()
+            key = (self._lanes[0] or self._lanes[1]).popleft()
             self._queued.discard(key)
             metrics.QUEUE_DEPTH.set(len(self._queued))
             text = self._bodies.get(key)
@@ -105,6 +121,7 @@ class WorkQueue:
                 continue
             body = json.loads(text)
             self._active.add(key)
+            self._started.add(key)
             started = time.monotonic()
             try:
                 result = await self.handler(body)
