@@ -10,6 +10,7 @@ import pytest
 from lightkube import ApiError
 
 from slm_operator import workqueue
+from slm_operator.reconciler import Outcome
 from slm_operator.workqueue import TRANSIENT_MAX_BACKOFF_S, WorkQueue
 
 
@@ -93,7 +94,7 @@ def test_a_started_key_runs_before_keys_never_reconciled() -> None:
             order.append(name)
             if name == "b":
                 queue.enqueue(("ns", "a"))  # a's Job completed while b was being reconciled
-            return type("R", (), {"requeue_after": None, "status": None})()
+            return Outcome()  # nothing to look at again, no status
 
         queue = WorkQueue(handler, workers=1)
         for name in "abcd":
