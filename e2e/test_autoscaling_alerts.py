@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from e2e.helpers import apply, run_operator, wait_for
+from e2e.helpers import apply, kubectl_json, run_operator, wait_for
 from e2e.monitoring import (  # noqa: F401
     NODE_IP,
     Monitoring,
@@ -128,9 +128,14 @@ def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, r
                         "resources": {"gpu": {"count": 1, "product": "Tesla-T4"}}}}
     want_firing = {"SLMDeploymentNotReady", "SLMQuantizationFailed", "SLMQueueDepthHighAtMaxReplicas"}
     with run_operator(kc, [ns], extra_args=["--metrics-port", str(port), "--metrics-address", NODE_IP]) as op:
-        apply(kc, gate, busy, too_big, namespace=ns)
-        wait_for(lambda: monitoring.query(f'up{{namespace="{ns}",job=~".*slm-operator.*"}} == 1'), timeout=120,
+        # Scraped before any Job can fail: increase() needs the counter's 0 sample first. A
+        # failure counted before Prometheus' first scrape reads as a series that starts at 1, whose
+        # increase is 0, and the alert never fires (a new ServiceMonitor takes Operator -> config
+        # Secret -> kubelet volume sync -> reloader, up to minutes, which is longer than the gate's
+        # Job once took in CI).
+        wait_for(lambda: monitoring.query(f'up{{namespace="{ns}",job=~".*slm-operator.*"}} == 1'), timeout=300,
                  interval=2, what="Prometheus scraping the operator through the chart's ServiceMonitor")
+        apply(kc, gate, busy, too_big, namespace=ns)
         wait_ready(kc, ns, "tiny-busy", op)
         key = api_key(kc, ns, "tiny-busy-api-key")
         with port_forward(kc, ns, "service/tiny-busy", 8000) as fwd, Load(fwd, key, "tiny-qwen3", 16) as load:
@@ -145,7 +150,11 @@ def test_alerts_fire_and_dashboards_have_data(kubeconfig: str, namespace: str, r
             try:
                 seen = wait_for(all_firing, timeout=600, interval=5, what=f"{sorted(want_firing)} firing")
             except TimeoutError as e:
-                raise AssertionError(f"{e}; the alerts by then (name, state, for): {last}") from e
+                gate_conditions = [(c["type"], c["status"], c.get("reason"))
+                                   for c in kubectl_json(kc, "-n", ns, "get", "slmdeployment", "tiny-gate")
+                                   .get("status", {}).get("conditions", [])]
+                raise AssertionError(f"{e}; the alerts by then (name, state, for): {last}; "
+                                     f"tiny-gate's conditions: {gate_conditions}") from e
             firing_after_s = time.monotonic() - t0
             # The unchanged chart rule: the same conditions, waiting out its own `for:`.
             assert ("SLMDeploymentNotReady", "pending", "") in seen, seen
