@@ -728,3 +728,27 @@ def test_helm_dashboard_label_and_namespace_can_be_set():
     assert dash["metadata"]["namespace"] == "monitoring"
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "slm"  # the user's value, given once
     assert dash["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+
+
+def _job(uid: str, failed_at: str) -> dict[str, Any]:
+    return {"metadata": {"uid": uid}, "status": {"startTime": "2026-01-01T00:00:00Z", "failed": 1, "conditions": [
+        {"type": "Failed", "status": "True", "lastTransitionTime": failed_at}]}}
+
+
+def test_a_restart_does_not_count_jobs_that_finished_before_it():
+    """SLMQuantizationFailed reads increase() of the Job counter: an operator restart (or an HA
+    failover) that counted every failed Job still present again would fire it for old failures."""
+    from slm_operator.reconciler import Reconciler
+    from slm_operator.render import RenderContext
+
+    def failed() -> float:
+        return REGISTRY.get_sample_value("slm_operator_quantization_jobs_total",
+                                         {"format": "gguf", "outcome": "failed"}) or 0.0
+
+    rec = Reconciler(None, None, RenderContext())  # type: ignore[arg-type]
+    before = failed()
+    rec._record_job_metrics(_job("old", "2000-01-01T00:00:00Z"), "gguf", "failed")
+    assert failed() == before, "a Job that failed before this process started was counted"
+    rec._record_job_metrics(_job("new", "2999-01-01T00:00:00Z"), "gguf", "failed")
+    rec._record_job_metrics(_job("new", "2999-01-01T00:00:00Z"), "gguf", "failed")
+    assert failed() == before + 1, "a Job that failed while this process ran is counted once"

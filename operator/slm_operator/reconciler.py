@@ -159,6 +159,9 @@ class Reconciler:
         self.status_settle = status_settle
         self._known_secrets: set[tuple[str, str, str]] = set()
         self._recorded_jobs: set[str] = set()  # Job uids already counted in the metrics
+        # Jobs that finished before this process started were counted by the process that saw
+        # them finish (or by none, if none ran then): a restart must not count them again.
+        self._started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._status_refusals: set[tuple[str, str]] = set()  # (CR uid, message) already posted
         # (namespace, name) -> (resourceVersion, compact JSON status) of status writes the watch
         # has not delivered yet: a body older than the write starts from what was written.
@@ -525,6 +528,8 @@ class Reconciler:
         if uid in self._recorded_jobs:
             return
         self._recorded_jobs.add(uid)
+        if not finished_since(job, self._started_at):
+            return
         metrics.QUANTIZATION_JOBS.labels(format=fmt, outcome=outcome).inc()
         st = job.get("status") or {}
         start, end = st.get("startTime"), st.get("completionTime")
@@ -534,6 +539,7 @@ class Reconciler:
             fmt_ts = "%Y-%m-%dT%H:%M:%SZ"
             seconds = (datetime.strptime(end, fmt_ts) - datetime.strptime(start, fmt_ts)).total_seconds()
             metrics.QUANTIZATION_SECONDS.labels(format=fmt, outcome=outcome).observe(seconds)
+
     # -- serving -------------------------------------------------------------------------
 
     async def _serve(self, cr: api.SLMDeployment, p: Plan, out: Outcome, secret_values: list[str]) -> ServingView:
@@ -659,3 +665,17 @@ def _event(body: dict[str, Any], etype: str, reason: str, message: str) -> dict[
         "source": {"component": c.OPERATOR_NAME},
         "reportingComponent": c.OPERATOR_NAME,
     }
+
+
+def finished_since(job: dict[str, Any], since: str) -> bool:
+    """Whether the finished `job` (a Job body) finished at or after `since` (RFC 3339 UTC with
+    seconds, as the API server writes timestamps, so the strings compare in time order).
+
+    The finish time is status.completionTime (set on success) or the lastTransitionTime of the
+    Complete or Failed condition (a failed Job has no completionTime; batch/v1 JobStatus). A Job
+    without either counts as finished now (True): it is better counted once than never."""
+    st = job.get("status") or {}
+    times = [st.get("completionTime")] + [cond.get("lastTransitionTime") for cond in st.get("conditions") or []
+                                         if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True"]
+    finished = [t for t in times if t]
+    return not finished or min(finished) >= since
