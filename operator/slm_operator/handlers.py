@@ -1,10 +1,15 @@
-"""kopf wiring (thin): watch SLMDeployments and their children, feed the work queue.
+"""kopf wiring (thin): start-up, clean-up, HA peering and liveness; the operator's own
+list+watch (`Kube.watch`) of SLMDeployments, their children and their pods feeds the work queue.
 
-kopf watches SLMDeployments only, with event handlers only: kopf then stores no progress
-annotations and adds no finalizers, so the operator never writes to an SLMDeployment except
-its status.
+kopf runs no resource handler: it watched SLMDeployments until 2026-12, and its per-event
+machinery (a worker task, a memory, an object logger, a handler invocation per event) was
+23% of the operator's CPU at 1,000 SLMDeployments (py-spy, bench/README.md). With its own
+watch the operator never writes to an SLMDeployment except its status (no kopf progress
+annotations, no finalizers), as before. kopf's peering still pauses a standby replica;
+`slm_operator.peering` mirrors that pause into the work queue and lists SLMDeployments again
+on resume.
 
-Children and pods are watched by the operator's own list+watch (`Kube.watch`), not by kopf:
+Children and pods are watched the same way, not by kopf:
 - kopf filters labels client-side, so a kopf handler for Deployments would stream every
   Deployment of every watched namespace; our watch sends the managed-by selector to the API
   server, so only the operator's objects are on the wire;
@@ -16,7 +21,6 @@ and undo edits made by someone else; their owner reconciles only when the cached
 as compact summaries, and their owner reconciles only when a summary changes (a pull failure, a
 crash, an eviction, a pod turning ready), never for the kubelet's routine status updates.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -28,10 +32,10 @@ from typing import Any
 import kopf
 from lightkube import AsyncClient
 
-from slm_operator import api, metrics, podfaults
+from slm_operator import api, metrics, peering, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
-from slm_operator.kube import Kube, ServiceMonitorResource, compact_child
+from slm_operator.kube import Kube, ServiceMonitorResource, SLMResource, compact_child
 from slm_operator.reconciler import Outcome, Reconciler
 from slm_operator.settings import OperatorConfig
 from slm_operator.workqueue import WorkQueue
@@ -61,38 +65,10 @@ class State:
     condition_counts: dict[tuple[str, str], int]
     counts_of: dict[tuple[str, str], dict[str, str]]  # the STATE.conditions counted
     watches: list[asyncio.Task[None]]
+    slm_watches: list[asyncio.Task[None]]
 
 
 STATE = State()
-
-
-class NoDiffBase(kopf.DiffBaseStorage):
-    """A diff-base storage that keeps nothing: kopf builds a diff base (a deep copy of the body)
-    for every watch event to detect changes for on.create/update/field handlers; with event
-    handlers only (this module) nothing reads it. build and fetch return None (no essence:
-    kopf then computes no diff), store writes nothing (no annotation on any object)."""
-
-    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
-        return None
-
-    def fetch(self, *, body: kopf.Body) -> Any:
-        return None
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
-        return None
-
-
-def _plain(body: Any) -> dict[str, Any]:
-    """A shallow view without managedFields (often half an object's size, never needed).
-
-    No deep copy: the queue and the cache serialise it to JSON at once, which detaches it
-    from kopf's body (deep-copying every watch event was a large share of the CPU per CR).
-    """
-    d = dict(body)
-    meta = d.get("metadata")
-    if isinstance(meta, dict) and "managedFields" in meta:
-        d["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
-    return d
 
 
 async def _reconcile(body: dict[str, Any]) -> Outcome:
@@ -155,20 +131,22 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.config = cfg
     metrics.initialise()
     settings.posting.enabled = False          # our own Events only, on transitions
-    settings.watching.server_timeout = 300
+    settings.watching.server_timeout = 300    # kopf's peering watch
     settings.networking.request_timeout = 60
     client = AsyncClient(field_manager=c.FIELD_MANAGER)
     STATE.kube = Kube(client)
     STATE.cache = ChildCache()
     STATE.conditions = {}
-    # Only event handlers: kopf's diff base (a deep copy of every event's body, then a diff)
-    # serves change handlers, which this operator has none of: 12% of its CPU at N=100.
-    settings.persistence.diffbase_storage = NoDiffBase()
     ctx = cfg.render_context(service_monitor_crd=await STATE.kube.crd_exists(
         "servicemonitors.monitoring.coreos.com"))
     STATE.reconciler = Reconciler(STATE.kube, STATE.cache, ctx, status_settle=cfg.status_settle_s)
     STATE.queue = WorkQueue(_reconcile, workers=cfg.workers)
+    if peering.GATE.engaged:  # HA: a paused standby does no work (see slm_operator.peering)
+        STATE.queue.handler = peering.gated(STATE.queue, STATE.queue.handler, peering.GATE)
+        peering.GATE.on_resume.append(_list_slmdeployments_again)
+        log.info("peering: the work queue stops while this replica is paused")
     await _start_watches(cfg)
+    _start_slm_watches(cfg)
     STATE.queue.start()
     log.info("slm-operator started: %d children and %d pods cached, %d workers", len(STATE.cache),
              STATE.cache.pod_count(), cfg.workers)
@@ -286,25 +264,78 @@ async def _start_watches(cfg: OperatorConfig) -> None:
                     ", ".join(missing), SYNC_TIMEOUT)
 
 
+def _start_slm_watches(cfg: OperatorConfig) -> None:
+    """One list+watch of SLMDeployments per watched namespace (or one cluster-wide), feeding
+    the work queue; the tasks are STATE.slm_watches. Not awaited: the queue starts at once and
+    takes each body as it is listed."""
+    STATE.slm_watches = [
+        asyncio.create_task(STATE.kube.watch(SLMResource, api.KIND, ns, {}, transform=_slm_body,
+                                             on_list=_slmdeployments_listed, on_event=_slm_event),
+                            name=f"SLMDeployment-watch-{ns or 'all'}")
+        for ns in list(cfg.namespaces) or [None]]
+
+
+def _list_slmdeployments_again() -> None:
+    """On resuming after an HA pause (peering.GATE.on_resume): restart the SLMDeployment
+    watches, whose first list refills the work queue the pause emptied."""
+    for task in getattr(STATE, "slm_watches", []):
+        task.cancel()
+    _start_slm_watches(STATE.config)
+    log.info("peering resumed this replica: listing SLMDeployments again")
+
+
+def _slm_body(d: dict[str, Any]) -> dict[str, Any]:
+    """An SLMDeployment from the watch as the queue keeps it: apiVersion and kind set (a list's
+    items lack them), managedFields dropped (often half the object's size, never read)."""
+    d.setdefault("apiVersion", f"{api.GROUP}/{api.VERSION}")
+    d.setdefault("kind", api.KIND)
+    meta = d.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return d
+
+
+def _slmdeployments_listed(namespace: str | None, bodies: list[dict[str, Any]]) -> None:
+    """After a (re-)list: every listed SLMDeployment is queued with its body, and one the
+    operator knew that is not listed (deleted while the watch was down) is forgotten."""
+    listed = set()
+    for body in bodies:
+        meta = body["metadata"]
+        key = (meta["namespace"], meta["name"])
+        listed.add(key)
+        STATE.queue.update(key, body)
+    for key in (set(STATE.queue.keys()) | set(STATE.conditions)) - listed:
+        if namespace is None or key[0] == namespace:
+            _slm_gone(key)
+
+
+def _slm_event(op: str, body: dict[str, Any]) -> None:
+    """A watch event of one SLMDeployment: queue its body, or forget it when deleted."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    if op == "DELETED":
+        _slm_gone(key)
+    else:
+        STATE.queue.update(key, body)
+
+
+def _slm_gone(key: tuple[str, str]) -> None:
+    """An SLMDeployment was deleted: drop its queue entry, its reconciler memory and its
+    condition series (its children go with it: owner references)."""
+    STATE.queue.forget(key)
+    STATE.reconciler.forget(*key)
+    _count_conditions(STATE.conditions.pop(key, None), -1)
+    _update_condition_gauge()
+    _set_condition_series(key, {})
+
+
 @kopf.on.cleanup()
 async def cleanup(**_: Any) -> None:
-    for task in getattr(STATE, "watches", []):
+    tasks = getattr(STATE, "slm_watches", []) + getattr(STATE, "watches", [])
+    for task in tasks:
         task.cancel()
-    await asyncio.gather(*getattr(STATE, "watches", []), return_exceptions=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
     if hasattr(STATE, "queue"):
         await STATE.queue.stop()
     if hasattr(STATE, "kube"):
         await STATE.kube.close()
-
-
-@kopf.on.event(api.GROUP, api.VERSION, api.PLURAL)
-async def slm_event(event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
-    key = (namespace, name)
-    if event.get("type") == "DELETED":
-        STATE.queue.forget(key)
-        STATE.reconciler.forget(namespace, name)
-        _count_conditions(STATE.conditions.pop(key, None), -1)
-        _update_condition_gauge()
-        _set_condition_series(key, {})
-        return
-    STATE.queue.update(key, _plain(body))

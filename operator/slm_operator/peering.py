@@ -23,8 +23,10 @@ The fix, in two parts:
 2. `gated(queue, handler)` wraps the work queue's handler: while paused, a key that reaches a
    worker is not reconciled but forgotten (its cached body and timer dropped, so neither a
    timer nor a pod event brings it back); at the moment of pausing every key the queue saw is
-   forgotten as well. On resume kopf lists every watched object again (a paused watch stream
-   restarts with a list), which refills the queue with fresh bodies.
+   forgotten as well. The operator's own SLMDeployment watch (`slm_operator.handlers`) keeps
+   running while paused (a few reads, no writes); on resume it lists every SLMDeployment again,
+   which refills the queue with fresh bodies. Until kopf's first peering event is mirrored the
+   replica counts as paused (`PENDING`): kopf starts its own toggles on, too.
 
 A reconcile already running when the pause comes finishes (reconciles are idempotent and
 short); nothing starts after it. Tested in tests/test_peering.py (the gate, against the pinned
@@ -63,13 +65,15 @@ class PauseGate:
 
     `toggles` maps each kopf peering toggle's name (e.g. "slm-operator@team-a") to its state
     (True: paused by that peering object). `on_pause` callbacks run once on each transition to
-    paused (synchronously, in the event loop).
+    paused, `on_resume` callbacks on each transition back (synchronously, in the event loop).
     """
 
     def __init__(self) -> None:
         self.toggles: dict[str, bool] = {}
         self.on_pause: list[Callable[[], None]] = []
+        self.on_resume: list[Callable[[], None]] = []
         self.pauses = 0  # transitions to paused (for tests and logs)
+        self.engaged = False  # register() ran: handlers.startup gates the work queue with this gate
 
     @property
     def paused(self) -> bool:
@@ -80,10 +84,28 @@ class PauseGate:
         """Record one toggle's state; run the on_pause callbacks when this pauses the replica."""
         was = self.paused
         self.toggles[name] = bool(state)
+        self._transition(was)
+
+    def drop(self, name: str) -> None:
+        """Forget one toggle (e.g. PENDING once kopf's own toggles are mirrored)."""
+        was = self.paused
+        self.toggles.pop(name, None)
+        self._transition(was)
+
+    def _transition(self, was: bool) -> None:
         if self.paused and not was:
             self.pauses += 1
             for callback in list(self.on_pause):
                 callback()
+        elif was and not self.paused:
+            for callback in list(self.on_resume):
+                callback()
+
+
+# The toggle `register` sets before kopf runs: a replica in a peering is paused until kopf's
+# peering has spoken (kopf pre-activates its own toggles the same way, but they reach the gate
+# only with the first peering event).
+PENDING = "peering not observed yet"
 
 
 GATE = PauseGate()
@@ -96,6 +118,7 @@ class _MirroredToggle:
         self._toggle = toggle
         self._gate = gate
         gate.set(self._name(), toggle.is_on())
+        gate.drop(PENDING)
 
     def _name(self) -> str:
         return str(getattr(self._toggle, "name", None) or id(self._toggle))
@@ -175,21 +198,10 @@ def gated(queue: _Forgetting, handler: Handler, gate: PauseGate = GATE) -> Handl
 
 
 def register(gate: PauseGate = GATE) -> None:
-    """Install the mirror and gate the work queue once the operator has started (call before kopf.run).
-
-    The kopf startup handler registered here runs after `slm_operator.handlers.startup` (kopf
-    runs startup handlers one by one, in registration order; `handlers` is imported first), so
-    the work queue exists; it swaps the queue's handler for the gated one (workers look the
-    handler up on each item).
+    """Install the mirror and engage `gate` (call before kopf.run): the replica is paused
+    (PENDING) until kopf's first peering event is mirrored, and `slm_operator.handlers.startup`
+    gates the work queue with it (`gated`) and lists SLMDeployments again on each resume.
     """
-    import kopf
-
     install(gate)
-
-    @kopf.on.startup(id="slm-peering-gate")
-    async def gate_the_work_queue(**_: Any) -> None:
-        from slm_operator.handlers import STATE
-
-        queue = STATE.queue
-        queue.handler = gated(queue, queue.handler, gate)
-        log.info("peering: the work queue stops while this replica is paused")
+    gate.engaged = True
+    gate.set(PENDING, True)

@@ -86,6 +86,10 @@ class WorkQueue:
         if timer:
             timer.cancel()
 
+    def keys(self) -> list[Key]:
+        """The keys whose bodies the queue holds (every SLMDeployment it has not forgotten)."""
+        return list(self._bodies)
+
     def body(self, key: Key) -> dict[str, Any] | None:
         text = self._bodies.get(key)
         return None if text is None else json.loads(text)
