@@ -39,7 +39,7 @@ def state(monkeypatch: pytest.MonkeyPatch) -> Forgetful:
 
 
 def test_the_transform_names_the_kind_and_drops_managed_fields() -> None:
-    out = handlers._slm_body(cr("a"))
+    out = handlers.SLM_BODY(cr("a"))
     assert out["apiVersion"] == "slm.ai/v1alpha1" and out["kind"] == "SLMDeployment"
     assert "managedFields" not in out["metadata"]
 

@@ -21,6 +21,7 @@ and undo edits made by someone else; their owner reconciles only when the cached
 as compact summaries, and their owner reconciles only when a summary changes (a pull failure, a
 crash, an eviction, a pod turning ready), never for the kubelet's routine status updates.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -180,8 +181,9 @@ def _enqueue(key: tuple[str, str]) -> None:
 
 
 def _child_compactor(kind: str, api_version: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The transform of a child kind's watch: apiVersion and kind set (a list's items lack
-    them), managedFields dropped (never read, often half an object), Jobs compacted."""
+    """The transform of a watched kind (a child kind, or SLMDeployment: SLM_BODY): apiVersion
+    and kind set (a list's items lack them), managedFields dropped (never read, often half an
+    object), Jobs compacted."""
 
     def compact(d: dict[str, Any]) -> dict[str, Any]:
         d.setdefault("apiVersion", api_version)
@@ -192,6 +194,10 @@ def _child_compactor(kind: str, api_version: str) -> Callable[[dict[str, Any]], 
         return compact_child(kind, d)
 
     return compact
+
+
+# An SLMDeployment from its watch as the queue keeps it.
+SLM_BODY = _child_compactor(api.KIND, f"{api.GROUP}/{api.VERSION}")
 
 
 def _children_listed(kind: str) -> Callable[[str | None, list[dict[str, Any]]], None]:
@@ -269,7 +275,7 @@ def _start_slm_watches(cfg: OperatorConfig) -> None:
     the work queue; the tasks are STATE.slm_watches. Not awaited: the queue starts at once and
     takes each body as it is listed."""
     STATE.slm_watches = [
-        asyncio.create_task(STATE.kube.watch(SLMResource, api.KIND, ns, {}, transform=_slm_body,
+        asyncio.create_task(STATE.kube.watch(SLMResource, api.KIND, ns, {}, transform=SLM_BODY,
                                              on_list=_slmdeployments_listed, on_event=_slm_event),
                             name=f"SLMDeployment-watch-{ns or 'all'}")
         for ns in list(cfg.namespaces) or [None]]
@@ -282,17 +288,6 @@ def _list_slmdeployments_again() -> None:
         task.cancel()
     _start_slm_watches(STATE.config)
     log.info("peering resumed this replica: listing SLMDeployments again")
-
-
-def _slm_body(d: dict[str, Any]) -> dict[str, Any]:
-    """An SLMDeployment from the watch as the queue keeps it: apiVersion and kind set (a list's
-    items lack them), managedFields dropped (often half the object's size, never read)."""
-    d.setdefault("apiVersion", f"{api.GROUP}/{api.VERSION}")
-    d.setdefault("kind", api.KIND)
-    meta = d.get("metadata")
-    if isinstance(meta, dict):
-        meta.pop("managedFields", None)
-    return d
 
 
 def _slmdeployments_listed(namespace: str | None, bodies: list[dict[str, Any]]) -> None:
