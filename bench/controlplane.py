@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -312,25 +313,75 @@ class Progress:
                     time.sleep(0.2)
 
 
+CLUSTER_RUN = Path(os.environ.get("SLM_CLUSTER_DIR")
+                   or Path(os.environ.get("SLM_CACHE") or Path.home() / ".cache/slm-operator") / "cluster") / "run"
+BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # /proc/stat cpu: user nice system irq softirq steal (not idle, iowait)
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (all cores), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return sum(int(fields[i]) for i in BUSY_FIELDS) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds used so far by the bench's own processes: the process trees of this process
+    (the operator, py-spy) and of the local control plane's components (their pid files under
+    `$SLM_CLUSTER_DIR/run`, as e2e/cluster/up writes them). Children a process has reaped count
+    with it (cutime, cstime)."""
+    roots = {os.getpid()}
+    for f in CLUSTER_RUN.glob("*.pid") if CLUSTER_RUN.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            roots.add(int(f.read_text().split()[0]))
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited while we read
+        parent[int(d.name)] = int(fields[1])
+        cpu[int(d.name)] = sum(int(x) for x in fields[11:15]) / ticks
+    total = 0.0
+    for pid, used in cpu.items():
+        p, seen = pid, 0
+        while p not in roots and p > 1 and seen < 64:
+            p, seen = parent.get(p, 0), seen + 1
+        if p in roots:
+            total += used
+    return total
+
+
 class LoadSampler:
-    """Samples the 1-minute load average (/proc/loadavg) every second during a run.
+    """Samples the 1-minute load average (/proc/loadavg) every second during a run, and the CPU
+    taken by other work: the machine's busy CPU seconds minus the bench's own (`own_cpu_s`).
 
     The machine may be shared: a ratio measured while other work kept the load above
     NOISY_LOAD_FACTOR x the core count compares two runs that had different machines, so it is
-    marked noisy (see `noisy`)."""
+    marked noisy (see `noisy`). On 2 cores the bench's own control plane keeps the load near or
+    above that line at N >= 1000; `other_cpu_pct` (other work's share of all cores' time, %)
+    tells whether the load was the bench's own."""
 
     def __init__(self) -> None:
         self.samples: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self.other_cpu_pct = 0.0
 
     def __enter__(self) -> LoadSampler:
+        self._t0, self._busy0, self._own0 = time.monotonic(), machine_busy_s(), own_cpu_s()
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        span = (time.monotonic() - self._t0) * (os.cpu_count() or 1)
+        other = (machine_busy_s() - self._busy0) - (own_cpu_s() - self._own0)
+        self.other_cpu_pct = round(max(0.0, 100 * other / span), 1) if span > 0 else 0.0
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -509,7 +560,8 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
     return {
         "mode": "operator", "n": n, "failing": failing, "degraded": len(prog.degraded),
         "converged": converged, "wall_s": round(wall, 2), "refusals": refusals[:3], "log": log.name,
-        "load_mean": load.mean, "load_peak": load.peak, "cores": os.cpu_count(),
+        "load_mean": load.mean, "load_peak": load.peak, "other_cpu_pct": load.other_cpu_pct,
+        "cores": os.cpu_count(),
         "served_p50_s": round(pct(served, 50), 2), "served_p99_s": round(pct(served, 99), 2),
         "ready_p50_s": round(pct(ready, 50), 2), "ready_p99_s": round(pct(ready, 99), 2),
         "requests_per_cr": {k: round(v / n, 2) for k, v in sorted(by_verb(conv).items())},
@@ -671,7 +723,8 @@ def run_limit(kube: Kube, n: int, concurrency: int) -> dict[str, Any]:
         with kube.sync() as client:
             delete_namespace(client, ns, n)
     return {"mode": "limit", "n": n, "concurrency": concurrency, "converged": len(done), "wall_s": round(wall, 2),
-            "retries": retries[0], "cpu_s": round(cpu, 2), "load_mean": load.mean, "load_peak": load.peak}
+            "retries": retries[0], "cpu_s": round(cpu, 2), "load_mean": load.mean, "load_peak": load.peak,
+            "other_cpu_pct": load.other_cpu_pct}
 
 
 def median(values: list[float]) -> float:
@@ -687,7 +740,7 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     verdict on the load: noisy when any run's mean load exceeded 2x the core count."""
     out: dict[str, Any] = {"n": runs[0]["n"], "runs": len(runs)}
     for key in ("wall_s", "limit_wall_s", "ratio", "ready_p50_s", "ready_p99_s", "served_p50_s",
-                "rss_per_cr_kb", "cpu_s_converge", "quiet_writes", "load_mean", "converged"):
+                "rss_per_cr_kb", "cpu_s_converge", "limit_cpu_s", "quiet_writes", "load_mean", "converged"):
         vals = [float(r[key]) for r in runs if r.get(key) is not None]
         out[key] = round(median(vals), 2)
         out[f"{key}_spread"] = [round(min(vals), 2), round(max(vals), 2)] if vals else []
@@ -698,6 +751,7 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["requests_per_cr"] = {verb: round(median(vs + [0.0] * (len(runs) - len(vs))), 2) for verb, vs in verbs.items()}
     out["noisy"] = any(r["noisy"] for r in runs)
     out["load_peak"] = max(r["load_peak"] for r in runs)
+    out["other_cpu_pct"] = max(r["other_cpu_pct"] for r in runs)
     return out
 
 
@@ -761,7 +815,9 @@ def run_all(args: argparse.Namespace, kube: Kube, kubeconfig: str, cores: int) -
                 best = min(limits, key=lambda r: r["wall_s"])
                 op["limit_wall_s"], op["limit_concurrency"] = best["wall_s"], best["concurrency"]
                 op["ratio"] = round(op["wall_s"] / best["wall_s"], 2)
+                op["limit_cpu_s"] = best["cpu_s"]
                 op["load_peak"] = max([op["load_peak"]] + [x["load_peak"] for x in limits])
+                op["other_cpu_pct"] = max([op["other_cpu_pct"]] + [x["other_cpu_pct"] for x in limits])
             print(json.dumps({**op, "mode": "run"}), flush=True)
             runs.append(op)
         summary = summarise_runs(runs)
@@ -773,9 +829,11 @@ def run_all(args: argparse.Namespace, kube: Kube, kubeconfig: str, cores: int) -
 def print_table(args: argparse.Namespace, summaries: list[dict[str, Any]], cores: int) -> None:
     """The Markdown table of the summaries (medians, spreads, the noisy mark)."""
     head = ["N", "runs", "ready", "operator s", "limit s", "ratio", "ready p50/p99 s", "req/CR by verb",
-            "quiet writes", "RSS KB/CR", "CPU s", "load mean (peak)"]
+            "quiet writes", "RSS KB/CR", "CPU s (limit's)", "load mean (peak)", "other work %"]
     print(f"\nmedians of --repeat runs, [min..max] spread; cores {cores}; a ratio is 'noisy' when a run's mean "
-          f"1-min load average exceeded {NOISY_LOAD_FACTOR:g} x {cores} = {NOISY_LOAD_FACTOR * cores:g}")
+          f"1-min load average exceeded {NOISY_LOAD_FACTOR:g} x {cores} = {NOISY_LOAD_FACTOR * cores:g}; "
+          "'other work %': the largest share of all cores' time taken by processes outside the bench and "
+          "its control plane")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in summaries:
         ratio = "-" if args.no_limit else f"{r['ratio']} {r['ratio_spread']}" + (" **noisy**" if r["noisy"] else "")
@@ -783,8 +841,8 @@ def print_table(args: argparse.Namespace, summaries: list[dict[str, Any]], cores
         print(f"| {r['n']} | {r['runs']} | {r['converged']:.0f} | {r['wall_s']} {r['wall_s_spread']} | {limit} | "
               f"{ratio} | {r['ready_p50_s']}/{r['ready_p99_s']} | "
               f"{sum(r['requests_per_cr'].values()):.1f} {r['requests_per_cr']} | {r['quiet_writes']:.0f} | "
-              f"{r['rss_per_cr_kb']} {r['rss_per_cr_kb_spread']} | {r['cpu_s_converge']} | "
-              f"{r['load_mean']} ({r['load_peak']}) |")
+              f"{r['rss_per_cr_kb']} {r['rss_per_cr_kb_spread']} | {r['cpu_s_converge']} ({r['limit_cpu_s']}) | "
+              f"{r['load_mean']} ({r['load_peak']}) | {r['other_cpu_pct']} |")
 
 
 if __name__ == "__main__":
