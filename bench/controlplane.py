@@ -540,7 +540,12 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
             converged = len(prog.ready)
             m1 = settled(port)
             rss1, cpu1 = proc_stats(op.pid)
-            time.sleep(quiet)
+            # RSS every 10 s of the quiet period: flat means no growth while nothing changes.
+            quiet_rss = [rss1]
+            end = time.monotonic() + quiet
+            while time.monotonic() < end:
+                time.sleep(min(10.0, max(0.0, end - time.monotonic())))
+                quiet_rss.append(proc_stats(op.pid)[0])
             m2 = scrape(port)
             rss2, cpu2 = proc_stats(op.pid)
             prog.stop()
@@ -569,6 +574,7 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
         "rss_start_mb": round(rss0 / 2**20, 1), "rss_converged_mb": round(rss1 / 2**20, 1),
         # RSS growth per CR is measured after the quiet period (the heap has settled by then).
         "rss_after_quiet_mb": round(rss2 / 2**20, 1), "rss_per_cr_kb": round((rss2 - rss0) / n / 1024, 1),
+        "rss_quiet_min_mb": round(min(quiet_rss) / 2**20, 1), "rss_quiet_max_mb": round(max(quiet_rss) / 2**20, 1),
         "cpu_s_converge": round(cpu1 - cpu0, 2), "cpu_s_quiet": round(cpu2 - cpu1, 2),
     }
 
