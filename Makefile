@@ -34,6 +34,8 @@ test: venv
 	bash runtime-images/install-foundry-local.sh $(VENV)/bin/python >/dev/null
 	# llama.cpp's llama-server (cached by version; minutes when the venv's llama-cpp-python libraries are linked)
 	bash hack/images.sh llama-server-bin >/dev/null
+	# its sources' flags, routes and metric names, which tests/test_engine_llamacpp.py checks ours against
+	bash hack/images.sh llama-cpp-src >/dev/null
 	SLM_E2E_DOWN=1 $(VENV)/bin/pytest -ra
 
 test-fast: venv

@@ -15,6 +15,9 @@
 #   hack/images.sh base                    build (cached) the SLM_BASE=debian base, print its ref
 #   hack/images.sh ollama-bin              build (cached) the ollama binary, print its path
 #   hack/images.sh llama-server-bin        build (cached) llama.cpp's llama-server, print its folder
+#   hack/images.sh llama-cpp-src           unpack (cached) the pinned llama.cpp's server, common and
+#                                          gguf-py sources, print the folder (tests read flags and
+#                                          metric names from them)
 # NAMEs: operator quantizer onnxruntime-server ollama vllm llamacpp gateway. References are what the chart and the
 # operator default to (ghcr.io/slm-operator/<name>:<tag>), so a local cluster needs no override.
 #
@@ -287,6 +290,26 @@ llama_server_bin() {
   echo "$out"
 }
 
+# The pinned llama-cpp-python sdist's llama.cpp sources the engine tests read (common/arg.cpp's
+# flags, tools/server's routes and metric names, gguf-py's quant sizes), cached by version. Only
+# those folders are unpacked (a few MB of the sdist's ~60).
+llama_cpp_src() {
+  local root="$CACHE/src/llama-cpp-python" dir py tmp
+  dir="$root/llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp"
+  if [[ -f "$dir/common/arg.cpp" && -d "$dir/tools/server" && -d "$dir/gguf-py" ]]; then echo "$dir"; return 0; fi
+  py="python3"; [[ -x "$REPO/.venv/bin/python" ]] && py="$REPO/.venv/bin/python"
+  mkdir -p "$root"
+  tmp="$(mktemp -d "$root/.unpack-XXXXXX")"
+  "$py" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$LLAMA_CPP_VERSION" >&2 \
+    || { rm -rf "$tmp"; die "pip download llama-cpp-python==$LLAMA_CPP_VERSION (sdist) failed"; }
+  local sub="llama_cpp_python-$LLAMA_CPP_VERSION/vendor/llama.cpp"
+  tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp" "$sub/common" "$sub/tools/server" "$sub/gguf-py" \
+    || { rm -rf "$tmp"; die "the llama-cpp-python $LLAMA_CPP_VERSION sdist lacks $sub/{common,tools/server,gguf-py}"; }
+  rm -rf "$root/llama_cpp_python-$LLAMA_CPP_VERSION"
+  mv "$tmp/llama_cpp_python-$LLAMA_CPP_VERSION" "$root/" && rm -rf "$tmp"
+  echo "$dir"
+}
+
 # --- build --------------------------------------------------------------------------------------
 build_one() {
   local name="$1" explicit="$2" df ref hash start args=() bases=() a
@@ -392,6 +415,7 @@ case "${1:-build}" in
   prune) engine >/dev/null; case "$ENGINE" in buildah) buildah rmi --prune ;; *) e image prune -f ;; esac >/dev/null ;;
   ollama-bin) ollama_bin ;;
   llama-server-bin) llama_server_bin ;;
+  llama-cpp-src) llama_cpp_src ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' ;;
   *) cmd_build "$@" ;;
 esac

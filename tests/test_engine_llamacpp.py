@@ -110,7 +110,7 @@ def test_flags_probes_and_metric_names_are_llama_cpps_own() -> None:
     src = _pinned_llama_cpp()
     if src is None:
         pytest.skip("the pinned llama-cpp-python sdist is not unpacked under ~/.cache/slm-operator/src "
-                    "(hack/ or runtime-images/llamacpp/build-llama-server.sh fetches it)")
+                    "(`bash hack/images.sh llama-cpp-src` unpacks it; make test runs that)")
     arg_cpp = (src / "common/arg.cpp").read_text()
     cr = api.SLMDeployment.model_validate(defaulted(body({**LLAMACPP, "resources": {"gpu": {"count": 1}}})))
     ctr = next(o for o in render(cr) if o["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
