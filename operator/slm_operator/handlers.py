@@ -36,7 +36,7 @@ from lightkube import AsyncClient
 from slm_operator import api, metrics, peering, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
-from slm_operator.kube import Kube, ServiceMonitorResource, SLMResource, compact_child
+from slm_operator.kube import Kube, ServiceMonitorResource, SLMResource, compact_child, raw_resource
 from slm_operator.reconciler import Outcome, Reconciler
 from slm_operator.settings import OperatorConfig
 from slm_operator.workqueue import WorkQueue
@@ -229,11 +229,9 @@ def _child_changed(kind: str) -> Callable[[str, dict[str, Any]], None]:
 
 
 def _child_resource(group: str, version: str, kind: str) -> Any:
-    from lightkube.codecs import resource_registry
-
     if kind == "ServiceMonitor":
         return ServiceMonitorResource
-    return resource_registry.load(f"{group}/{version}" if group else version, kind)
+    return raw_resource(f"{group}/{version}" if group else version, kind)
 
 
 async def _start_watches(cfg: OperatorConfig) -> None:
