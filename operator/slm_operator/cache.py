@@ -5,7 +5,10 @@ The reconciler compares desired objects with this cache instead of reading the A
 quiet cluster costs no requests at all. Bodies are kept as zlib-compressed compact JSON: a
 parsed Deployment costs several times its JSON size in Python objects, its JSON (about 6 KB)
 compresses about 3x at zlib level 1 (tens of microseconds), and a cached child is only read
-when its owner reconciles.
+when its owner reconciles. JSON goes through msgspec (lightkube's own codec), a few times faster
+than the standard library's: decoding cached children was 6 % of the operator's CPU at N = 1000.
+Beside each body the cache keeps its head (`Head`: apiVersion, component label, owners' uids),
+so listing a CR's children (pruning, finding the limit store) decodes no body.
 
 Pods are kept apart, as compact summaries (`podfaults.summarise`: a few hundred bytes each
 instead of a pod's several KiB), indexed by the SLMDeployment that owns them (label
@@ -14,23 +17,45 @@ slm.ai/deployment), so the reconciler can tell why a child is not ready without 
 
 from __future__ import annotations
 
-import json
+import sys
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgspec
 
 from slm_operator import constants as c
 
 Key = tuple[str, str, str]  # kind, namespace, name
 PodKey = tuple[str, str]    # namespace, name
 
+_encode = msgspec.json.Encoder().encode
+_encode_sorted = msgspec.json.Encoder(order="sorted").encode
+_decode = msgspec.json.Decoder().decode
+
 
 def _pack(body: dict[str, Any]) -> bytes:
-    return zlib.compress(json.dumps(body, separators=(",", ":")).encode(), 1)
+    return zlib.compress(_encode(body), 1)
 
 
 def _unpack(blob: bytes) -> dict[str, Any]:
-    return json.loads(zlib.decompress(blob))
+    return _decode(zlib.decompress(blob))
+
+
+class Head(NamedTuple):
+    """What listing a CR's children needs of each, kept uncompressed beside its body (strings
+    interned: a CR's children share their apiVersions, label values and owner uid)."""
+
+    api_version: str
+    component: str | None       # label slm.ai/component
+    owner_uids: tuple[str, ...]  # metadata.ownerReferences[].uid
+
+
+def _head(body: dict[str, Any]) -> Head:
+    meta = body["metadata"]
+    component = (meta.get("labels") or {}).get(c.L_COMPONENT)
+    return Head(sys.intern(str(body.get("apiVersion", ""))), sys.intern(component) if component else None,
+                tuple(sys.intern(str(r["uid"])) for r in meta.get("ownerReferences") or () if r.get("uid")))
 
 
 def _rv(body: dict[str, Any]) -> int | None:
@@ -44,10 +69,11 @@ class ChildCache:
 
     def __init__(self) -> None:
         self._objs: dict[Key, bytes] = {}                        # zlib(compact JSON)
+        self._heads: dict[Key, Head] = {}
         self._rvs: dict[Key, int] = {}
         self._owner_of: dict[Key, str] = {}
         self._by_owner: dict[tuple[str, str], set[Key]] = {}
-        self._pods: dict[PodKey, str] = {}                       # compact JSON summaries
+        self._pods: dict[PodKey, bytes] = {}                     # compact JSON summaries
         self._pod_owner: dict[PodKey, str] = {}
         self._pods_by_owner: dict[tuple[str, str], set[str]] = {}
 
@@ -67,6 +93,7 @@ class ChildCache:
         if self._objs.get(key) == blob:
             return False
         self._objs[key] = blob
+        self._heads[key] = _head(body)
         if rv is not None:
             self._rvs[key] = rv
         else:
@@ -109,6 +136,7 @@ class ChildCache:
         if rv is not None and rv.isdigit() and held is not None and held > int(rv):
             return None
         self._objs.pop(key, None)
+        self._heads.pop(key, None)
         self._rvs.pop(key, None)
         owner = self._owner_of.pop(key, None)
         if owner:
@@ -127,15 +155,25 @@ class ChildCache:
         blob = self._objs.get((kind, namespace, name))
         return None if blob is None else _unpack(blob)
 
+    def owned(self, namespace: str, owner: str, uid: str | None) -> list[tuple[str, str, Head]]:
+        """(kind, name, head) of each cached child labelled for `owner` in `namespace` whose
+        ownerReferences name `uid` (none when `uid` is empty), sorted by (kind, name). Decodes
+        no body."""
+        if not uid:
+            return []
+        out = []
+        for key in sorted(self._by_owner.get((namespace, owner), ())):
+            head = self._heads.get(key)
+            if head is not None and uid in head.owner_uids:
+                out.append((key[0], key[2], head))
+        return out
+
     def owned_by(self, namespace: str, owner: str, uid: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
-        for key in sorted(self._by_owner.get((namespace, owner), set())):
-            blob = self._objs.get(key)
-            if blob is None:
-                continue
-            body = _unpack(blob)
-            refs = body["metadata"].get("ownerReferences") or []
-            if uid and any(r.get("uid") == uid for r in refs):
-                yield key[0], body
+        """(kind, body) of each child `owned` lists, bodies decoded one at a time."""
+        for kind, name, _ in self.owned(namespace, owner, uid):
+            body = self.get(kind, namespace, name)
+            if body is not None:
+                yield kind, body
 
     def __len__(self) -> int:
         return len(self._objs)
@@ -151,7 +189,7 @@ class ChildCache:
         if not owner:
             return False
         key = (ns, name)
-        text = json.dumps(summary, separators=(",", ":"), sort_keys=True)
+        text = _encode_sorted(summary)
         if self._pods.get(key) == text:
             return False
         old_owner = self._pod_owner.get(key)
@@ -204,7 +242,7 @@ class ChildCache:
             text = self._pods.get((namespace, name))
             if text is None:
                 continue
-            summary = json.loads(text)
+            summary = _decode(text)
             if all(summary.get(k) == v for k, v in match.items()):
                 out.append(summary)
         return out

@@ -222,11 +222,6 @@ def stale_jobs(children: Sequence[Mapping[str, Any]], keep: str | None) -> list[
                   and o["metadata"]["name"] != keep)
 
 
-def is_export_child(obj: Mapping[str, Any]) -> bool:
-    """True for an export Job (pruning leaves those to the export stage)."""
-    return (obj.get("metadata", {}).get("labels") or {}).get(c.L_COMPONENT) == c.C_EXPORTER
-
-
 def secret_refs(spec: api.SLMDeploymentSpec) -> list[tuple[str, str]]:
     """(field path, Secret name) of every credentials Secret the export targets name."""
     return [(f"spec.export[{i}].credentialsSecret", e.credentials_secret.name)

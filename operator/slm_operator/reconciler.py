@@ -38,7 +38,7 @@ from typing import Any
 
 import pydantic
 
-from slm_operator import api, export, export_stage, hub, metrics, podfaults
+from slm_operator import api, export_stage, hub, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
@@ -276,8 +276,10 @@ class Reconciler:
     def _store_host(self, cr: api.SLMDeployment) -> str | None:
         """The limit store Service's ClusterIP, from the watch cache (found by its component
         label among this CR's children, not by a name made up here); None until it exists."""
-        for kind, obj in self.cache.owned_by(cr.metadata.namespace, cr.metadata.name, cr.metadata.uid):
-            if kind == "Service" and (obj["metadata"].get("labels") or {}).get(c.L_COMPONENT) == c.C_LIMITS:
+        ns = cr.metadata.namespace
+        for kind, name, head in self.cache.owned(ns, cr.metadata.name, cr.metadata.uid):
+            if kind == "Service" and head.component == c.C_LIMITS:
+                obj = self.cache.get(kind, ns, name) or {}
                 ip = (obj.get("spec") or {}).get("clusterIP")
                 return ip if ip and ip != "None" else None
         return None
@@ -453,14 +455,14 @@ class Reconciler:
     async def _prune(self, cr: api.SLMDeployment, p: Plan, out: Outcome) -> None:
         """Delete children this CR no longer wants (an HPA turned off, an old Job)."""
         wanted = {(o["kind"], o["metadata"]["name"]) for o in p.all()}
-        for kind, obj in self.cache.owned_by(cr.metadata.namespace, cr.metadata.name, cr.metadata.uid):
-            name = obj["metadata"]["name"]
-            if (kind, name) in wanted or kind == "PersistentVolumeClaim" or export.is_export_child(obj):
+        ns = cr.metadata.namespace
+        for kind, name, head in self.cache.owned(ns, cr.metadata.name, cr.metadata.uid):
+            if (kind, name) in wanted or kind == "PersistentVolumeClaim" or head.component == c.C_EXPORTER:
                 continue  # export Jobs: the export stage keeps or deletes them
             try:
-                await self.kube.delete(obj["apiVersion"], kind, name, cr.metadata.namespace)
+                await self.kube.delete(head.api_version, kind, name, ns)
             except Exception as e:
-                if not self._refused(e, "delete", {**obj, "kind": kind}, out):
+                if not self._refused(e, "delete", {"kind": kind, "metadata": {"name": name, "namespace": ns}}, out):
                     raise
                 continue
             metrics.WRITES.labels(kind=kind).inc()
