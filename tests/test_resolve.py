@@ -67,3 +67,28 @@ def test_unknown_model_is_not_guessed_silently() -> None:
                   "kind": "SLMDeployment", "metadata": {"name": "m"}, "spec": s.model_dump(by_alias=True,
                                                                                            exclude_none=True)})))
     assert any(o["kind"] == "Deployment" for o in objs)
+
+
+def test_sizing_is_memoized_by_the_spec_and_bounded(monkeypatch) -> None:
+    """A CR is resolved on every reconcile: the same spec is sized once; another spec, or a
+    changed one, is sized again; the memo keeps at most SIZED_MEMO_SIZE specs."""
+    from slm_operator import resolve as rs
+
+    calls: list[str] = []
+    real = rs._sized_uncached
+
+    def counting(s: api.SLMDeploymentSpec):
+        calls.append(s.model.source)
+        return real(s)
+
+    monkeypatch.setattr(rs, "_sized_uncached", counting)
+    monkeypatch.setattr(rs, "_sized_memo", type(rs._sized_memo)())
+    monkeypatch.setattr(rs, "SIZED_MEMO_SIZE", 2)
+    a = dict(model={"source": "hf://Qwen/Qwen3-0.6B", "revision": "main"}, engine={"name": "onnxruntime"})
+    first = resolve(spec(**a))
+    assert resolve(spec(**a)) is first and len(calls) == 1
+    bigger = resolve(spec(**a, resources={"cpu": "3", "memory": "5Gi"}))
+    assert (bigger.cpu, bigger.memory) == ("3", "5Gi") and len(calls) == 2
+    resolve(spec(model={"source": "hf://Qwen/Qwen3-8B", "revision": "main"}, engine={"name": "onnxruntime"}))
+    assert len(rs._sized_memo) == 2
+    assert resolve(spec(**a)) == first and len(calls) == 4  # evicted: sized again, same answer

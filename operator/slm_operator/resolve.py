@@ -8,10 +8,12 @@ answer as the operator.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -265,9 +267,34 @@ def resolve_with_sizing(spec: api.SLMDeploymentSpec) -> Resolved:
     return _sized(spec)[0]
 
 
+# Sizing is pure in the spec and costs about a millisecond (the catalog lookup and the trials
+# of autoconfigure); a CR is resolved on every reconcile, several times while it converges, and
+# it was 5 % of the operator's CPU at N = 1000 (py-spy, bench/controlplane). Results are frozen
+# dataclasses, so sharing them is safe. Bounded: the most recently used specs.
+SIZED_MEMO_SIZE = 1024
+_sized_memo: OrderedDict[str, tuple[Resolved, int, str | None]] = OrderedDict()
+
+
 def _sized(spec: api.SLMDeploymentSpec) -> tuple[Resolved, int, str | None]:
     """(resolution, CPU request in millicores, CPU limit quantity or None) from the sizing; the
-    CPU comes from sizing's integers, or from the spec's quantity, never from the rendered string."""
+    CPU comes from sizing's integers, or from the spec's quantity, never from the rendered string.
+    Memoized by the spec's JSON (SIZED_MEMO_SIZE entries); raises as `_sized_uncached`."""
+    key = spec.model_dump_json()
+    hit = _sized_memo.get(key)
+    if hit is not None:
+        with contextlib.suppress(KeyError):  # evicted meanwhile by another thread (slmctl, tests)
+            _sized_memo.move_to_end(key)
+        return hit
+    out = _sized_uncached(spec)
+    _sized_memo[key] = out
+    while len(_sized_memo) > SIZED_MEMO_SIZE:
+        with contextlib.suppress(KeyError):
+            _sized_memo.popitem(last=False)
+    return out
+
+
+def _sized_uncached(spec: api.SLMDeploymentSpec) -> tuple[Resolved, int, str | None]:
+    """`_sized` without the memo. Raises engines.UnknownEngineError for an engine no table row has."""
     engine = str(spec.engine.name)
     facts = lookup_model(spec.model.source)
     q = spec.quantization
