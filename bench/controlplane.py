@@ -844,10 +844,11 @@ def print_table(args: argparse.Namespace, summaries: list[dict[str, Any]], cores
     for r in summaries:
         ratio = "-" if args.no_limit else f"{r['ratio']} {r['ratio_spread']}" + (" **noisy**" if r["noisy"] else "")
         limit = "-" if args.no_limit else f"{r['limit_wall_s']} {r['limit_wall_s_spread']}"
+        limit_cpu = "" if args.no_limit else f" ({r['limit_cpu_s']})"
         print(f"| {r['n']} | {r['runs']} | {r['converged']:.0f} | {r['wall_s']} {r['wall_s_spread']} | {limit} | "
               f"{ratio} | {r['ready_p50_s']}/{r['ready_p99_s']} | "
               f"{sum(r['requests_per_cr'].values()):.1f} {r['requests_per_cr']} | {r['quiet_writes']:.0f} | "
-              f"{r['rss_per_cr_kb']} {r['rss_per_cr_kb_spread']} | {r['cpu_s_converge']} ({r['limit_cpu_s']}) | "
+              f"{r['rss_per_cr_kb']} {r['rss_per_cr_kb_spread']} | {r['cpu_s_converge']}{limit_cpu} | "
               f"{r['load_mean']} ({r['load_peak']}) | {r['other_cpu_pct']} |")
 
 
