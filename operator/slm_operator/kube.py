@@ -213,11 +213,9 @@ class Kube:
         return str(getattr(meta, "resourceVersion", "") or "")
 
     async def post_event(self, event: dict[str, Any]) -> None:
-        from lightkube.resources.core_v1 import Event
-
         self._count("create", "Event")
         try:
-            await self.client.create(Event.from_dict(event), namespace=event["metadata"]["namespace"])
+            await self.client.create(raw_resource("v1", "Event")(event), namespace=event["metadata"]["namespace"])
         except ApiError as e:  # Events are best effort: never fail a reconcile on them.
             log.warning("could not post event: %s", e.status.message)
 
