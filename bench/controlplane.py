@@ -164,7 +164,15 @@ def ensure_cpu_nodes(client: httpx.Client, count: int) -> None:
 def remove_nodes(client: httpx.Client) -> None:
     """Delete the bench's KWOK nodes (bench-gpu-*, bench-cpu-*): left behind, they take pods
     that other tests expect on the cluster's own nodes (e2e/test_reconciler.py checks GPU pods
-    land on gpu-*). Their pods go with the namespaces the bench deletes."""
+    land on gpu-*). Their pods go with the namespaces the bench deletes. Kept while another
+    bench's namespace is still there: removing them under a running bench leaves its pods
+    Pending for ever (a second bench on one cluster did that to the first)."""
+    others = [n["metadata"]["name"] for n in client.get("/api/v1/namespaces").json().get("items", [])
+              if n["metadata"]["name"].startswith(("bench-op-", "bench-limit-"))
+              and (n.get("status") or {}).get("phase") != "Terminating"]
+    if others:
+        print(json.dumps({"mode": "cleanup", "nodes_kept_for": others}), flush=True)
+        return
     listing = client.get("/api/v1/nodes").json()
     for node in listing.get("items", []):
         name = node["metadata"]["name"]
