@@ -440,6 +440,12 @@ def scrape(port: int) -> dict[str, float]:
     return out
 
 
+def reconciles(port: int) -> float:
+    """The operator's reconciles so far (slm_operator_reconciles_total, every result)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(r'^slm_operator_reconciles_total\{[^}]*\} (\S+)$', text, re.M))
+
+
 def settled(port: int, step: float = 1.0, limit: float = 10.0) -> dict[str, float]:
     """The operator's request counters once they stopped moving for `step` seconds (at most
     `limit` seconds): the quiet period starts after convergence has finished, not when the
@@ -527,6 +533,7 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
             time.sleep(2)
             rss0, cpu0 = proc_stats(op.pid)
             m0 = scrape(port)
+            n0 = reconciles(port)
             prog = Progress(kube, ns)
             prog.start()
             if profile:
@@ -547,6 +554,7 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
                 spy.wait(60)
             converged = len(prog.ready)
             m1 = settled(port)
+            n1 = reconciles(port)
             rss1, cpu1 = proc_stats(op.pid)
             # RSS every 10 s of the quiet period: flat means no growth while nothing changes.
             quiet_rss = [rss1]
@@ -578,6 +586,7 @@ def run_operator(kube: Kube, kubeconfig: str, n: int, quiet: float, workers: int
         "served_p50_s": round(pct(served, 50), 2), "served_p99_s": round(pct(served, 99), 2),
         "ready_p50_s": round(pct(ready, 50), 2), "ready_p99_s": round(pct(ready, 99), 2),
         "requests_per_cr": {k: round(v / n, 2) for k, v in sorted(by_verb(conv).items())},
+        "reconciles_per_cr": round((n1 - n0) / n, 2),
         "quiet_s": quiet, "quiet_writes": writes(diff(m1, m2)), "quiet_requests": sum(diff(m1, m2).values()),
         "rss_start_mb": round(rss0 / 2**20, 1), "rss_converged_mb": round(rss1 / 2**20, 1),
         # RSS growth per CR is measured after the quiet period (the heap has settled by then).
@@ -754,7 +763,7 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     verdict on the load: noisy when any run's mean load exceeded 2x the core count."""
     out: dict[str, Any] = {"n": runs[0]["n"], "runs": len(runs)}
     for key in ("wall_s", "limit_wall_s", "ratio", "ready_p50_s", "ready_p99_s", "served_p50_s",
-                "rss_per_cr_kb", "cpu_s_converge", "limit_cpu_s", "quiet_writes", "load_mean", "converged"):
+                "rss_per_cr_kb", "cpu_s_converge", "limit_cpu_s", "reconciles_per_cr", "quiet_writes", "load_mean", "converged"):
         vals = [float(r[key]) for r in runs if r.get(key) is not None]
         out[key] = round(median(vals), 2)
         out[f"{key}_spread"] = [round(min(vals), 2), round(max(vals), 2)] if vals else []
