@@ -763,7 +763,8 @@ def summarise_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     verdict on the load: noisy when any run's mean load exceeded 2x the core count."""
     out: dict[str, Any] = {"n": runs[0]["n"], "runs": len(runs)}
     for key in ("wall_s", "limit_wall_s", "ratio", "ready_p50_s", "ready_p99_s", "served_p50_s",
-                "rss_per_cr_kb", "cpu_s_converge", "limit_cpu_s", "reconciles_per_cr", "quiet_writes", "load_mean", "converged"):
+                "rss_per_cr_kb", "cpu_s_converge", "limit_cpu_s", "reconciles_per_cr", "quiet_writes", "load_mean",
+                "converged"):
         vals = [float(r[key]) for r in runs if r.get(key) is not None]
         out[key] = round(median(vals), 2)
         out[f"{key}_spread"] = [round(min(vals), 2), round(max(vals), 2)] if vals else []
