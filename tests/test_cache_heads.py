@@ -49,13 +49,6 @@ def test_heads_follow_updates_and_removal() -> None:
     assert cache.owned("ns", "m", "u1") == [] and cache.get("Job", "ns", "m-export") is None
 
 
-def test_owned_by_still_gives_the_bodies() -> None:
-    cache = ChildCache()
-    body = child("Service", "m-limits", component=c.C_LIMITS, spec={"clusterIP": "10.0.0.9", "ports": [{"port": 1}]})
-    cache.put("Service", body)
-    assert list(cache.owned_by("ns", "m", "u1")) == [("Service", body)]
-
-
 def test_a_body_round_trips_exactly_and_an_identical_put_changes_nothing() -> None:
     cache = ChildCache()
     body = child("Deployment", "m", api_version="apps/v1",

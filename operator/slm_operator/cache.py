@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import msgspec
@@ -167,13 +167,6 @@ class ChildCache:
             if head is not None and uid in head.owner_uids:
                 out.append((key[0], key[2], head))
         return out
-
-    def owned_by(self, namespace: str, owner: str, uid: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(kind, body) of each child `owned` lists, bodies decoded one at a time."""
-        for kind, name, _ in self.owned(namespace, owner, uid):
-            body = self.get(kind, namespace, name)
-            if body is not None:
-                yield kind, body
 
     def __len__(self) -> int:
         return len(self._objs)

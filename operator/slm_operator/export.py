@@ -214,12 +214,10 @@ def _previous(previous: Mapping[str, Any], spec: api.SLMDeploymentSpec) -> list[
     return None
 
 
-def stale_jobs(children: Sequence[Mapping[str, Any]], keep: str | None) -> list[str]:
-    """Names of this CR's export Jobs other than `keep` (an older artifact, target list or Secret)."""
-    return sorted(o["metadata"]["name"] for o in children
-                  if o.get("kind", "Job") == "Job"
-                  and (o["metadata"].get("labels") or {}).get(c.L_COMPONENT) == c.C_EXPORTER
-                  and o["metadata"]["name"] != keep)
+def is_export_child(component: str | None) -> bool:
+    """True for an export Job, by its slm.ai/component label (`cache.Head.component`): pruning
+    leaves those to the export stage, which deletes the stale ones."""
+    return component == c.C_EXPORTER
 
 
 def secret_refs(spec: api.SLMDeploymentSpec) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from slm_operator import api, metrics, podfaults
 from slm_operator import constants as c
-from slm_operator.export import ExportView, export_job, job_name, observe_export, secret_refs
+from slm_operator.export import ExportView, export_job, is_export_child, job_name, observe_export, secret_refs
 from slm_operator.observe import job_finished
 from slm_operator.status import Cond
 
@@ -68,7 +68,7 @@ async def _delete_stale(rec: Reconciler, cr: api.SLMDeployment, keep: str | None
     """Delete this CR's export Jobs other than `keep` (and their pods, in the background)."""
     ns = cr.metadata.namespace
     for kind, name, head in rec.cache.owned(ns, cr.metadata.name, cr.metadata.uid):
-        if kind != "Job" or head.component != c.C_EXPORTER or name == keep:
+        if kind != "Job" or not is_export_child(head.component) or name == keep:
             continue
         try:
             await rec.kube.delete("batch/v1", "Job", name, ns)

@@ -38,7 +38,7 @@ from typing import Any
 
 import pydantic
 
-from slm_operator import api, export_stage, hub, metrics, podfaults
+from slm_operator import api, export, export_stage, hub, metrics, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
 from slm_operator.diff import needs_apply, parse_quantity
@@ -457,7 +457,7 @@ class Reconciler:
         wanted = {(o["kind"], o["metadata"]["name"]) for o in p.all()}
         ns = cr.metadata.namespace
         for kind, name, head in self.cache.owned(ns, cr.metadata.name, cr.metadata.uid):
-            if (kind, name) in wanted or kind == "PersistentVolumeClaim" or head.component == c.C_EXPORTER:
+            if (kind, name) in wanted or kind == "PersistentVolumeClaim" or export.is_export_child(head.component):
                 continue  # export Jobs: the export stage keeps or deletes them
             try:
                 await self.kube.delete(head.api_version, kind, name, ns)
