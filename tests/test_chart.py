@@ -248,6 +248,7 @@ def test_operator_args_probes_and_runtime_images(rendered: dict[str, list[dict[s
     from slm_operator.settings import OperatorConfig
 
     assert float(env["SLM_STATUS_SETTLE_S"]) == OperatorConfig.status_settle_s  # the chart's default is the operator's
+    assert int(env["SLM_API_MAX_IN_FLIGHT"]) == OperatorConfig.api_max_in_flight
     (dep,) = by_kind(rendered["defaults"], "Deployment")
     assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
     ns = operator_container(rendered["namespaces"])["args"]

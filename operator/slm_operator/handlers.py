@@ -31,12 +31,11 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
-from lightkube import AsyncClient
 
 from slm_operator import api, metrics, peering, podfaults
 from slm_operator import constants as c
 from slm_operator.cache import ChildCache
-from slm_operator.kube import Kube, ServiceMonitorResource, SLMResource, compact_child, raw_resource
+from slm_operator.kube import Kube, ServiceMonitorResource, SLMResource, compact_child, make_client, raw_resource
 from slm_operator.reconciler import Outcome, Reconciler
 from slm_operator.settings import OperatorConfig
 from slm_operator.workqueue import WorkQueue
@@ -134,8 +133,7 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False          # our own Events only, on transitions
     settings.watching.server_timeout = 300    # kopf's peering watch
     settings.networking.request_timeout = 60
-    client = AsyncClient(field_manager=c.FIELD_MANAGER)
-    STATE.kube = Kube(client)
+    STATE.kube = Kube(make_client(cfg.api_max_in_flight), max_in_flight=cfg.api_max_in_flight)
     STATE.cache = ChildCache()
     STATE.conditions = {}
     ctx = cfg.render_context(service_monitor_crd=await STATE.kube.crd_exists(

@@ -33,6 +33,21 @@ def _seconds_env(name: str, default: float) -> float:
     return value
 
 
+def _count_env(name: str, default: int) -> int:
+    """A whole number of at least 1 from env `name` (unset: `default`).
+
+    Raises:
+        ValueError: naming the variable, the value and what is expected.
+    """
+    raw = os.environ.get(name, "")
+    if not raw.strip():
+        return default
+    if not raw.strip().isdigit() or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} is not a whole number of at least 1: set it to e.g. {default}, "
+                         "or unset it for the default")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     images: Images = field(default_factory=Images)
@@ -43,6 +58,9 @@ class OperatorConfig:
     # status_settle): measured by bench/controlplane, 2 s drops the transient writes (Job created
     # -> running, Deployment created -> replicas starting) on the local control plane.
     status_settle_s: float = 2.0
+    # API requests in flight at once (kube.Kube's max_in_flight), watches apart: measured by
+    # bench/controlplane on the local control plane (see bench/README.md).
+    api_max_in_flight: int = 32
     hub: HubDefaults = field(default_factory=HubDefaults)
 
     @classmethod
@@ -68,6 +86,7 @@ class OperatorConfig:
             workers=int(os.environ.get("SLM_WORKERS", "16")),
             monitoring_namespace=os.environ.get("SLM_MONITORING_NAMESPACE", "monitoring"),
             status_settle_s=_seconds_env("SLM_STATUS_SETTLE_S", 2.0),
+            api_max_in_flight=_count_env("SLM_API_MAX_IN_FLIGHT", cls.api_max_in_flight),
             hub=HubDefaults.from_env(dict(os.environ)),
         )
 
