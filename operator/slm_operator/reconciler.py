@@ -54,6 +54,7 @@ from slm_operator.observe import (
 )
 from slm_operator.render import Plan, RenderContext, plan
 from slm_operator.render.common import ConsumerFacts
+from slm_operator.render_memo import RenderMemo, fingerprint
 from slm_operator.resolve import Resolved, resolution
 from slm_operator.status import (
     Cond,
@@ -167,6 +168,7 @@ class Reconciler:
         # has not delivered yet: a body older than the write starts from what was written.
         self._written: dict[tuple[str, str], tuple[int, str]] = {}
         self._deferred: dict[tuple[str, str], float] = {}  # key -> monotonic time first deferred
+        self.memo = RenderMemo()  # stages 1-3 of the SLMDeployments reconciled most recently
 
     async def reconcile(self, body: dict[str, Any]) -> Outcome:
         """One pass over one SLMDeployment (its body from the watch; only read, never written).
@@ -200,12 +202,18 @@ class Reconciler:
 
     async def _observe(self, body: dict[str, Any], previous: dict[str, Any], out: Outcome) -> Observation:
         """Stages 1-6: what status should say."""
-        cr, invalid = parse(body)
-        if cr is None:
-            assert invalid is not None
-            return invalid
+        key = fingerprint(body)
+        kept = self.memo.resolved(key, self.ctx.hub.endpoint)
+        if kept is not None:
+            cr, res = kept
+        else:
+            parsed, invalid = parse(body)
+            if parsed is None:
+                assert invalid is not None
+                return invalid
+            cr, res = parsed, resolution(parsed.spec, self.ctx.hub.endpoint)
+            self.memo.keep_resolved(key, self.ctx.hub.endpoint, cr, res)
         meta = cr.metadata
-        res = resolution(cr.spec, self.ctx.hub.endpoint)
         obs = resolved_observation(body["metadata"].get("generation", 0), res.r, meta.name, meta.namespace)
         if not res.r.fits:
             metrics.SIZING_REFUSALS.labels(engine=res.r.engine).inc()
@@ -221,7 +229,11 @@ class Reconciler:
             out.again_after(CONSUMERS_RECHECK_SECONDS)
         if facts.limits:
             facts = dataclasses.replace(facts, store_host=self._store_host(cr))
-        p = plan(cr, dataclasses.replace(self.ctx, consumers=facts), res)
+        ctx = dataclasses.replace(self.ctx, consumers=facts) if facts != self.ctx.consumers else self.ctx
+        p = self.memo.plan(key, ctx)
+        if p is None:
+            p = plan(cr, ctx, res)
+            self.memo.keep_plan(key, ctx, p)
 
         missing = await self._check_secrets(cr, secret_values) or consumers_missing
         await self._apply_all([o for o in p.prepare if o["kind"] != "Job"], out, fresh=not previous)

@@ -85,17 +85,20 @@ def build_status(o: Observation, previous: dict[str, Any] | None) -> dict[str, A
     previous = previous or {}
     prev_conds = {x.get("type"): x for x in previous.get("conditions", []) or []}
     conditions = []
+    stamp = ""  # now(), formatted once and only for a condition that needs it
     for ctype, cond in _conditions(o).items():
         status = "True" if cond.status else "False"
         old = prev_conds.get(ctype)
-        changed = old is None or old.get("status") != status
+        since = old.get("lastTransitionTime") if old is not None and old.get("status") == status else None
+        if not since:
+            stamp = stamp or now()
         conditions.append({
             "type": ctype,
             "status": status,
             "reason": cond.reason,
             "message": cond.message,
             "observedGeneration": o.generation,
-            "lastTransitionTime": now() if changed else old.get("lastTransitionTime", now()),
+            "lastTransitionTime": since or stamp,
         })
     out: dict[str, Any] = {"observedGeneration": o.generation, "conditions": conditions}
     if o.engine:
