@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from slm_operator.hub import HubDefaults
@@ -14,38 +15,39 @@ def image_env(engine: str) -> str:
     return f"SLM_IMAGE_{engine.upper()}"
 
 
-def _seconds_env(name: str, default: float) -> float:
-    """A non-negative number of seconds from env `name` (unset: `default`).
+def _env_value(name: str, default: float, value: Callable[[str], float | None], expected: str) -> float:
+    """`value(raw)` of env `name` (unset or blank: `default`); `value` returns None for a
+    value it refuses.
 
     Raises:
-        ValueError: naming the variable, the value and what is expected.
+        ValueError: naming the variable, the value and `expected` (what to set instead).
     """
     raw = os.environ.get(name, "")
     if not raw.strip():
         return default
+    parsed = value(raw.strip())
+    if parsed is None:
+        raise ValueError(f"{name}={raw!r} is not {expected}, or unset it for the default")
+    return parsed
+
+
+def _seconds(raw: str) -> float | None:
     try:
         value = float(raw)
     except ValueError:
-        value = -1.0
-    if not value >= 0:  # also refuses NaN
-        raise ValueError(f"{name}={raw!r} is not a number of seconds: set it to 0 or more (e.g. 2), "
-                         "or unset it for the default")
-    return value
+        return None
+    return value if value >= 0 else None  # also refuses NaN
+
+
+def _seconds_env(name: str, default: float) -> float:
+    """A non-negative number of seconds from env `name` (unset: `default`); ValueError otherwise."""
+    return _env_value(name, default, _seconds, "a number of seconds: set it to 0 or more (e.g. 2)")
 
 
 def _count_env(name: str, default: int) -> int:
-    """A whole number of at least 1 from env `name` (unset: `default`).
-
-    Raises:
-        ValueError: naming the variable, the value and what is expected.
-    """
-    raw = os.environ.get(name, "")
-    if not raw.strip():
-        return default
-    if not raw.strip().isdigit() or int(raw) < 1:
-        raise ValueError(f"{name}={raw!r} is not a whole number of at least 1: set it to e.g. {default}, "
-                         "or unset it for the default")
-    return int(raw)
+    """A whole number of at least 1 from env `name` (unset: `default`); ValueError otherwise."""
+    return int(_env_value(name, default, lambda raw: int(raw) if raw.isdigit() and int(raw) >= 1 else None,
+                          f"a whole number of at least 1: set it to e.g. {default}"))
 
 
 @dataclass(frozen=True)
