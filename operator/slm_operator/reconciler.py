@@ -7,7 +7,8 @@ Stages, each reading only what the one before it produced:
    a spec that does not fit stops here, with nothing rendered or written but status;
 3. read what render needs from the API (the access.apiKeys consumers Secret, the limit
    store's ClusterIP from the watch cache) and render from the resolution (render.plan): the
-   plan carries every child's name and path, the stages below read them there;
+   plan carries every child's name and path, the stages below read them there; stages 1-3 run
+   once per spec (render_memo keeps their results by the body's fingerprint);
 4. prepare objects (Secret, PVC, NetworkPolicies, Service), after checking the Secrets the
    spec names;
 5. the artifact: the quantization Job, unless the artifact exists; its state becomes status
@@ -229,7 +230,7 @@ class Reconciler:
             out.again_after(CONSUMERS_RECHECK_SECONDS)
         if facts.limits:
             facts = dataclasses.replace(facts, store_host=self._store_host(cr))
-        ctx = dataclasses.replace(self.ctx, consumers=facts) if facts != self.ctx.consumers else self.ctx
+        ctx = dataclasses.replace(self.ctx, consumers=facts)
         p = self.memo.plan(key, ctx)
         if p is None:
             p = plan(cr, ctx, res)
